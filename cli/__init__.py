@@ -1,0 +1,1 @@
+"""The `wasmdeck` command line: a thin client of `engine.Engine`."""

@@ -1,0 +1,244 @@
+"""Guest execution on wasmer-sdk: the only module that imports `wasmer_sdk`.
+
+- One sandbox per worker (keyed by namespace and name), never shared, so a file one
+  worker writes in its /tmp is invisible to every other. Network is always disabled and
+  the host filesystem is never mounted.
+- A new guest process per request.
+- Compiled artifacts live in an on-disk cache (wasmer's `cache_root`), so a restarted
+  engine does not compile again. Loaded packages and sandboxes are kept in bounded LRUs.
+- A global bound on concurrent guest processes; beyond it callers wait in a bounded
+  queue, and past that they are refused (`LoadShed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from wasmer_sdk import ExitReason, Wasmer, WasmerError
+
+from .errors import InvalidModule
+from .wasm_module import cap_memory
+
+
+class LoadShed(Exception):
+    """Every guest slot is busy and the wait queue is full."""
+
+
+@dataclass
+class GuestRun:
+    """What one guest process did."""
+
+    outcome: str  # "exited", "timeout", "trap", "failed"
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: float
+    error: str | None = None
+
+
+@dataclass
+class _WorkerSandbox:
+    sandbox: object
+    package_key: tuple[str, int]
+    package: object
+    in_flight: int = 0
+    retired: bool = False
+
+
+class Runtime:
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        max_concurrency: int,
+        max_queue: int,
+        max_output_bytes: int,
+        package_cache_size: int = 128,
+        sandbox_cache_size: int = 512,
+    ) -> None:
+        self.cache_dir = cache_dir
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.max_output_bytes = max_output_bytes
+        self.package_cache_size = package_cache_size
+        self.sandbox_cache_size = sandbox_cache_size
+        self._wasmer: Wasmer | None = None
+        self._packages: OrderedDict[tuple[str, int], object] = OrderedDict()
+        self._sandboxes: OrderedDict[str, _WorkerSandbox] = OrderedDict()
+        self._loading: dict[object, asyncio.Future] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self.running = 0
+        self.waiting = 0
+        self.shed = 0
+        self._closed = False
+
+    def _client(self) -> Wasmer:
+        if self._wasmer is None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self._wasmer = Wasmer(cache_root=self.cache_dir, output_bytes=self.max_output_bytes)
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        return self._wasmer
+
+    async def _once(self, key: object, make: Callable[[], "asyncio.Future | object"]) -> object:
+        """Run `make` once for concurrent callers asking for the same key."""
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await make()  # type: ignore[misc]
+            future.set_result(value)
+            return value
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved
+            raise
+        finally:
+            del self._loading[key]
+
+    async def _package(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> object:
+        key = (sha256, memory_pages)
+        cached = self._packages.get(key)
+        if cached is not None:
+            self._packages.move_to_end(key)
+            return cached
+
+        async def load() -> object:
+            capped = cap_memory(module(), memory_pages)
+            package = await self._client().packages.load(capped)
+            self._packages[key] = package
+            while len(self._packages) > self.package_cache_size:
+                self._packages.popitem(last=False)
+            return package
+
+        return await self._once(("package", key), load)
+
+    async def _sandbox(self, worker_key: str, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> _WorkerSandbox:
+        entry = self._sandboxes.get(worker_key)
+        if entry is not None and entry.package_key == (sha256, memory_pages):
+            self._sandboxes.move_to_end(worker_key)
+            return entry
+
+        async def create() -> _WorkerSandbox:
+            package = await self._package(sha256, memory_pages, module)
+            sandbox = await self._client().sandboxes.create(packages=[package], network="disabled")
+            old = self._sandboxes.pop(worker_key, None)
+            if old is not None:
+                await self._retire(old)
+            fresh = _WorkerSandbox(sandbox=sandbox, package_key=(sha256, memory_pages), package=package)
+            self._sandboxes[worker_key] = fresh
+            while len(self._sandboxes) > self.sandbox_cache_size:
+                _, evicted = self._sandboxes.popitem(last=False)
+                await self._retire(evicted)
+            return fresh
+
+        return await self._once(("sandbox", worker_key, sha256, memory_pages), create)  # type: ignore[return-value]
+
+    async def _retire(self, entry: _WorkerSandbox) -> None:
+        entry.retired = True
+        if entry.in_flight == 0:
+            await entry.sandbox.close()  # type: ignore[attr-defined]
+
+    async def run(
+        self,
+        worker_key: str,
+        sha256: str,
+        module: Callable[[], bytes],
+        *,
+        memory_pages: int,
+        env: dict[str, str],
+        stdin: bytes,
+        timeout_s: float,
+        queue_timeout_s: float,
+    ) -> GuestRun:
+        """Run the worker's module once. Raises LoadShed, or InvalidModule if the memory cap cannot hold it."""
+        if self._closed:
+            raise RuntimeError("the runtime is closed")
+        self._client()
+        assert self._slots is not None
+        if self._slots.locked():
+            if self.waiting >= self.max_queue:
+                self.shed += 1
+                raise LoadShed(f"all {self.max_concurrency} guest slots are busy and {self.max_queue} requests are waiting")
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), queue_timeout_s)
+        except asyncio.TimeoutError:
+            self.shed += 1
+            raise LoadShed(f"waited {queue_timeout_s:.1f} s for a free guest slot") from None
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        entry: _WorkerSandbox | None = None
+        try:
+            entry = await self._sandbox(worker_key, sha256, memory_pages, module)
+            entry.in_flight += 1
+            command = entry.sandbox.command(entry.package, env=env)  # type: ignore[attr-defined]
+            started = time.perf_counter()
+            try:
+                output = await command.run(stdin=stdin, timeout=timeout_s, output_bytes=self.max_output_bytes, check=False)
+            except WasmerError as error:
+                duration = (time.perf_counter() - started) * 1000
+                outcome = "trap" if error.code == "EXECUTION_ERROR" else "failed"
+                return GuestRun(outcome, None, b"", b"", False, False, duration, error=str(error))
+            duration = (time.perf_counter() - started) * 1000
+            if output.reason is ExitReason.TIMEOUT:
+                outcome = "timeout"
+            elif output.reason is ExitReason.EXITED:
+                outcome = "exited"
+            else:
+                outcome = "failed"
+            return GuestRun(
+                outcome,
+                output.exit_code,
+                output.stdout.bytes,
+                output.stderr.bytes,
+                output.stdout.truncated,
+                output.stderr.truncated,
+                duration,
+                error=None if outcome != "failed" else f"the guest process ended abnormally ({output.reason.value})",
+            )
+        finally:
+            self.running -= 1
+            self._slots.release()
+            if entry is not None:
+                entry.in_flight -= 1
+                if entry.retired and entry.in_flight == 0:
+                    await entry.sandbox.close()  # type: ignore[attr-defined]
+
+    def forget_worker(self, worker_key: str) -> None:
+        """Drop a deleted worker's sandbox (closed once its in-flight runs end)."""
+        entry = self._sandboxes.pop(worker_key, None)
+        if entry is not None:
+            entry.retired = True
+            if entry.in_flight == 0:
+                asyncio.ensure_future(entry.sandbox.close())  # type: ignore[attr-defined]
+
+    @property
+    def sandbox_count(self) -> int:
+        return len(self._sandboxes)
+
+    async def close(self) -> None:
+        self._closed = True
+        entries = list(self._sandboxes.values())
+        self._sandboxes.clear()
+        self._packages.clear()
+        for entry in entries:
+            try:
+                await entry.sandbox.close()  # type: ignore[attr-defined]
+            except WasmerError:
+                pass
+        if self._wasmer is not None:
+            await self._wasmer.close()
+            self._wasmer = None
+
+
+__all__ = ["GuestRun", "InvalidModule", "LoadShed", "Runtime"]

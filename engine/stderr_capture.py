@@ -1,0 +1,104 @@
+"""Keep what the Wasm runtime writes straight to file descriptor 2 off the terminal.
+
+wasmer-sdk prints a guest's trap backtrace to fd 2 of the host process, bypassing
+Python. The same text reaches the engine in the raised error and goes into the trace
+item; this module moves fd 2 onto a pipe so nothing scribbles over a terminal UI or
+a CLI's output, and keeps the captured lines for inspection. Python's own `sys.stderr`
+keeps writing to the original destination.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+from collections import deque
+
+
+class RuntimeStderr:
+    """Process-wide and reference-counted: the first `acquire` redirects, the last `release` restores."""
+
+    _lock = threading.Lock()
+    _users = 0
+    _saved_fd: int | None = None
+    _reader: threading.Thread | None = None
+    _read_fd: int | None = None
+    _saved_sys_stderr: object | None = None
+    lines: deque[str] = deque(maxlen=2000)
+
+    @classmethod
+    def acquire(cls) -> None:
+        with cls._lock:
+            cls._users += 1
+            if cls._users > 1:
+                return
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            cls._saved_fd = os.dup(2)
+            read_fd, write_fd = os.pipe()
+            os.dup2(write_fd, 2)
+            os.close(write_fd)
+            cls._read_fd = read_fd
+            cls._saved_sys_stderr = None
+            try:
+                uses_fd2 = sys.stderr is not None and sys.stderr.fileno() == 2
+            except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
+                uses_fd2 = False
+            if uses_fd2:
+                cls._saved_sys_stderr = sys.stderr
+                sys.stderr = io.TextIOWrapper(
+                    io.FileIO(os.dup(cls._saved_fd), "w"), encoding="utf-8", errors="replace", line_buffering=True
+                )
+            cls._reader = threading.Thread(target=cls._drain, args=(read_fd,), name="wasmdeck-fd2", daemon=True)
+            cls._reader.start()
+
+    @classmethod
+    def _drain(cls, read_fd: int) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(read_fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                cls.lines.append(line.decode("utf-8", "replace"))
+        if pending:
+            cls.lines.append(pending.decode("utf-8", "replace"))
+        try:
+            os.close(read_fd)
+        except OSError:
+            pass
+
+    @classmethod
+    def release(cls) -> None:
+        with cls._lock:
+            if cls._users == 0:
+                return
+            cls._users -= 1
+            if cls._users:
+                return
+            assert cls._saved_fd is not None
+            if cls._saved_sys_stderr is not None:
+                replacement = sys.stderr
+                sys.stderr = cls._saved_sys_stderr  # type: ignore[assignment]
+                try:
+                    replacement.close()  # type: ignore[union-attr]
+                except (OSError, ValueError):
+                    pass
+            os.dup2(cls._saved_fd, 2)  # closes the pipe's last write end, so the reader ends
+            os.close(cls._saved_fd)
+            cls._saved_fd = None
+            if cls._reader is not None:
+                cls._reader.join(timeout=2)
+            cls._reader = None
+
+    @classmethod
+    def active(cls) -> bool:
+        return cls._users > 0

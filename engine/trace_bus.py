@@ -1,0 +1,153 @@
+"""Live fan-out of trace items to subscribers, and batched persistence off the request path.
+
+Publishing never waits: each subscriber has a bounded buffer, and an item that does not
+fit is dropped and counted for that subscriber. The writer collects items and stores them
+in batches from a worker thread, so a slow disk never slows dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .store import Store
+from .traces import TraceFilter
+
+log = logging.getLogger("wasmdeck.traces")
+
+DEFAULT_SUBSCRIBER_BUFFER = 1_000
+FLUSH_INTERVAL_S = 0.1
+MAX_BATCH = 500
+MAX_PENDING_WRITES = 20_000
+
+
+class Subscription:
+    """An async iterator of trace items matching a filter. `dropped` counts items lost to a full buffer."""
+
+    def __init__(self, bus: "TraceBus", trace_filter: TraceFilter, buffer: int) -> None:
+        self._bus = bus
+        self.filter = trace_filter
+        self._items: deque[dict[str, Any]] = deque()
+        self._buffer = buffer
+        self._wakeup = asyncio.Event()
+        self.dropped = 0
+        self.closed = False
+
+    def _offer(self, item: dict[str, Any]) -> None:
+        if not self.filter.matches(item):
+            return
+        if len(self._items) >= self._buffer:
+            self.dropped += 1
+            return
+        self._items.append(item)
+        self._wakeup.set()
+
+    def pending(self) -> int:
+        return len(self._items)
+
+    def take_dropped(self) -> int:
+        dropped, self.dropped = self.dropped, 0
+        return dropped
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Everything buffered right now, without waiting (for UIs that batch their updates)."""
+        items = list(self._items)
+        self._items.clear()
+        self._wakeup.clear()
+        return items
+
+    async def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+        while not self._items:
+            if self.closed:
+                return None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        return self._items.popleft()
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            item = await self.get()
+            if item is None:
+                return
+            yield item
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()
+        self._bus._subscriptions.discard(self)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class TraceBus:
+    def __init__(self, store: Store, origin: str, retention: int | None = None, persist: bool = True) -> None:
+        self._store = store
+        self.origin = origin
+        self.retention = retention
+        self.persist = persist
+        self._subscriptions: set[Subscription] = set()
+        self._pending: list[dict[str, Any]] = []
+        self._writer: asyncio.Task | None = None
+        self._flush_needed: asyncio.Event | None = None
+        self.write_dropped = 0
+        self.published = 0
+
+    def subscribe(self, trace_filter: TraceFilter | None = None, buffer: int = DEFAULT_SUBSCRIBER_BUFFER) -> Subscription:
+        subscription = Subscription(self, trace_filter or TraceFilter(), buffer)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def publish(self, item: dict[str, Any]) -> None:
+        self.published += 1
+        for subscription in list(self._subscriptions):
+            subscription._offer(item)
+        if not self.persist:
+            return
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            self.write_dropped += 1
+            return
+        self._pending.append(item)
+        self._ensure_writer()
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._flush_needed = asyncio.Event()
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="wasmdeck-trace-writer")
+
+    async def _write_loop(self) -> None:
+        while self._pending:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                await asyncio.to_thread(self._store.insert_traces, self.origin, batch, self.retention)
+            except Exception:  # the store is the only place traces persist; keep serving if it fails
+                log.exception("could not store %d trace items", len(batch))
+                self.write_dropped += len(batch)
+
+    async def flush(self) -> None:
+        """Store everything published so far (used at shutdown and by tests)."""
+        await self._flush_once()
+        if self._writer is not None and not self._writer.done():
+            await self._writer
+
+    async def close(self) -> None:
+        await self.flush()
+        for subscription in list(self._subscriptions):
+            subscription.close()
