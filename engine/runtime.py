@@ -164,13 +164,15 @@ class Runtime:
             raise RuntimeError("the runtime is closed")
         self._client()
         assert self._slots is not None
-        if self._slots.locked():
-            if self.waiting >= self.max_queue:
-                self.shed += 1
-                raise LoadShed(f"all {self.max_concurrency} guest slots are busy and {self.max_queue} requests are waiting")
+        if self.running + self.waiting >= self.max_concurrency + self.max_queue:
+            self.shed += 1
+            raise LoadShed(f"all {self.max_concurrency} guest slots are busy and {self.max_queue} requests are waiting")
         self.waiting += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), queue_timeout_s)
+            if self._slots.locked():
+                await asyncio.wait_for(self._slots.acquire(), queue_timeout_s)
+            else:
+                await self._slots.acquire()
         except asyncio.TimeoutError:
             self.shed += 1
             raise LoadShed(f"waited {queue_timeout_s:.1f} s for a free guest slot") from None

@@ -37,7 +37,7 @@ MAX_LOG_LINES = 1_000
 MAX_LOG_BYTES = 128 * 1024
 MAX_EXCEPTION_MESSAGE = 8 * 1024
 
-_LEVEL_PREFIX = re.compile(r"^(debug|info|log|warn|warning|error)\s*:\s?", re.IGNORECASE)
+_LEVEL_PREFIX = re.compile(r"^(debug|info|log|warn|warning|error)\s*:\s*", re.IGNORECASE)
 
 
 def is_sensitive_header(name: str) -> bool:
