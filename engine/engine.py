@@ -68,9 +68,11 @@ class Engine:
         capture_runtime_stderr: bool = True,
         engine_defaults: Limits = ENGINE_DEFAULTS,
         cache_dir: str | os.PathLike[str] | None = None,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.db_path = Path(db).expanduser() if db is not None else default_db_path()
-        self.store = Store(self.db_path)
+        self.clock = clock  # epoch milliseconds for timestamps; tests fix it for deterministic output
+        self.store = Store(self.db_path, clock)
         self.dispatch_function = dispatch_function
         self.max_module_bytes = max_module_bytes
         self.max_response_bytes = max_response_bytes
@@ -284,7 +286,7 @@ class Engine:
             RuntimeStderr.acquire()
             self._capturing = True
         started = time.perf_counter()
-        timestamp = now_ms()
+        timestamp = self.clock()
         ns = self._cached(("namespace", namespace), lambda: self.store.namespace(namespace))
         target = await route(request, ns, self.dispatch_function)
         if target.response is not None:
@@ -318,19 +320,19 @@ class Engine:
             return self._finish(
                 request, ns.name, worker, worker.name, "loadShed", timestamp, started, 0,
                 _limit_response(503, "the engine is overloaded; try again shortly", "concurrency", str(shed)),
-                exceptions=[exception_entry("LoadShed", str(shed), now_ms())],
+                exceptions=[exception_entry("LoadShed", str(shed), self.clock())],
             )
         except InvalidModule as error:
             return self._finish(
                 request, ns.name, worker, worker.name, "exceededMemory", timestamp, started, 0,
                 _limit_response(503, "Worker exceeded its memory limit", "memoryMb", str(error)),
-                exceptions=[exception_entry("ExceededMemory", str(error), now_ms())],
+                exceptions=[exception_entry("ExceededMemory", str(error), self.clock())],
             )
         except Exception as error:  # a runtime failure must never take the caller down
             return self._finish(
                 request, ns.name, worker, worker.name, "internalError", timestamp, started, 0,
                 _text_response(500, f"Internal error while running the Worker: {error}"),
-                exceptions=[exception_entry("InternalError", str(error), now_ms())],
+                exceptions=[exception_entry("InternalError", str(error), self.clock())],
             )
         return self._complete(request, ns.name, worker, limits, run, timestamp, started)
 
@@ -344,7 +346,7 @@ class Engine:
         timestamp: int,
         started: float,
     ) -> Response:
-        end = now_ms()
+        end = self.clock()
         logs, logs_truncated = log_entries(run.stderr, end)
         truncated = logs_truncated or run.stderr_truncated
         cpu = round(run.duration_ms)

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,8 +138,9 @@ MIGRATIONS = {1: _migration_1}
 
 
 class Store:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], clock: Callable[[], int] = now_ms) -> None:
         self.path = Path(path)
+        self.now_ms = clock
         if self.path.exists() and self.path.is_dir():
             raise InvalidInput(f"database path {self.path} is a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +249,7 @@ class Store:
             if db.execute("SELECT 1 FROM namespaces WHERE name = ?", [name]).fetchone():
                 raise InvalidInput(f"namespace {name!r} already exists")
             db["namespaces"].insert(
-                {"name": name, "routing": routing, **{f: getattr(defaults or Limits(), f) for f in FIELDS}, "created_at": now_ms()}
+                {"name": name, "routing": routing, **{f: getattr(defaults or Limits(), f) for f in FIELDS}, "created_at": self.now_ms()}
             )
         return self.namespace(name)
 
@@ -324,7 +325,7 @@ class Store:
             if not db.execute("SELECT 1 FROM namespaces WHERE name = ?", [namespace]).fetchone():
                 raise NotFound(f"namespace {namespace!r} does not exist")
             if not db.execute("SELECT 1 FROM modules WHERE sha256 = ?", [sha256]).fetchone():
-                db["modules"].insert({"sha256": sha256, "size": len(module), "bytes": module, "created_at": now_ms()})
+                db["modules"].insert({"sha256": sha256, "size": len(module), "bytes": module, "created_at": self.now_ms()})
             self._new_version(db, namespace, name, sha256, abi, tags, variables, message)
         return self.worker(namespace, name)
 
@@ -339,7 +340,7 @@ class Store:
         variables: dict[str, str],
         message: str,
     ) -> int:
-        stamp = now_ms()
+        stamp = self.now_ms()
         row = db.execute("SELECT id FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone()
         if row:
             worker_id = row[0]
@@ -465,7 +466,7 @@ class Store:
                     merged[name] = getattr(limits, name)
                 if name in clear:
                     merged[name] = None
-            db["tag_limits"].upsert({"tag": tag, **merged, "updated_at": now_ms()}, pk="tag")
+            db["tag_limits"].upsert({"tag": tag, **merged, "updated_at": self.now_ms()}, pk="tag")
         return Limits(**merged)
 
     def delete_tag_limits(self, tag: str) -> None:

@@ -1,0 +1,236 @@
+"""The engine client interface: what a console (or any remote tool) may ask of an engine.
+
+Two transports implement it: `LocalClient` calls an in-process `Engine`; a remote client
+speaks the admin API over HTTP. Screens depend on `EngineClient` only, so every screen
+works embedded and remote without two code paths.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .engine import Engine
+from .http import Request, Response
+from .limits import EffectiveLimits, Limits
+from .store import Namespace, Worker, WorkerVersion
+from .traces import TraceFilter
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker as a listing shows it: the serving version plus its recent traffic."""
+
+    worker: Worker
+    requests: int
+    errors: int
+    last_outcome: str | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+class TraceStream(abc.ABC):
+    """Live trace items; `drain()` returns what arrived since the last call, without waiting."""
+
+    dropped: int
+
+    @abc.abstractmethod
+    def drain(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def wait(self, timeout: float) -> None:
+        """Return when items are ready or after `timeout` seconds."""
+
+    @abc.abstractmethod
+    def take_dropped(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class EngineClient(abc.ABC):
+    """Everything the console does goes through these methods."""
+
+    description: str
+
+    @abc.abstractmethod
+    async def namespaces(self) -> list[Namespace]: ...
+
+    @abc.abstractmethod
+    async def workers(self, namespace: str, tags: Iterable[str] = ()) -> list[WorkerRow]: ...
+
+    @abc.abstractmethod
+    async def versions(self, name: str, namespace: str) -> list[WorkerVersion]: ...
+
+    @abc.abstractmethod
+    async def deploy(
+        self, name: str, module: bytes | str | os.PathLike[str], namespace: str, tags: Iterable[str], vars: Mapping[str, str]
+    ) -> Worker: ...
+
+    @abc.abstractmethod
+    async def set_tags(self, name: str, tags: Iterable[str], namespace: str) -> Worker: ...
+
+    @abc.abstractmethod
+    async def set_vars(self, name: str, vars: Mapping[str, str], namespace: str) -> Worker: ...
+
+    @abc.abstractmethod
+    async def rollback(self, name: str, version: int, namespace: str) -> Worker: ...
+
+    @abc.abstractmethod
+    async def delete(self, name: str, namespace: str) -> None: ...
+
+    @abc.abstractmethod
+    async def limits(self) -> dict[str, Limits]: ...
+
+    @abc.abstractmethod
+    async def set_limits(self, tag: str, limits: Limits, clear: Iterable[str] = ()) -> Limits: ...
+
+    @abc.abstractmethod
+    async def delete_limits(self, tag: str) -> None: ...
+
+    @abc.abstractmethod
+    async def effective_limits(self, name: str, namespace: str) -> EffectiveLimits: ...
+
+    @abc.abstractmethod
+    async def engine_defaults(self) -> Limits: ...
+
+    @abc.abstractmethod
+    async def dispatch(self, request: Request, namespace: str) -> Response: ...
+
+    @abc.abstractmethod
+    async def recent_traces(self, limit: int, trace_filter: TraceFilter | None = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def stream(self, trace_filter: TraceFilter | None = None, buffer: int = 10_000) -> TraceStream: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class _LocalStream(TraceStream):
+    """Items dispatched by this process arrive at once; items from other processes sharing the
+    database are polled from the store."""
+
+    def __init__(self, engine: Engine, trace_filter: TraceFilter, buffer: int, poll_interval: float = 0.25) -> None:
+        self._engine = engine
+        self._filter = trace_filter
+        self._subscription = engine.subscribe(trace_filter, buffer=buffer)
+        self._last_id = engine.store.last_trace_id()
+        self._poll_interval = poll_interval
+        self._next_poll = 0.0
+        self._foreign: list[dict[str, Any]] = []
+        self._buffer = buffer
+        self.dropped = 0
+
+    def _poll(self) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time < self._next_poll:
+            return
+        self._next_poll = loop_time + self._poll_interval
+        rows = self._engine.store.traces_after(
+            self._last_id,
+            namespace=self._filter.namespace,
+            worker=self._filter.worker,
+            exclude_origin=self._engine.origin,
+        )
+        for row_id, item in rows:
+            self._last_id = row_id
+            if self._filter.matches(item):
+                if len(self._foreign) >= self._buffer:
+                    self.dropped += 1
+                else:
+                    self._foreign.append(item)
+
+    def drain(self) -> list[dict[str, Any]]:
+        self._poll()
+        items = self._subscription.drain()
+        if self._foreign:
+            items = sorted(items + self._foreign, key=lambda item: item.get("eventTimestamp", 0))
+            self._foreign = []
+        return items
+
+    async def wait(self, timeout: float) -> None:
+        if self._subscription.pending() or self._foreign:
+            return
+        item = await self._subscription.get(timeout=timeout)
+        if item is not None:
+            self._subscription._items.appendleft(item)
+
+    def take_dropped(self) -> int:
+        dropped = self.dropped + self._subscription.take_dropped()
+        self.dropped = 0
+        return dropped
+
+    def close(self) -> None:
+        self._subscription.close()
+
+
+class LocalClient(EngineClient):
+    """The in-process transport: an `Engine` in this process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.description = str(engine.db_path)
+
+    async def namespaces(self) -> list[Namespace]:
+        return self.engine.namespaces()
+
+    async def workers(self, namespace: str, tags: Iterable[str] = ()) -> list[WorkerRow]:
+        stats = self.engine.worker_stats(namespace)
+        rows = []
+        for worker in self.engine.workers(namespace, tags=tags):
+            numbers = stats.get(worker.name, {})
+            rows.append(WorkerRow(worker, numbers.get("requests", 0), numbers.get("errors", 0), numbers.get("lastOutcome")))
+        return rows
+
+    async def versions(self, name: str, namespace: str) -> list[WorkerVersion]:
+        return self.engine.versions(name, namespace=namespace)
+
+    async def deploy(self, name, module, namespace, tags, vars) -> Worker:  # type: ignore[no-untyped-def]
+        return self.engine.deploy(name, module, namespace=namespace, tags=tags, vars=vars)
+
+    async def set_tags(self, name: str, tags: Iterable[str], namespace: str) -> Worker:
+        return self.engine.set_tags(name, tags, namespace=namespace)
+
+    async def set_vars(self, name: str, vars: Mapping[str, str], namespace: str) -> Worker:
+        return self.engine.set_vars(name, vars, namespace=namespace)
+
+    async def rollback(self, name: str, version: int, namespace: str) -> Worker:
+        return self.engine.rollback(name, version, namespace=namespace)
+
+    async def delete(self, name: str, namespace: str) -> None:
+        self.engine.delete(name, namespace=namespace)
+
+    async def limits(self) -> dict[str, Limits]:
+        return self.engine.limits()
+
+    async def set_limits(self, tag: str, limits: Limits, clear: Iterable[str] = ()) -> Limits:
+        return self.engine.set_limits(tag, limits, clear=clear)
+
+    async def delete_limits(self, tag: str) -> None:
+        self.engine.delete_limits(tag)
+
+    async def effective_limits(self, name: str, namespace: str) -> EffectiveLimits:
+        return self.engine.effective_limits(name, namespace=namespace)
+
+    async def engine_defaults(self) -> Limits:
+        return self.engine.engine_defaults
+
+    async def dispatch(self, request: Request, namespace: str) -> Response:
+        return await self.engine.dispatch(request, namespace=namespace)
+
+    async def recent_traces(self, limit: int, trace_filter: TraceFilter | None = None) -> list[dict[str, Any]]:
+        await self.engine.flush_traces()
+        return self.engine.recent_traces(limit, trace_filter)
+
+    def stream(self, trace_filter: TraceFilter | None = None, buffer: int = 10_000) -> TraceStream:
+        return _LocalStream(self.engine, trace_filter or TraceFilter(), buffer)
+
+    async def close(self) -> None:
+        await self.engine.close()
