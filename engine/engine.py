@@ -436,11 +436,13 @@ class Engine:
         """Live trace items of this engine's own dispatches (bounded buffer; drops are counted)."""
         return self.traces.subscribe(trace_filter, buffer)
 
-    def recent_traces(self, limit: int = 100, trace_filter: TraceFilter | None = None) -> list[dict[str, Any]]:
-        """The newest stored items that match, oldest first."""
+    def recent_traces(
+        self, limit: int = 100, trace_filter: TraceFilter | None = None, *, up_to_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest stored items that match (stored no later than row `up_to_id`), oldest first."""
         wanted = trace_filter or TraceFilter()
         found: list[dict[str, Any]] = []
-        before: int | None = None
+        before: int | None = None if up_to_id is None else up_to_id + 1
         while len(found) < limit:
             rows = self.store.traces_newest(
                 max(limit * 2, 200), namespace=wanted.namespace, worker=wanted.worker, before_id=before
@@ -470,7 +472,7 @@ class Engine:
         last_id = self.store.last_trace_id()
         try:
             if history > 0:
-                for item in self.recent_traces(history, wanted):
+                for item in self.recent_traces(history, wanted, up_to_id=last_id):
                     yield item
             if subscription is None:
                 return
@@ -483,6 +485,7 @@ class Engine:
                 if dropped and on_dropped:
                     on_dropped(dropped)
                 if time.monotonic() >= next_poll:
+                    newest = self.store.last_trace_id()
                     rows = await asyncio.to_thread(
                         self.store.traces_after,
                         last_id,
@@ -495,7 +498,8 @@ class Engine:
                         if wanted.matches(stored):
                             yield stored
                     if not rows:
-                        last_id = max(last_id, self.store.last_trace_id())
+                        # nothing matched up to `newest`: skip those rows, but never ones stored after it
+                        last_id = max(last_id, newest)
                     next_poll = time.monotonic() + poll_interval
         finally:
             if subscription is not None:

@@ -60,6 +60,7 @@ class Runtime:
         max_concurrency: int,
         max_queue: int,
         max_output_bytes: int,
+        max_stderr_bytes: int = 1024 * 1024,
         package_cache_size: int = 128,
         sandbox_cache_size: int = 512,
     ) -> None:
@@ -67,6 +68,7 @@ class Runtime:
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.max_output_bytes = max_output_bytes
+        self.max_stderr_bytes = max_stderr_bytes
         self.package_cache_size = package_cache_size
         self.sandbox_cache_size = sandbox_cache_size
         self._wasmer: Wasmer | None = None
@@ -184,30 +186,7 @@ class Runtime:
             entry = await self._sandbox(worker_key, sha256, memory_pages, module)
             entry.in_flight += 1
             command = entry.sandbox.command(entry.package, env=env)  # type: ignore[attr-defined]
-            started = time.perf_counter()
-            try:
-                output = await command.run(stdin=stdin, timeout=timeout_s, output_bytes=self.max_output_bytes, check=False)
-            except WasmerError as error:
-                duration = (time.perf_counter() - started) * 1000
-                outcome = "trap" if error.code == "EXECUTION_ERROR" else "failed"
-                return GuestRun(outcome, None, b"", b"", False, False, duration, error=str(error))
-            duration = (time.perf_counter() - started) * 1000
-            if output.reason is ExitReason.TIMEOUT:
-                outcome = "timeout"
-            elif output.reason is ExitReason.EXITED:
-                outcome = "exited"
-            else:
-                outcome = "failed"
-            return GuestRun(
-                outcome,
-                output.exit_code,
-                output.stdout.bytes,
-                output.stderr.bytes,
-                output.stdout.truncated,
-                output.stderr.truncated,
-                duration,
-                error=None if outcome != "failed" else f"the guest process ended abnormally ({output.reason.value})",
-            )
+            return await self._run_process(command, stdin, timeout_s)
         finally:
             self.running -= 1
             self._slots.release()
@@ -215,6 +194,60 @@ class Runtime:
                 entry.in_flight -= 1
                 if entry.retired and entry.in_flight == 0:
                     await entry.sandbox.close()  # type: ignore[attr-defined]
+
+    async def _run_process(self, command: object, stdin: bytes, timeout_s: float) -> GuestRun:
+        """Spawn the guest with stderr on a pipe, so log lines written before a trap are kept."""
+        started = time.perf_counter()
+        try:
+            process = await command.spawn(  # type: ignore[attr-defined]
+                timeout=timeout_s,
+                output_bytes=self.max_output_bytes,
+                stdin="pipe" if stdin else "closed",
+                stdout="capture",
+                stderr="pipe",
+            )
+        except WasmerError as error:
+            return GuestRun("failed", None, b"", b"", False, False, 0.0, error=str(error))
+        feeder = asyncio.ensure_future(_feed(process, stdin)) if stdin else None
+        stderr = bytearray()
+        truncated = [False]
+
+        async def read_stderr() -> None:
+            assert process.stderr is not None
+            async for chunk in process.stderr:
+                room = self.max_stderr_bytes - len(stderr)
+                if len(chunk) > room:
+                    truncated[0] = True
+                stderr.extend(chunk[: max(0, room)])
+
+        reader = asyncio.ensure_future(read_stderr())
+        try:
+            output = await process.wait()
+        except WasmerError as error:
+            duration = (time.perf_counter() - started) * 1000
+            await _settle(reader, feeder)
+            outcome = "trap" if error.code == "EXECUTION_ERROR" else "failed"
+            return GuestRun(outcome, None, b"", bytes(stderr), False, truncated[0], duration, error=str(error))
+        duration = (time.perf_counter() - started) * 1000
+        # a killed guest's stderr pipe may never report EOF: take what has arrived and move on
+        await _settle(reader, feeder, timeout=1.0 if output.reason is ExitReason.EXITED else 0.02)
+        stderr_truncated = truncated[0]
+        if output.reason is ExitReason.TIMEOUT:
+            outcome = "timeout"
+        elif output.reason is ExitReason.EXITED:
+            outcome = "exited"
+        else:
+            outcome = "failed"
+        return GuestRun(
+            outcome,
+            output.exit_code,
+            output.stdout.bytes,
+            bytes(stderr),
+            output.stdout.truncated,
+            stderr_truncated,
+            duration,
+            error=None if outcome != "failed" else f"the guest process ended abnormally ({output.reason.value})",
+        )
 
     def forget_worker(self, worker_key: str) -> None:
         """Drop a deleted worker's sandbox (closed once its in-flight runs end)."""
@@ -241,6 +274,27 @@ class Runtime:
         if self._wasmer is not None:
             await self._wasmer.close()
             self._wasmer = None
+
+
+async def _settle(*tasks: "asyncio.Future[None] | None", timeout: float = 1.0) -> None:
+    """Let the stdio tasks finish once the process is gone; never wait on them for long."""
+    pending = [task for task in tasks if task is not None]
+    if not pending:
+        return
+    done, stuck = await asyncio.wait(pending, timeout=timeout)
+    for task in stuck:
+        task.cancel()
+    for task in done:
+        task.exception()
+
+
+async def _feed(process: object, body: bytes) -> None:
+    """Write the request body to the guest's stdin; a guest that never reads it is fine."""
+    try:
+        await process.stdin.write(body)  # type: ignore[attr-defined]
+        await process.stdin.close()  # type: ignore[attr-defined]
+    except WasmerError:
+        pass
 
 
 __all__ = ["GuestRun", "InvalidModule", "LoadShed", "Runtime"]

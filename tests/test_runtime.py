@@ -97,16 +97,18 @@ async def test_excess_load_is_shed_with_503(db_path, wasmer_cache) -> None:
 
 async def test_queue_wait_is_bounded_by_wall_time(db_path, wasmer_cache) -> None:
     async with Engine(db_path, cache_dir=wasmer_cache, max_concurrency=1, max_queue=10) as engine:
-        engine.deploy("burn", fixture_module("burn"), tags=["t"])
-        engine.set_limits("t", wall_ms=400, cpu_ms=400)
-        await engine.request("http://burn.x/?ms=1")
-        first, second = await asyncio.gather(
-            engine.request("http://burn.x/?ms=350"), engine.request("http://burn.x/?ms=350")
-        )
-        assert first.status == 200
-        # the second waited for the slot then ran; its wall time covers the wait
-        assert second.status in (200, 503)
-        assert second.trace["wallTime"] >= 300
+        engine.deploy("slow", fixture_module("burn"), tags=["patient"])
+        engine.deploy("quick", fixture_module("hello"), tags=["impatient"])
+        engine.set_limits("patient", cpu_ms=5_000, wall_ms=5_000)
+        engine.set_limits("impatient", wall_ms=200)
+        await engine.request("http://slow.x/?ms=1")
+        await engine.request("http://quick.x/")
+        slow = asyncio.ensure_future(engine.request("http://slow.x/?ms=1000"))
+        await asyncio.sleep(0.1)
+        quick = await engine.request("http://quick.x/")
+        assert quick.status == 503 and quick.trace["outcome"] == "loadShed"
+        assert 150 <= quick.trace["wallTime"] < 900
+        assert (await slow).status == 200
 
 
 async def test_close_releases_sandboxes(db_path, wasmer_cache) -> None:
