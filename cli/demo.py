@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Callable
 from pathlib import Path
 
-from engine import Engine, format_pretty
+from engine import Engine, Request, WasmdeckError, format_pretty
+from engine.client import EngineClient
 from engine.errors import NotFound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "wcgi"
@@ -30,15 +34,35 @@ REQUESTS = [
 ]
 
 
-async def run_demo(engine: Engine) -> int:
+def setup_demo_platform(engine: Engine, report: Callable[[str], None] = lambda _line: None) -> None:
+    """Tenants on `free` and `pro` tags with different limits."""
     if not FIXTURES.is_dir():
         raise NotFound(f"the example Workers are not at {FIXTURES}; run the demo from a source checkout (pip install -e .)")
-    print(f"database: {engine.db_path}")
     engine.set_limits("free", cpu_ms=50, memory_mb=32, sub_requests=10)
     engine.set_limits("pro", cpu_ms=500, memory_mb=128, sub_requests=100)
     for name, module, tags, variables in TENANTS:
         worker = engine.deploy(name, FIXTURES / module, tags=tags, vars=variables, message="demo")
-        print(f"deployed {worker.name:<7} v{worker.version} tags={','.join(worker.tags)}")
+        report(f"deployed {worker.name:<7} v{worker.version} tags={','.join(worker.tags)}")
+
+
+async def demo_traffic(client: EngineClient, namespace: Callable[[], str], interval: float = 0.4) -> None:
+    """A trickle of mostly healthy requests with the odd failure, so the console has something to show."""
+    chooser = random.Random(7)
+    weighted = [(m, u) for m, u in REQUESTS if "missing" not in u and "forever" not in u] * 4 + REQUESTS
+    while True:
+        method, url = chooser.choice(weighted)
+        body = b'{"item": "tea", "quantity": 2}' if method == "POST" else b""
+        headers = [("Content-Type", "application/json")] if body else []
+        try:
+            await client.dispatch(Request(url=url, method=method, headers=headers, body=body), namespace())
+        except WasmdeckError:
+            pass
+        await asyncio.sleep(interval * (0.5 + chooser.random()))
+
+
+async def run_demo(engine: Engine) -> int:
+    print(f"database: {engine.db_path}")
+    setup_demo_platform(engine, print)
     print()
     for method, url in REQUESTS:
         body = b'{"item": "tea", "quantity": 2}' if method == "POST" else b""

@@ -133,6 +133,10 @@ def build_parser() -> Parser:
     retention = commands.add_parser("retention", help="show or set how many trace items are kept")
     retention.add_argument("items", nargs="?", type=_positive)
 
+    console = commands.add_parser("console", help="open the admin console (Textual) on the database")
+    console.add_argument("--demo", action="store_true", help="a throwaway copy of the demo platform with generated traffic")
+    console.add_argument("--namespace", default="default")
+
     demo = commands.add_parser("demo", help="deploy the example Workers into a database and fire a few requests")
     demo.add_argument("--keep", action="store_true", help="keep the demo database (default: a throwaway one unless --db)")
     return parser
@@ -177,7 +181,8 @@ def _limit_cell(value: int | None) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    engine = Engine(args.db)
+    # a one-shot request cannot learn which modules trap, so it always keeps pre-trap log lines
+    engine = Engine(args.db, always_keep_trap_logs=args.command == "request")
     try:
         return await COMMANDS[args.command](engine, args)
     finally:
@@ -346,6 +351,21 @@ async def cmd_retention(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_console(engine: Engine, args: argparse.Namespace) -> int:
+    from console.app import WasmdeckApp
+    from engine.client import LocalClient
+
+    from .demo import demo_traffic, setup_demo_platform
+
+    engine.namespace(args.namespace)
+    if args.demo:
+        setup_demo_platform(engine)
+    engine.capture_runtime_output()  # before Textual takes the terminal, so a guest trap never scribbles on it
+    app = WasmdeckApp(LocalClient(engine), namespace=args.namespace, traffic=demo_traffic if args.demo else None)
+    await app.run_async()
+    return app.return_code or 0
+
+
 async def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -364,6 +384,7 @@ COMMANDS = {
     "tail": cmd_tail,
     "retention": cmd_retention,
     "demo": cmd_demo,
+    "console": cmd_console,
 }
 
 
@@ -374,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     try:
-        if args.command == "demo" and args.db is None:
+        if (args.command == "demo" or (args.command == "console" and args.demo)) and args.db is None:
             return _throwaway_demo(args)
         return asyncio.run(run(args))
     except WasmdeckError as error:
@@ -397,7 +418,7 @@ def _throwaway_demo(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run(args))
     finally:
-        if args.keep:
+        if getattr(args, "keep", False):
             print(f"demo database kept at {args.db}")
         else:
             import shutil

@@ -174,9 +174,9 @@ class _LocalStream(TraceStream):
 class LocalClient(EngineClient):
     """The in-process transport: an `Engine` in this process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, description: str | None = None) -> None:
         self.engine = engine
-        self.description = str(engine.db_path)
+        self.description = description or str(engine.db_path)
 
     async def namespaces(self) -> list[Namespace]:
         return self.engine.namespaces()

@@ -43,7 +43,7 @@ def default_db_path() -> Path:
 
 
 def default_concurrency() -> int:
-    return max(8, 4 * (os.cpu_count() or 2))
+    return max(16, 4 * (os.cpu_count() or 2))
 
 
 class Engine:
@@ -69,6 +69,7 @@ class Engine:
         engine_defaults: Limits = ENGINE_DEFAULTS,
         cache_dir: str | os.PathLike[str] | None = None,
         clock: Callable[[], int] = now_ms,
+        always_keep_trap_logs: bool = False,
     ) -> None:
         self.db_path = Path(db).expanduser() if db is not None else default_db_path()
         self.clock = clock  # epoch milliseconds for timestamps; tests fix it for deterministic output
@@ -87,11 +88,13 @@ class Engine:
             max_concurrency=max_concurrency or default_concurrency(),
             max_queue=max_queue,
             max_output_bytes=max_response_bytes + wcgi.MAX_RESPONSE_HEADER_BYTES,
+            always_keep_logs=always_keep_trap_logs,
         )
         self._capture_stderr = capture_runtime_stderr
         self._capturing = False
         self._config: dict[Any, Any] = {}
         self._config_version: int | None = None
+        self._data_version: int | None = None
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
@@ -113,25 +116,48 @@ class Engine:
             self._capturing = False
         self.store.close()
 
+    def capture_runtime_output(self) -> None:
+        """Move what the Wasm runtime writes to fd 2 off the terminal (done at the first dispatch
+        anyway; a terminal UI calls it before it starts drawing)."""
+        if self._capture_stderr and not self._capturing:
+            RuntimeStderr.acquire()
+            self._capturing = True
+
     async def flush_traces(self) -> None:
         """Wait until every trace item published so far is stored."""
         await self.traces.flush()
 
     # -- configuration cache ------------------------------------------------------
 
-    def _cached(self, key: Any, load: Callable[[], Any]) -> Any:
-        """Config read through a cache that any commit to the database (by any process) invalidates."""
-        version = self.store.db.execute("PRAGMA data_version").fetchone()[0]
+    def _check_config(self) -> None:
+        """Drop cached config if any process changed a config table since the last check.
+
+        `PRAGMA data_version` is cheap and changes on any commit by another connection,
+        including this engine's own trace writer; only then is the config counter read.
+        """
+        data_version = self.store.db.execute("PRAGMA data_version").fetchone()[0]
+        if data_version == self._data_version:
+            return
+        self._data_version = data_version
+        version = self.store.config_version()
         if version != self._config_version:
             self._config.clear()
             self._config_version = version
-        if key not in self._config:
-            self._config[key] = load()
-        return self._config[key]
+
+    def _cached(self, key: Any, load: Callable[[], Any], *, checked: bool = False) -> Any:
+        """Config read through a cache that any commit to the database (by any process) invalidates."""
+        if not checked:
+            self._check_config()
+        try:
+            return self._config[key]
+        except KeyError:
+            value = self._config[key] = load()
+            return value
 
     def _changed(self) -> None:
         self._config.clear()
         self._config_version = None
+        self._data_version = None
 
     # -- namespaces ---------------------------------------------------------------
 
@@ -282,18 +308,21 @@ class Engine:
         """Route a request to its worker, run it under its limits, and return the response with its trace."""
         if self._closed:
             raise WasmdeckError("the engine is closed")
-        if self._capture_stderr and not self._capturing:
-            RuntimeStderr.acquire()
-            self._capturing = True
+        self.capture_runtime_output()
         started = time.perf_counter()
         timestamp = self.clock()
-        ns = self._cached(("namespace", namespace), lambda: self.store.namespace(namespace))
+        self._check_config()  # once per dispatch; the lookups below reuse it
+        ns = self._cached(("namespace", namespace), lambda: self.store.namespace(namespace), checked=True)
         target = await route(request, ns, self.dispatch_function)
         if target.response is not None:
             return target.response
         worker = None
         if target.worker is not None:
-            worker = self._cached(("worker", namespace, target.worker), lambda: self.store.find_worker(namespace, target.worker))
+            if self.dispatch_function is not None:  # it may have awaited while another task changed the config
+                self._check_config()
+            worker = self._cached(
+                ("worker", namespace, target.worker), lambda: self.store.find_worker(namespace, target.worker), checked=True
+            )
         if worker is None:
             return self._finish(
                 request, ns.name, None, target.worker, "scriptNotFound", timestamp, started, 0,
@@ -301,8 +330,12 @@ class Engine:
                          f"Worker not found: no worker named {target.worker!r} in namespace {ns.name!r}\n".encode()
                          if target.worker else b"Worker not found: the request names no worker\n"),
             )
-        tag_limits = self._cached("tag_limits", self.store.tag_limits)
-        limits = resolve(worker.tags, tag_limits, ns.defaults, self.engine_defaults).tightened(target.limits)
+        base_limits = self._cached(
+            ("limits", namespace, worker.name, worker.version),
+            lambda: resolve(worker.tags, self._cached("tag_limits", self.store.tag_limits, checked=True), ns.defaults, self.engine_defaults),
+            checked=True,
+        )
+        limits = base_limits.tightened(target.limits)
         env = wcgi.environment(request, script_name=target.script_name, path_info=target.path_info, variables=worker.vars)
         budget_ms = min(limits.cpu_ms, limits.wall_ms)
         try:
@@ -349,6 +382,12 @@ class Engine:
         end = self.clock()
         logs, logs_truncated = log_entries(run.stderr, end)
         truncated = logs_truncated or run.stderr_truncated
+        if run.output_lost:
+            # the single-call fast path loses what a trapping guest wrote; this module now runs on
+            # the path that keeps it (see Runtime), so its next trap shows its log lines
+            logs.append({"timestamp": end, "level": "warn", "message": [
+                "log lines written before this trap were lost; they are kept from this worker's next trap on"]})
+            truncated = True
         cpu = round(run.duration_ms)
         exceptions: list[dict[str, Any]] = []
         stderr_text = run.stderr.decode("utf-8", "replace")

@@ -41,6 +41,7 @@ class GuestRun:
     stderr_truncated: bool
     duration_ms: float
     error: str | None = None
+    output_lost: bool = False  # a trap on the fast path: what the guest wrote before it is gone
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Runtime:
         max_queue: int,
         max_output_bytes: int,
         max_stderr_bytes: int = 1024 * 1024,
+        always_keep_logs: bool = False,
         package_cache_size: int = 128,
         sandbox_cache_size: int = 512,
     ) -> None:
@@ -69,6 +71,7 @@ class Runtime:
         self.max_queue = max_queue
         self.max_output_bytes = max_output_bytes
         self.max_stderr_bytes = max_stderr_bytes
+        self.always_keep_logs = always_keep_logs
         self.package_cache_size = package_cache_size
         self.sandbox_cache_size = sandbox_cache_size
         self._wasmer: Wasmer | None = None
@@ -76,6 +79,9 @@ class Runtime:
         self._sandboxes: OrderedDict[str, _WorkerSandbox] = OrderedDict()
         self._loading: dict[object, asyncio.Future] = {}
         self._slots: asyncio.Semaphore | None = None
+        # modules that trapped once run with stderr on a pipe from then on, so the log lines
+        # written before a trap are kept; everything else takes the cheaper single-call path
+        self._trapped: set[str] = set()
         self.running = 0
         self.waiting = 0
         self.shed = 0
@@ -186,7 +192,12 @@ class Runtime:
             entry = await self._sandbox(worker_key, sha256, memory_pages, module)
             entry.in_flight += 1
             command = entry.sandbox.command(entry.package, env=env)  # type: ignore[attr-defined]
-            return await self._run_process(command, stdin, timeout_s)
+            if self.always_keep_logs or sha256 in self._trapped:
+                return await self._run_process(command, stdin, timeout_s)
+            run = await self._run_fast(command, stdin, timeout_s)
+            if run.outcome == "trap":
+                self._trapped.add(sha256)
+            return run
         finally:
             self.running -= 1
             self._slots.release()
@@ -194,6 +205,21 @@ class Runtime:
                 entry.in_flight -= 1
                 if entry.retired and entry.in_flight == 0:
                     await entry.sandbox.close()  # type: ignore[attr-defined]
+
+    async def _run_fast(self, command: object, stdin: bytes, timeout_s: float) -> GuestRun:
+        """One `run()` call: the cheapest path, but a trap loses the output written before it."""
+        started = time.perf_counter()
+        try:
+            output = await command.run(  # type: ignore[attr-defined]
+                stdin=stdin, timeout=timeout_s, output_bytes=self.max_output_bytes, check=False
+            )
+        except WasmerError as error:
+            duration = (time.perf_counter() - started) * 1000
+            outcome = "trap" if error.code == "EXECUTION_ERROR" else "failed"
+            return GuestRun(outcome, None, b"", b"", False, False, duration, error=str(error), output_lost=outcome == "trap")
+        duration = (time.perf_counter() - started) * 1000
+        stderr = output.stderr.bytes
+        return _guest_run(output, stderr[: self.max_stderr_bytes], len(stderr) > self.max_stderr_bytes or output.stderr.truncated, duration)
 
     async def _run_process(self, command: object, stdin: bytes, timeout_s: float) -> GuestRun:
         """Spawn the guest with stderr on a pipe, so log lines written before a trap are kept."""
@@ -231,23 +257,7 @@ class Runtime:
         duration = (time.perf_counter() - started) * 1000
         # a killed guest's stderr pipe may never report EOF: take what has arrived and move on
         await _settle(reader, feeder, timeout=1.0 if output.reason is ExitReason.EXITED else 0.02)
-        stderr_truncated = truncated[0]
-        if output.reason is ExitReason.TIMEOUT:
-            outcome = "timeout"
-        elif output.reason is ExitReason.EXITED:
-            outcome = "exited"
-        else:
-            outcome = "failed"
-        return GuestRun(
-            outcome,
-            output.exit_code,
-            output.stdout.bytes,
-            bytes(stderr),
-            output.stdout.truncated,
-            stderr_truncated,
-            duration,
-            error=None if outcome != "failed" else f"the guest process ended abnormally ({output.reason.value})",
-        )
+        return _guest_run(output, bytes(stderr), truncated[0], duration)
 
     def forget_worker(self, worker_key: str) -> None:
         """Drop a deleted worker's sandbox (closed once its in-flight runs end)."""
@@ -274,6 +284,26 @@ class Runtime:
         if self._wasmer is not None:
             await self._wasmer.close()
             self._wasmer = None
+
+
+def _guest_run(output: object, stderr: bytes, stderr_truncated: bool, duration: float) -> GuestRun:
+    reason = output.reason  # type: ignore[attr-defined]
+    if reason is ExitReason.TIMEOUT:
+        outcome = "timeout"
+    elif reason is ExitReason.EXITED:
+        outcome = "exited"
+    else:
+        outcome = "failed"
+    return GuestRun(
+        outcome,
+        output.exit_code,  # type: ignore[attr-defined]
+        output.stdout.bytes,  # type: ignore[attr-defined]
+        stderr,
+        output.stdout.truncated,  # type: ignore[attr-defined]
+        stderr_truncated,
+        duration,
+        error=None if outcome != "failed" else f"the guest process ended abnormally ({reason.value})",
+    )
 
 
 async def _settle(*tasks: "asyncio.Future[None] | None", timeout: float = 1.0) -> None:

@@ -25,6 +25,7 @@ class RuntimeStderr:
     _reader: threading.Thread | None = None
     _read_fd: int | None = None
     _saved_sys_stderr: object | None = None
+    _saved_dunder_stderr: object | None = None
     lines: deque[str] = deque(maxlen=2000)
 
     @classmethod
@@ -50,6 +51,17 @@ class RuntimeStderr:
             if uses_fd2:
                 cls._saved_sys_stderr = sys.stderr
                 sys.stderr = io.TextIOWrapper(
+                    io.FileIO(os.dup(cls._saved_fd), "w"), encoding="utf-8", errors="replace", line_buffering=True
+                )
+            # Textual draws on sys.__stderr__: keep it pointed at the real terminal too
+            cls._saved_dunder_stderr = None
+            try:
+                dunder_uses_fd2 = sys.__stderr__ is not None and sys.__stderr__.fileno() == 2
+            except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
+                dunder_uses_fd2 = False
+            if dunder_uses_fd2:
+                cls._saved_dunder_stderr = sys.__stderr__
+                sys.__stderr__ = sys.stderr if uses_fd2 else io.TextIOWrapper(  # type: ignore[misc]
                     io.FileIO(os.dup(cls._saved_fd), "w"), encoding="utf-8", errors="replace", line_buffering=True
                 )
             cls._reader = threading.Thread(target=cls._drain, args=(read_fd,), name="wasmdeck-fd2", daemon=True)
@@ -85,6 +97,15 @@ class RuntimeStderr:
             if cls._users:
                 return
             assert cls._saved_fd is not None
+            if cls._saved_dunder_stderr is not None:
+                dunder = sys.__stderr__
+                sys.__stderr__ = cls._saved_dunder_stderr  # type: ignore[misc]
+                if dunder is not sys.stderr:
+                    try:
+                        dunder.close()  # type: ignore[union-attr]
+                    except (OSError, ValueError):
+                        pass
+                cls._saved_dunder_stderr = None
             if cls._saved_sys_stderr is not None:
                 replacement = sys.stderr
                 sys.stderr = cls._saved_sys_stderr  # type: ignore[assignment]

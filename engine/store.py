@@ -24,7 +24,7 @@ import sqlite_utils
 from .errors import InvalidInput, NotFound
 from .limits import FIELDS, Limits
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TRACE_RETENTION = 10_000
 BUSY_TIMEOUT_MS = 30_000
@@ -134,7 +134,24 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migration_1}
+# Tables whose rows the engine caches between requests. Any write to them bumps
+# config_version (by trigger, so every writer and every process is covered); trace
+# writes do not, so storing traces no longer invalidates the engine's config cache.
+CONFIG_TABLES = ("namespaces", "workers", "versions", "tag_limits", "settings")
+
+
+def _migration_2(db: sqlite_utils.Database) -> None:
+    db.execute("CREATE TABLE config_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
+    db.execute("INSERT INTO config_version (id, version) VALUES (1, 0)")
+    for table in CONFIG_TABLES:
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_{op.lower()}_config AFTER {op} ON {table} "
+                "BEGIN UPDATE config_version SET version = version + 1 WHERE id = 1; END"
+            )
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 
 class Store:
@@ -199,6 +216,10 @@ class Store:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[version](db)
                 db["meta"].upsert({"key": "schema_version", "value": str(version)}, pk="key")
+
+    def config_version(self) -> int:
+        """Bumped by every write to a config table (see CONFIG_TABLES)."""
+        return self.db.execute("SELECT version FROM config_version WHERE id = 1").fetchone()[0]
 
     def schema_version(self) -> int:
         return int(self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
@@ -484,20 +505,15 @@ class Store:
         if not items:
             return
         keep = self.trace_retention() if retention is None else retention
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        rows = [
+            (origin, item.get("dispatchNamespace"), item.get("scriptName"), item.get("outcome"), item.get("eventTimestamp"), dumps(item))
+            for item in items
+        ]
         with self.write() as db:
-            db["traces"].insert_all(
-                (
-                    {
-                        "origin": origin,
-                        "namespace": item.get("dispatchNamespace"),
-                        "script_name": item.get("scriptName"),
-                        "outcome": item.get("outcome"),
-                        "event_timestamp": item.get("eventTimestamp"),
-                        "item": json.dumps(item, separators=(",", ":")),
-                    }
-                    for item in items
-                ),
-                batch_size=500,
+            db.conn.executemany(
+                "INSERT INTO traces (origin, namespace, script_name, outcome, event_timestamp, item) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
             db.execute("DELETE FROM traces WHERE id <= (SELECT MAX(id) FROM traces) - ?", [keep])
 

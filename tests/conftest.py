@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from engine import Engine
+
+# Times shown by the CLI and the console are local times: pin the zone so output is the same everywhere.
+os.environ["TZ"] = "UTC"
+time.tzset()
+
+FIXED_CLOCK_MS = 1_795_766_400_000  # 2026-11-27 00:00:00 UTC
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "wcgi"

@@ -262,3 +262,27 @@ def test_malformed_requests_are_refused(bad: dict) -> None:
 
     with pytest.raises(InvalidInput):
         Request(**bad)
+
+
+async def test_log_lines_before_a_trap(engine: Engine, deploy) -> None:
+    deploy("trap")
+    first = await engine.request("http://trap.x/")
+    assert first.trace["truncated"] is True
+    assert "lost" in first.trace["logs"][-1]["message"][0]
+    # from the first trap on, the module runs on the path that keeps what it wrote
+    second = await engine.request("http://trap.x/")
+    assert {"level": "error", "message": ["about to trap in explode_on_purpose"]} in [
+        {"level": log["level"], "message": log["message"]} for log in second.trace["logs"]
+    ]
+    assert second.trace["truncated"] is False
+
+
+async def test_always_keep_trap_logs(db_path, wasmer_cache) -> None:
+    async with Engine(db_path, cache_dir=wasmer_cache, always_keep_trap_logs=True) as engine:
+        engine.deploy("trap", fixture_module("trap"))
+        engine.deploy("echo", fixture_module("echo"))
+        first = await engine.request("http://trap.x/")
+        assert first.trace["logs"][0]["message"] == ["about to trap in explode_on_purpose"]
+        # the piped path still carries bodies both ways
+        echoed = await engine.request("http://echo.x/", method="POST", body=b"x" * 200_000)
+        assert echoed.json()["bodyLength"] == 200_000
