@@ -22,6 +22,24 @@ _ENV_SAFE_HEADER = re.compile(r"^[A-Za-z0-9-]+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
+# Set on every request (so a runtime may keep them in the sandbox and pass only changes).
+ALWAYS_SET = frozenset(
+    {
+        "GATEWAY_INTERFACE",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "REQUEST_URI",
+        "REMOTE_ADDR",
+    }
+)
+
+
 class InvalidResponse(Exception):
     """The guest's stdout is not a CGI response; the message says why."""
 

@@ -1,0 +1,1 @@
+"""wasmdeck console: a Textual admin console over an engine client."""

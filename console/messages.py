@@ -1,0 +1,29 @@
+"""App-level messages: widgets announce what happened; the app decides who refreshes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+
+class WorkersChanged(Message):
+    """A worker was deployed, edited, rolled back or deleted."""
+
+
+class LimitsChanged(Message):
+    """A tag's limits were set or removed."""
+
+
+class NamespaceChanged(Message):
+    def __init__(self, namespace: str) -> None:
+        super().__init__()
+        self.namespace = namespace
+
+
+class ShowTrace(Message):
+    """Open one trace item whole."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        super().__init__()
+        self.item = item

@@ -1,0 +1,231 @@
+"""Requests: compose a request, fire it through dispatch, see the response and its trace;
+a history of sent requests to fill back or resend."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.events import Resize
+from textual.message import Message
+from textual.widgets import DataTable
+
+from engine.errors import WasmdeckError
+from engine.http import Request, Response
+
+from ..widgets.request_form import RequestDraft, RequestForm
+from ..widgets.response_panel import ResponsePanel, outcome_text, status_colour
+
+HISTORY_LIMIT = 100
+HISTORY_COLUMNS = ("Method", "URL", "Status", "Outcome")
+HISTORY_WIDTHS = (7, 6, 14)  # Method, Status, Outcome; the URL takes the rest
+URL_COLUMN_MIN = 16
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One sent request: what was typed, and what came back."""
+
+    id: int
+    draft: RequestDraft
+    status: int
+    outcome: str | None
+    elapsed: float
+
+
+class RequestsView(Vertical):
+    """The request composer, the response panel and the history of sent requests."""
+
+    DEFAULT_CSS = """
+    RequestsView { height: 1fr; }
+    RequestsView #requests-lower { height: 1fr; }
+    RequestsView ResponsePanel { width: 1fr; }
+    RequestsView #requests-history { width: 42%; min-width: 36; max-width: 60; border: round $primary 50%; border-title-align: left; }
+    RequestsView #requests-history:focus-within { border: round $primary; }
+    RequestsView #requests-history DataTable { height: 1fr; }
+    """
+
+    BINDINGS = [
+        Binding("ctrl+s", "send", "Send", id="requests.send"),
+        Binding("ctrl+r", "resend", "Resend selected", id="requests.resend"),
+        Binding("ctrl+l", "focus_url", "Go to URL", id="requests.focus_url"),
+        Binding("escape", "leave_form", "Leave the form", show=False, id="requests.leave_form"),
+    ]
+
+    class Sent(Message):
+        """A request came back (whatever its status); posted after the panel shows it."""
+
+        def __init__(self, entry: HistoryEntry, response: Response) -> None:
+            super().__init__()
+            self.entry = entry
+            self.response = response
+
+    def __init__(self, history_limit: int = HISTORY_LIMIT, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self._history: deque[HistoryEntry] = deque(maxlen=history_limit)
+        self._ids = itertools.count(1)
+        self.last_response: Response | None = None
+        self._sending = 0
+
+    def compose(self) -> ComposeResult:
+        yield RequestForm(id="request-form")
+        with Horizontal(id="requests-lower"):
+            yield ResponsePanel(id="response-panel")
+            with Vertical(id="requests-history") as history:
+                history.border_title = "History"
+                history.border_subtitle = "enter: fill · ctrl+r: resend"
+                table: DataTable[object] = DataTable(id="requests-history-table", cursor_type="row", zebra_stripes=True)
+                self._add_history_columns(table, URL_COLUMN_MIN)
+                yield table
+
+    # -- the parts ------------------------------------------------------------------
+
+    @property
+    def form(self) -> RequestForm:
+        return self.query_one(RequestForm)
+
+    @property
+    def panel(self) -> ResponsePanel:
+        return self.query_one(ResponsePanel)
+
+    @property
+    def history(self) -> list[HistoryEntry]:
+        """Sent requests, newest first (at most `history_limit`)."""
+        return list(self._history)
+
+    @property
+    def namespace(self) -> str:
+        return self.app.namespace  # type: ignore[attr-defined]
+
+    # -- sending --------------------------------------------------------------------
+
+    def send(self, draft: RequestDraft | None = None) -> bool:
+        """Send `draft` (default: what the form holds). False, with the error shown inline, if it is malformed."""
+        draft = draft or self.form.draft
+        try:
+            request = draft.build()
+        except WasmdeckError as error:
+            self.form.show_error(str(error))
+            return False
+        self.form.show_error("")
+        self._dispatch(draft, request)
+        return True
+
+    @work(exclusive=True, group="requests-send")
+    async def _dispatch(self, draft: RequestDraft, request: Request) -> None:
+        panel = self.panel
+        panel.loading = True
+        self._sending += 1
+        clock = self.app.clock  # type: ignore[attr-defined]
+        try:
+            started = clock()
+            response: Response = await self.app.client.dispatch(request, self.namespace)  # type: ignore[attr-defined]
+            elapsed = clock() - started
+        except WasmdeckError as error:
+            self.notify(str(error), severity="error", title="Request failed", markup=False)
+            return
+        except Exception as error:  # a transport failure (e.g. a remote engine gone) must not crash the console
+            self.notify(f"{type(error).__name__}: {error}", severity="error", title="Request failed", markup=False)
+            return
+        finally:
+            # a newer send cancels this one (exclusive worker): only the last one clears the spinner
+            self._sending -= 1
+            panel.loading = self._sending > 0
+        self.last_response = response
+        panel.show(response, elapsed)
+        entry = HistoryEntry(next(self._ids), draft, response.status, (response.trace or {}).get("outcome"), elapsed)
+        self._history.appendleft(entry)
+        self._render_history()
+        self.query_one("#requests-history-table", DataTable).move_cursor(row=0, animate=False)
+        self.post_message(self.Sent(entry, response))
+
+    @staticmethod
+    def _add_history_columns(table: DataTable[object], url_width: int) -> None:
+        for label, width in zip(HISTORY_COLUMNS, (HISTORY_WIDTHS[0], url_width, *HISTORY_WIDTHS[1:]), strict=True):
+            table.add_column(label, width=width, key=label.lower())
+
+    def on_resize(self, _event: Resize) -> None:
+        self.call_after_refresh(self._fit_url_column)
+
+    def _fit_url_column(self) -> None:
+        """Give the URL column whatever width the other columns (and a scrollbar) leave."""
+        table = self.query_one("#requests-history-table", DataTable)
+        spare = table.size.width - sum(HISTORY_WIDTHS) - 2 * len(HISTORY_COLUMNS) - table.styles.scrollbar_size_vertical
+        width = max(URL_COLUMN_MIN, spare)
+        if table.columns["url"].width != width:
+            table.clear(columns=True)
+            self._add_history_columns(table, width)
+            self._render_history()
+
+    def _render_history(self) -> None:
+        table = self.query_one("#requests-history-table", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for entry in self._history:
+            draft = entry.draft
+            table.add_row(
+                Text(draft.method, style="bold"),
+                Text(draft.url, overflow="ellipsis", no_wrap=True),
+                Text(str(entry.status), style=status_colour(entry.status)),
+                outcome_text(entry.outcome),
+                key=str(entry.id),
+            )
+        if table.row_count:
+            table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
+
+    def selected_entry(self) -> HistoryEntry | None:
+        table = self.query_one("#requests-history-table", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((entry for entry in self._history if str(entry.id) == key), None)
+
+    # -- events and actions ---------------------------------------------------------
+
+    @on(RequestForm.Send)
+    def _form_send(self, event: RequestForm.Send) -> None:
+        event.stop()
+        self.send(event.draft)
+
+    @on(DataTable.RowSelected, "#requests-history-table")
+    def _history_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        entry = self.selected_entry()
+        if entry is not None:
+            self.form.fill(entry.draft)
+
+    def action_send(self) -> None:
+        self.send()
+
+    def action_resend(self) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            self.notify("Nothing sent yet: there is no request to resend", severity="warning")
+            return
+        self.form.fill(entry.draft)
+        self.send(entry.draft)
+
+    def focus_main(self) -> None:
+        """Where the keyboard goes when the tab opens: the URL (escape leaves the form for the history)."""
+        self.form.focus_url()
+
+    def action_focus_url(self) -> None:
+        self.form.focus_url()
+
+    def action_leave_form(self) -> None:
+        self.query_one("#requests-history-table", DataTable).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "leave_form":
+            # escape only means something inside the form; elsewhere it is left to the app
+            return self.is_mounted and self.form.has_focus_within
+        return True
+
+
+__all__ = ["HISTORY_LIMIT", "HistoryEntry", "RequestsView"]

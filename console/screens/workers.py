@@ -1,0 +1,199 @@
+"""Workers of the current namespace: list, filter, upload, edit, versions and rollback, delete."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Static
+
+from engine.client import WorkerRow
+from engine.errors import WasmdeckError
+
+from ..messages import WorkersChanged
+from ..widgets.modals import ConfirmScreen, EditWorkerScreen, UploadScreen, VersionsScreen
+
+OUTCOME_STYLES = {"ok": "green", "scriptNotFound": "yellow", "canceled": "yellow"}
+
+
+def outcome_text(outcome: str | None) -> Text:
+    if not outcome:
+        return Text("-", style="dim")
+    return Text(outcome, style=OUTCOME_STYLES.get(outcome, "bold red"))
+
+
+def size_text(size: int) -> str:
+    return f"{size / 1024:.1f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"
+
+
+def matches(row: WorkerRow, needle: str) -> bool:
+    needle = needle.strip().lower()
+    if not needle:
+        return True
+    if needle.startswith("tag:"):
+        wanted = needle[4:]
+        return any(tag.lower() == wanted for tag in row.worker.tags)
+    return needle in row.worker.name or any(needle in tag.lower() for tag in row.worker.tags)
+
+
+class WorkersView(Vertical):
+    BINDINGS = [
+        Binding("u", "upload", "Upload", id="workers.upload"),
+        Binding("e", "edit", "Edit tags/vars", id="workers.edit"),
+        Binding("v", "versions", "Versions", id="workers.versions"),
+        Binding("d", "delete", "Delete", id="workers.delete"),
+        Binding("slash", "filter", "Filter", id="workers.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="workers.clear_filter"),
+        Binding("r", "reload", "Refresh", id="workers.refresh"),
+    ]
+
+    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self.rows: list[WorkerRow] = []
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter: part of a name or tag, or tag:NAME  (esc clears)", id="workers-filter", classes="filter")
+        table: DataTable[object] = DataTable(id="workers-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("Name", "Tags", "ABI", "Size", "Version", "Last deploy", "Requests", "Errors", "Last outcome")
+        yield table
+        yield Static("", id="workers-empty", classes="empty-hint")
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def focus_main(self) -> None:
+        self.query_one("#workers-table", DataTable).focus()
+
+    @property
+    def namespace(self) -> str:
+        return self.app.namespace  # type: ignore[attr-defined]
+
+    @work(exclusive=True, group="workers-reload")
+    async def reload(self) -> None:
+        try:
+            self.rows = await self.app.client.workers(self.namespace)  # type: ignore[attr-defined]
+        except WasmdeckError as error:
+            self.notify(str(error), severity="error", title="Could not list workers")
+            return
+        self.render_rows()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def render_rows(self) -> None:
+        table = self.query_one("#workers-table", DataTable)
+        needle = self.query_one("#workers-filter", Input).value
+        selected = self.selected_row()
+        table.clear()
+        shown = [row for row in self.rows if matches(row, needle)]
+        for row in shown:
+            worker = row.worker
+            table.add_row(
+                Text(worker.name, style="bold"),
+                ", ".join(worker.tags) or Text("-", style="dim"),
+                worker.abi,
+                size_text(worker.size),
+                str(worker.version),
+                datetime.fromtimestamp(worker.created_at / 1000).strftime("%Y-%m-%d %H:%M"),
+                str(row.requests),
+                Text(f"{row.error_rate:.0%}", style="bold red" if row.error_rate >= 0.05 else ""),
+                outcome_text(row.last_outcome),
+                key=worker.name,
+            )
+        if selected is not None and selected.worker.name in {row.worker.name for row in shown}:
+            table.move_cursor(row=table.get_row_index(selected.worker.name))
+        hint = self.query_one("#workers-empty", Static)
+        if not self.rows:
+            hint.update(f"No workers in namespace {self.namespace} yet. Press [b]u[/b] to upload one.")
+        elif not shown:
+            hint.update(f"No worker matches {needle!r}.")
+        else:
+            hint.update("")
+
+    def selected_row(self) -> WorkerRow | None:
+        table = self.query_one("#workers-table", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((row for row in self.rows if row.worker.name == key), None)
+
+    @on(Input.Changed, "#workers-filter")
+    def filter_changed(self) -> None:
+        self.render_rows()
+
+    @on(Input.Submitted, "#workers-filter")
+    def filter_done(self) -> None:
+        self.query_one("#workers-table", DataTable).focus()
+
+    def action_filter(self) -> None:
+        self.query_one("#workers-filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one("#workers-filter", Input).value = ""
+        self.query_one("#workers-table", DataTable).focus()
+
+    def _changed(self, message: str) -> None:
+        self.notify(message, title="Workers")
+        self.post_message(WorkersChanged())
+        self.reload()
+
+    def action_upload(self) -> None:
+        def done(worker) -> None:  # type: ignore[no-untyped-def]
+            if worker is not None:
+                self._changed(f"Deployed {worker.name} version {worker.version}")
+
+        self.app.push_screen(UploadScreen(self.namespace, base=self.app.upload_base), done)  # type: ignore[attr-defined]
+
+    def action_edit(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            self.notify("Select a worker first", severity="warning")
+            return
+
+        def done(worker) -> None:  # type: ignore[no-untyped-def]
+            if worker is not None:
+                self._changed(f"{worker.name} is now version {worker.version}")
+
+        self.app.push_screen(EditWorkerScreen(row.worker), done)
+
+    async def action_versions(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            self.notify("Select a worker first", severity="warning")
+            return
+        try:
+            versions = await self.app.client.versions(row.worker.name, self.namespace)  # type: ignore[attr-defined]
+        except WasmdeckError as error:
+            self.notify(str(error), severity="error")
+            return
+
+        def done(worker) -> None:  # type: ignore[no-untyped-def]
+            if worker is not None:
+                self._changed(f"{worker.name} rolled back (now version {worker.version})")
+
+        self.app.push_screen(VersionsScreen(row.worker, versions), done)
+
+    def action_delete(self) -> None:
+        row = self.selected_row()
+        if row is None:
+            self.notify("Select a worker first", severity="warning")
+            return
+        name = row.worker.name
+
+        async def done(confirmed: bool | None) -> None:
+            if not confirmed:
+                return
+            try:
+                await self.app.client.delete(name, self.namespace)  # type: ignore[attr-defined]
+            except WasmdeckError as error:
+                self.notify(str(error), severity="error")
+                return
+            self._changed(f"Deleted {name} and all its versions")
+
+        self.app.push_screen(
+            ConfirmScreen(f"Delete [b]{name}[/b] and all {row.worker.version} of its versions from {self.namespace}?"), done
+        )
