@@ -348,7 +348,7 @@ class Engine:
                 stdin=request.body,
                 timeout_s=budget_ms / 1000,
                 queue_timeout_s=limits.wall_ms / 1000,
-                stable_env_keys=wcgi.ALWAYS_SET | worker.vars.keys(),
+                stable_env_keys=wcgi.ALWAYS_SET,
             )
         except LoadShed as shed:
             return self._finish(

@@ -286,3 +286,17 @@ async def test_always_keep_trap_logs(db_path, wasmer_cache) -> None:
         # the piped path still carries bodies both ways
         echoed = await engine.request("http://echo.x/", method="POST", body=b"x" * 200_000)
         assert echoed.json()["bodyLength"] == 200_000
+
+
+async def test_each_request_sees_exactly_its_own_environment(engine: Engine, deploy) -> None:
+    deploy("echo", vars={"A": "1", "B": "2"})
+    first = (await engine.request("http://echo.x/one?q=1", method="POST", body=b"x", headers={"X-First": "yes"})).json()["env"]
+    second = (await engine.request("https://echo.other.host:8443/two")).json()["env"]
+    assert (first["REQUEST_METHOD"], first["PATH_INFO"], first["QUERY_STRING"], first["HTTP_X_FIRST"]) == ("POST", "/one", "q=1", "yes")
+    assert (second["REQUEST_METHOD"], second["PATH_INFO"], second["QUERY_STRING"]) == ("GET", "/two", "")
+    assert (second["SERVER_NAME"], second["SERVER_PORT"], second["HTTPS"]) == ("echo.other.host", "8443", "on")
+    assert "HTTP_X_FIRST" not in second and "CONTENT_LENGTH" not in second and "CONTENT_TYPE" not in second
+    engine.set_vars("echo", {"B": "3"})
+    third = (await engine.request("http://echo.x/")).json()["env"]
+    assert third["B"] == "3" and "A" not in third
+    assert "HTTPS" not in third
