@@ -21,6 +21,7 @@ from engine.errors import InvalidInput
 from engine.http import parse_header_line
 from engine.limits import CAMEL, FIELDS
 from engine.validation import parse_var_assignment
+from server.runner import add_serve_arguments
 
 
 class UsageError(Exception):
@@ -139,6 +140,9 @@ def build_parser() -> Parser:
 
     demo = commands.add_parser("demo", help="deploy the example Workers into a database and fire a few requests")
     demo.add_argument("--keep", action="store_true", help="keep the demo database (default: a throwaway one unless --db)")
+
+    serve = commands.add_parser("serve", help="serve HTTP traffic through dispatch (uvicorn); health at /__wasmdeck/health")
+    add_serve_arguments(serve)
     return parser
 
 
@@ -372,6 +376,12 @@ async def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     return await run_demo(engine)
 
 
+async def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
+    from server.runner import cmd_serve as serve  # uvicorn loads only here
+
+    return await serve(engine, args)
+
+
 COMMANDS = {
     "deploy": cmd_deploy,
     "list": cmd_list,
@@ -385,6 +395,7 @@ COMMANDS = {
     "retention": cmd_retention,
     "demo": cmd_demo,
     "console": cmd_console,
+    "serve": cmd_serve,
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from . import wcgi
 from .errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
 from .http import Request, Response
+from .metering import meter
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, resolve
 from .router import DispatchFunction, route
 from .runtime import GuestRun, LoadShed, Runtime
@@ -220,6 +221,7 @@ class Engine:
         checked_vars = check_vars(dict(vars or {}))
         data = self._read_module(module)
         validate_worker_module(data, max_bytes=self.max_module_bytes)
+        meter(data)  # refuses a module whose code cannot be metered, so its CPU limit would not hold
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
         worker = self.store.deploy(namespace, name, data, sha256, wcgi.ABI, checked_tags, checked_vars, message)

@@ -4,6 +4,8 @@
   worker writes in its /tmp is invisible to every other. Network is always disabled and
   the host filesystem is never mounted.
 - A new guest process per request.
+- Modules are loaded with their memory capped and CPU metered (see `metering`): without the
+  metering, a guest spinning in a pure compute loop survives its timeout and burns a core.
 - Compiled artifacts live in an on-disk cache (wasmer's `cache_root`), so a restarted
   engine does not compile again. Loaded packages and sandboxes are kept in bounded LRUs.
 - A global bound on concurrent guest processes; beyond it callers wait in a bounded
@@ -22,6 +24,7 @@ from pathlib import Path
 from wasmer_sdk import ExitReason, Wasmer, WasmerError
 
 from .errors import InvalidModule
+from .metering import meter
 from .wasm_module import cap_memory
 
 
@@ -121,8 +124,10 @@ class Runtime:
             return cached
 
         async def load() -> object:
-            capped = cap_memory(module(), memory_pages)
-            package = await self._client().packages.load(capped)
+            # metering makes every loop and call path reach a WASI call now and then: the only
+            # points where wasmer-sdk can stop a guest that is over its time limit
+            prepared = meter(cap_memory(module(), memory_pages))
+            package = await self._client().packages.load(prepared)
             self._packages[key] = package
             while len(self._packages) > self.package_cache_size:
                 self._packages.popitem(last=False)

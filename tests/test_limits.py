@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from engine import ENGINE_DEFAULTS, Engine, InvalidInput, Limits
@@ -137,3 +139,36 @@ def test_effective_limits_report_sources(engine: Engine, deploy) -> None:
     effective = engine.effective_limits("hello")
     assert effective.as_dict()["cpuMs"] == 100
     assert effective.as_dict()["sources"] == {"cpuMs": "tag:b", "memoryMb": "tag:a", "subRequests": "engine", "wallMs": "engine"}
+
+
+async def test_a_guest_over_its_cpu_limit_stops_burning(engine: Engine, deploy) -> None:
+    """wasmer-sdk can only stop a guest at a WASI call; metering makes a pure loop make one."""
+    import resource
+
+    deploy("burn", tags=["free"])
+    engine.set_limits("free", cpu_ms=50)
+
+    def cpu_seconds() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    for _ in range(3):
+        assert (await engine.request("http://burn.x/?forever=1")).trace["outcome"] == "exceededCpu"
+    before = cpu_seconds()
+    await asyncio.sleep(1.0)
+    assert cpu_seconds() - before < 0.3, "a timed-out guest kept running"
+
+
+def test_a_module_that_cannot_be_metered_is_refused(engine: Engine) -> None:
+    from engine import InvalidModule
+
+    from .test_deploy_and_store import WASM_HEADER, _leb, _name, _section
+
+    types = _section(1, _leb(1) + b"\x60\x00\x00")
+    functions = _section(3, _leb(1) + _leb(0))
+    exports = _section(7, _leb(1) + _name("_start") + b"\x00" + _leb(0))
+    body = b"\x00" + b"\xfb\x00\x00\x0b"  # no locals; a GC instruction
+    code = _section(10, _leb(1) + _leb(len(body)) + body)
+    with pytest.raises(InvalidModule, match="cannot meter"):
+        engine.deploy("gc", WASM_HEADER + types + functions + exports + code)
+    assert engine.workers() == []
