@@ -304,7 +304,7 @@ def test_snapshot_upload_dialog(snap_compare, fixed_engine: Engine) -> None:
         await settle(pilot)
         await pilot.press("u")
         await pilot.pause()
-        pilot.app.screen.query_one("#upload-path", Input).value = "nothing-here.wasm"
+        pilot.app.screen.query_one("#upload-path", Input).value = "/nonexistent/nothing-here.wasm"
         await pilot.click("#upload-deploy")
         await settle(pilot)
 
