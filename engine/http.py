@@ -17,6 +17,15 @@ def _token_ok(name: str) -> bool:
     return bool(name) and all(33 <= ord(ch) < 127 and ch not in '()<>@,;:\\"/[]?={} \t' for ch in name)
 
 
+def find_header(headers: Headers, name: str) -> str | None:
+    """The first value of a header, by case-insensitive name."""
+    lowered = name.lower()
+    for key, value in headers:
+        if key.lower() == lowered:
+            return value
+    return None
+
+
 def parse_header_line(line: str) -> tuple[str, str]:
     """`Name: value` as typed on a command line."""
     name, sep, value = line.partition(":")
@@ -57,11 +66,7 @@ class Request:
                 raise InvalidInput(f"header {name} has a line break or NUL in its value")
 
     def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lowered:
-                return value
-        return None
+        return find_header(self.headers, name)
 
     @property
     def host(self) -> str:
@@ -83,11 +88,7 @@ class Response:
     trace: dict[str, Any] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lowered:
-                return value
-        return None
+        return find_header(self.headers, name)
 
     @property
     def text(self) -> str:

@@ -44,26 +44,15 @@ class RuntimeStderr:
             os.close(write_fd)
             cls._read_fd = read_fd
             cls._saved_sys_stderr = None
-            try:
-                uses_fd2 = sys.stderr is not None and sys.stderr.fileno() == 2
-            except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
-                uses_fd2 = False
+            uses_fd2 = _writes_to_fd2(sys.stderr)
             if uses_fd2:
                 cls._saved_sys_stderr = sys.stderr
-                sys.stderr = io.TextIOWrapper(
-                    io.FileIO(os.dup(cls._saved_fd), "w"), encoding="utf-8", errors="replace", line_buffering=True
-                )
+                sys.stderr = _terminal_writer(cls._saved_fd)
             # Textual draws on sys.__stderr__: keep it pointed at the real terminal too
             cls._saved_dunder_stderr = None
-            try:
-                dunder_uses_fd2 = sys.__stderr__ is not None and sys.__stderr__.fileno() == 2
-            except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
-                dunder_uses_fd2 = False
-            if dunder_uses_fd2:
+            if _writes_to_fd2(sys.__stderr__):
                 cls._saved_dunder_stderr = sys.__stderr__
-                sys.__stderr__ = sys.stderr if uses_fd2 else io.TextIOWrapper(  # type: ignore[misc]
-                    io.FileIO(os.dup(cls._saved_fd), "w"), encoding="utf-8", errors="replace", line_buffering=True
-                )
+                sys.__stderr__ = sys.stderr if uses_fd2 else _terminal_writer(cls._saved_fd)  # type: ignore[misc]
             cls._reader = threading.Thread(target=cls._drain, args=(read_fd,), name="wasmdeck-fd2", daemon=True)
             cls._reader.start()
 
@@ -123,3 +112,15 @@ class RuntimeStderr:
     @classmethod
     def active(cls) -> bool:
         return cls._users > 0
+
+
+def _writes_to_fd2(stream: object) -> bool:
+    try:
+        return stream is not None and stream.fileno() == 2  # type: ignore[attr-defined]
+    except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
+        return False
+
+
+def _terminal_writer(saved_fd: int) -> io.TextIOWrapper:
+    """A text stream onto (a copy of) the descriptor fd 2 pointed at before the capture."""
+    return io.TextIOWrapper(io.FileIO(os.dup(saved_fd), "w"), encoding="utf-8", errors="replace", line_buffering=True)
