@@ -11,6 +11,7 @@ does), which stores the pending trace items. A second SIGINT forces the exit.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import signal
@@ -18,6 +19,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from engine import DEFAULT_NAMESPACE, Engine, InvalidInput
@@ -26,6 +28,7 @@ from .dispatch_app import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, DispatchApp
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
+DEFAULT_ADMIN_PORT = 8788
 GRACEFUL_SHUTDOWN_S = 30.0  # the engine's default wallMs: a request still running after that is cut off
 
 log = logging.getLogger("wasmdeck.server")
@@ -60,6 +63,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"largest request body accepted; larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES})",
     )
     parser.add_argument("--no-access-log", action="store_true", help="do not log one line per request to stderr")
+    parser.add_argument("--admin-host", default=DEFAULT_HOST, help=f"address of the admin API (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--admin-port", type=_port, default=None,
+        help=f"also serve the admin API (JSON, bearer token) on this port, e.g. {DEFAULT_ADMIN_PORT} (default: no admin API)",
+    )
+    parser.add_argument(
+        "--admin-token-file", type=Path, default=None,
+        help="the admin API's bearer token file, created (mode 0600) on first start (default: <db>.admin-token)",
+    )
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -92,15 +104,16 @@ def configure_logging() -> None:
         logger.propagate = False
 
 
-def _server_class() -> Any:
+def _server_class(capture: bool = True) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             """uvicorn's own version re-raises the signal after shutdown, which would kill the
-            process before the engine is closed; this one only starts the graceful shutdown."""
-            if threading.current_thread() is not threading.main_thread():
+            process before the engine is closed; this one only starts the graceful shutdown.
+            A second listener (the admin API) takes no signals: it stops when the first does."""
+            if not capture or threading.current_thread() is not threading.main_thread():
                 yield
                 return
             signals = (signal.SIGINT, signal.SIGTERM)
@@ -122,9 +135,16 @@ async def serve(
     namespace: str = DEFAULT_NAMESPACE,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access_log: bool = True,
+    admin_host: str = DEFAULT_HOST,
+    admin_port: int | None = None,
+    admin_token_file: str | Path | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then return 0 once in-flight requests are done; `InvalidInput`
-    when the address cannot be bound. The engine stays open: the caller closes it."""
+    when the address cannot be bound. The engine stays open: the caller closes it.
+
+    With `admin_port` (None: no admin API) the admin API listens too, on `admin_host`; its
+    token is read from `admin_token_file` (default `<db>.admin-token`), or created there and
+    printed once on stdout."""
     import uvicorn
 
     engine.namespace(namespace)  # NotFound (one sentence) before listening, not on every request
@@ -145,14 +165,52 @@ async def serve(
     )
     server = _server_class()(config)
     shown = f"[{host}]" if ":" in host else host
-    listener = _listen(host, port, shown)
+    admin = _admin_server(engine, admin_host, admin_port, admin_token_file) if admin_port is not None else None
+    try:
+        listener = _listen(host, port, shown)
+    except BaseException:
+        if admin is not None:
+            admin[1].close()
+        raise
     log.info("wasmdeck: serving namespace %s on http://%s:%d (health: %s)", namespace, shown, port, HEALTH_PATH)
     try:
-        await server.serve(sockets=[listener])
+        if admin is None:
+            await server.serve(sockets=[listener])
+        else:
+            admin_server, admin_listener = admin
+            admin_task = asyncio.create_task(admin_server.serve(sockets=[admin_listener]))
+            try:
+                await server.serve(sockets=[listener])
+            finally:
+                admin_server.should_exit = True
+                await admin_task
     finally:
         listener.close()
+        if admin is not None:
+            admin[1].close()
     log.info("wasmdeck: stopped after %d requests", app.served)
     return 0
+
+
+def _admin_server(engine: Engine, host: str, port: int, token_file: str | Path | None) -> tuple[Any, socket.socket]:
+    """The admin API's uvicorn server and bound socket; creates (and prints once) the token if need be."""
+    import uvicorn
+
+    from .admin_app import create_admin_app
+    from .auth import default_token_path, load_or_create_token
+
+    path = Path(token_file) if token_file is not None else default_token_path(engine.db_path)
+    token, created = load_or_create_token(path)
+    shown = f"[{host}]" if ":" in host else host
+    listener = _listen(host, port, shown)
+    if created:
+        print(f"wasmdeck: admin API token (saved to {path} with mode 0600; shown only now): {token}", flush=True)
+    config = uvicorn.Config(
+        create_admin_app(engine, token), host=host, port=port, http="h11", lifespan="off", access_log=False,
+        log_config=None, server_header=False, proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    log.info("wasmdeck: admin API on http://%s:%d (bearer token in %s)", shown, port, path)
+    return _server_class(capture=False)(config), listener
 
 
 def _listen(host: str, port: int, shown: str) -> socket.socket:
@@ -181,4 +239,7 @@ async def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
         namespace=args.namespace,
         max_body_bytes=args.max_body_bytes,
         access_log=not args.no_access_log,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+        admin_token_file=args.admin_token_file,
     )

@@ -352,3 +352,19 @@ async def test_app_builds_the_request_from_the_scope(engine: Any, deploy: Any) -
     assert env["HTTPS"] == "on" and env["REMOTE_ADDR"] == "192.0.2.7" and env["REQUEST_METHOD"] == "PUT", env
     await engine.flush_traces()
     assert engine.recent_traces(1)[0]["event"]["request"]["url"] == "https://echo.example.com/a%20b?x=1"
+
+
+def test_serve_with_the_admin_api(platform: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "admin-token"
+    admin_port = _free_port()
+    server = start_server(platform / "w.db", tmp_path, "--admin-port", str(admin_port), "--admin-token-file", str(token_file))
+    try:
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        token = token_file.read_text().strip()
+        admin = f"http://127.0.0.1:{admin_port}"
+        assert httpx.get(f"{admin}/namespaces", timeout=20).status_code == 401
+        listed = httpx.get(f"{admin}/namespaces", headers={"Authorization": f"Bearer {token}"}, timeout=20)
+        assert listed.status_code == 200 and "default" in [ns["name"] for ns in listed.json()["result"]]
+        assert server.get("/", host="hello.example.com").status_code == 200
+    finally:
+        assert server.stop() == 0

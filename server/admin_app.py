@@ -1,0 +1,517 @@
+"""The admin API: JSON over HTTP on its own listener, shaped after Cloudflare's dispatch namespace API.
+
+Every handler is a thin shell over `Engine`. Every response is Cloudflare's envelope:
+`{"success": true, "errors": [], "result": ...}`, or on failure
+`{"success": false, "errors": [{"code": "...", "message": "one sentence", "field": "metadata.tags"}], "result": null}`
+with 400 (bad input; `field` names what to fix), 401 (no or wrong bearer token: checked before
+anything else, so nothing changes), 404 (unknown namespace, script, version, limit or path),
+405, 409 (already exists / not empty) or 413 (too large).
+
+Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see `server.auth`).
+
+    GET    /namespaces                               list namespaces
+    POST   /namespaces                               {"name", "routing"?, "defaults"?}
+    GET    /namespaces/{ns}                          one namespace
+    DELETE /namespaces/{ns}                          delete an empty namespace
+    GET    /namespaces/{ns}/scripts?tags=a:yes,b:no  list scripts, optionally filtered by tags
+    DELETE /namespaces/{ns}/scripts?tags=a:yes,b:no  bulk delete by the filter (required)
+    PUT    /namespaces/{ns}/scripts/{name}           deploy: multipart `metadata` (JSON) + `module` (file)
+    GET    /namespaces/{ns}/scripts/{name}           the script's record and effective limits
+    DELETE /namespaces/{ns}/scripts/{name}           delete it
+    GET    /namespaces/{ns}/scripts/{name}/content   the module bytes (application/wasm)
+    GET    /namespaces/{ns}/scripts/{name}/tags      its tags
+    PUT    /namespaces/{ns}/scripts/{name}/tags      replace its tags (a JSON list)
+    GET    /namespaces/{ns}/scripts/{name}/versions  its versions
+    POST   /namespaces/{ns}/scripts/{name}/rollback  {"version": N}
+    GET    /limits                                   limits per tag
+    PUT    /limits/{tag}                             merge camelCase fields; null clears one
+    DELETE /limits/{tag}                             remove a tag's limits
+    GET    /openapi.json                             this API as OpenAPI 3.1
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from engine import DEFAULT_NAMESPACE, Engine, InvalidInput, InvalidModule, Limits, NotFound, Worker
+from engine.limits import CAMEL, FIELDS
+from engine.validation import check_name, check_tag, check_tags, check_vars
+from engine.wcgi import ABI
+
+from .auth import token_matches
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_JSON_BYTES = 1024 * 1024
+MULTIPART_SLACK_BYTES = 1024 * 1024  # room for the metadata part and the multipart framing
+METADATA_KEYS = ("main_module", "tags", "vars", "abi", "message")
+DEFAULT_MODULE_PART = "module"
+
+_CODES = {400: "invalid_input", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+          409: "conflict", 413: "too_large", 500: "internal_error"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+def envelope_error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    error: dict[str, Any] = {"code": _CODES.get(status, "error"), "message": message}
+    if field is not None:
+        error["field"] = field
+    return JSONResponse({"success": False, "errors": [error], "result": None}, status_code=status, headers=headers)
+
+
+def ok(result: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse({"success": True, "errors": [], "result": result}, status_code=status)
+
+
+def _checked(field: str, check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run an engine check; its InvalidInput becomes a 400 naming `field`."""
+    try:
+        return check(*args, **kwargs)
+    except InvalidInput as error:
+        raise ApiError(400, str(error), field) from None
+
+
+def _record(worker: Worker) -> dict[str, Any]:
+    return {**worker.as_dict(), "firstDeployedAt": worker.first_deployed_at}
+
+
+def parse_tag_filter(text: str) -> tuple[list[str], list[str]]:
+    """`a:yes,b:no` → (tags required, tags refused); anything else is a 400 naming `tags`."""
+    required: list[str] = []
+    refused: list[str] = []
+    for item in text.split(","):
+        tag, sep, wanted = item.rpartition(":")
+        if not sep or wanted not in ("yes", "no"):
+            raise ApiError(400, f"tag filter {item!r} is not of the form tag:yes or tag:no", "tags")
+        _checked("tags", check_tag, tag)
+        (required if wanted == "yes" else refused).append(tag)
+    return required, refused
+
+
+async def _json_body(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise ApiError(413, f"the JSON body is over the {MAX_JSON_BYTES} byte limit")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise ApiError(413, f"the JSON body is over the {MAX_JSON_BYTES} byte limit")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON", "body") from None
+
+
+class AdminApi:
+    """The handlers; `engine` is owned (and closed) by the caller."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- namespaces -----------------------------------------------------------------
+
+    async def list_namespaces(self, request: Request) -> Response:
+        return ok([ns.as_dict() for ns in self.engine.namespaces()])
+
+    async def create_namespace(self, request: Request) -> Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object with a name", "body")
+        unknown = sorted(set(body) - {"name", "routing", "defaults"})
+        if unknown:
+            raise ApiError(400, f"unknown field {unknown[0]!r}; known fields are name, routing, defaults", unknown[0])
+        name = body.get("name")
+        _checked("name", check_name, name, "namespace name")
+        routing = body.get("routing", "host")
+        if routing not in ("host", "path"):
+            raise ApiError(400, f"routing {routing!r} is not one of host, path", "routing")
+        defaults_body = body.get("defaults") or {}
+        if not isinstance(defaults_body, dict):
+            raise ApiError(400, "defaults must be a JSON object of limits", "defaults")
+        defaults = self._limits(defaults_body, "defaults.")[0]
+        if any(ns.name == name for ns in self.engine.namespaces()):
+            raise ApiError(409, f"namespace {name!r} already exists", "name")
+        return ok(self.engine.create_namespace(name, routing=routing, defaults=defaults).as_dict(), 201)
+
+    async def get_namespace(self, request: Request) -> Response:
+        ns = self.engine.namespace(request.path_params["ns"])
+        return ok({**ns.as_dict(), "scripts": len(self.engine.workers(ns.name))})
+
+    async def delete_namespace(self, request: Request) -> Response:
+        name = request.path_params["ns"]
+        workers = self.engine.workers(name)  # NotFound first
+        if name == DEFAULT_NAMESPACE:
+            raise ApiError(400, "the default namespace cannot be deleted", "ns")
+        if workers:
+            raise ApiError(409, f"namespace {name!r} still has {len(workers)} script(s); delete them first")
+        self.engine.delete_namespace(name)
+        return ok(None)
+
+    # -- scripts --------------------------------------------------------------------
+
+    def _filtered(self, request: Request, *, required: bool) -> list[Worker]:
+        ns = request.path_params["ns"]
+        text = request.query_params.get("tags")
+        if text is None or text == "":
+            if required:
+                raise ApiError(400, "bulk delete needs a tag filter such as ?tags=free:yes", "tags")
+            return self.engine.workers(ns)
+        wanted, refused = parse_tag_filter(text)
+        return [w for w in self.engine.workers(ns, tags=wanted) if not any(tag in w.tags for tag in refused)]
+
+    async def list_scripts(self, request: Request) -> Response:
+        return ok([_record(w) for w in self._filtered(request, required=False)])
+
+    async def bulk_delete_scripts(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        doomed = self._filtered(request, required=True)
+        for worker in doomed:
+            self.engine.delete(worker.name, namespace=ns)
+        return ok({"deleted": [w.name for w in doomed]})
+
+    async def put_script(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        self.engine.namespace(ns)  # 404 before reading the body
+        _checked("name", check_name, name)
+        limit = self.engine.max_module_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK_BYTES:
+            raise ApiError(413, f"the request is {int(declared) / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB module limit")
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            raise ApiError(400, "the body must be multipart/form-data with a metadata part and a module part", "body")
+        try:
+            form = await request.form(max_files=4, max_fields=8, max_part_size=MAX_JSON_BYTES)
+        except HTTPException as error:
+            raise ApiError(400, f"the multipart body cannot be parsed: {error.detail}", "body") from None
+        try:
+            return ok(await self._deploy(ns, name, form))
+        finally:
+            await form.close()
+
+    async def _deploy(self, ns: str, name: str, form: Any) -> dict[str, Any]:
+        raw = form.get("metadata")
+        if raw is None:
+            raise ApiError(400, "the multipart body has no metadata part", "metadata")
+        if isinstance(raw, UploadFile):
+            raw = await raw.read(MAX_JSON_BYTES + 1)
+        try:
+            metadata = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "the metadata part is not valid JSON", "metadata") from None
+        if not isinstance(metadata, dict):
+            raise ApiError(400, "the metadata part must be a JSON object", "metadata")
+        for key in metadata:
+            if key not in METADATA_KEYS:
+                raise ApiError(400, f"unknown metadata field {key!r}; known ones are {', '.join(METADATA_KEYS)}", f"metadata.{key}")
+        tags = metadata.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ApiError(400, "metadata.tags must be a list of strings", "metadata.tags")
+        tags = _checked("metadata.tags", check_tags, tags)
+        variables = metadata.get("vars", {})
+        if not isinstance(variables, dict):
+            raise ApiError(400, "metadata.vars must be an object of strings", "metadata.vars")
+        variables = _checked("metadata.vars", check_vars, variables)
+        abi = metadata.get("abi", ABI)
+        if abi != ABI:
+            raise ApiError(400, f"abi {abi!r} is not supported; the only ABI is {ABI!r}", "metadata.abi")
+        message = metadata.get("message", "")
+        if not isinstance(message, str):
+            raise ApiError(400, "metadata.message must be a string", "metadata.message")
+        part = metadata.get("main_module", DEFAULT_MODULE_PART)
+        if not isinstance(part, str) or not part:
+            raise ApiError(400, "metadata.main_module must name the module part", "metadata.main_module")
+        upload = form.get(part)
+        if upload is None:
+            raise ApiError(400, f"the multipart body has no {part!r} part holding the Wasm module", part)
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, f"the {part!r} part must be a file part (give it a filename)", part)
+        data = await upload.read()
+        try:
+            worker = self.engine.deploy(name, data, namespace=ns, tags=tags, vars=variables, message=message)
+        except InvalidModule as error:
+            raise ApiError(413 if len(data) > self.engine.max_module_bytes else 400, str(error), part) from None
+        return _record(worker)
+
+    async def get_script(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        worker = self.engine.worker(name, namespace=ns)
+        return ok({**_record(worker), "limits": self.engine.effective_limits(name, namespace=ns).as_dict()})
+
+    async def delete_script(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        self.engine.delete(name, namespace=ns)
+        return ok(None)
+
+    async def get_content(self, request: Request) -> Response:
+        worker = self.engine.worker(request.path_params["name"], namespace=request.path_params["ns"])
+        data = self.engine.store.module_bytes(worker.sha256)
+        return Response(data, media_type="application/wasm", headers={"ETag": f'"{worker.sha256}"'})
+
+    async def get_tags(self, request: Request) -> Response:
+        worker = self.engine.worker(request.path_params["name"], namespace=request.path_params["ns"])
+        return ok(list(worker.tags))
+
+    async def put_tags(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        self.engine.worker(name, namespace=ns)  # 404 before reading the body
+        body = await _json_body(request)
+        if not isinstance(body, list) or not all(isinstance(t, str) for t in body):
+            raise ApiError(400, "the body must be a JSON list of tag strings", "tags")
+        tags = _checked("tags", check_tags, body)
+        return ok(list(self.engine.set_tags(name, tags, namespace=ns).tags))
+
+    async def list_versions(self, request: Request) -> Response:
+        versions = self.engine.versions(request.path_params["name"], namespace=request.path_params["ns"])
+        return ok([v.as_dict() for v in versions])
+
+    async def rollback(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        self.engine.worker(name, namespace=ns)
+        body = await _json_body(request)
+        version = body.get("version") if isinstance(body, dict) else None
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ApiError(400, "the body must be {\"version\": N} with N a version number of 1 or more", "version")
+        return ok(_record(self.engine.rollback(name, version, namespace=ns)))
+
+    # -- limits ---------------------------------------------------------------------
+
+    @staticmethod
+    def _limits(body: dict[str, Any], prefix: str = "") -> tuple[Limits, list[str]]:
+        """camelCase (or snake_case) fields → (Limits to set, fields to clear); errors name the field."""
+        values: dict[str, Any] = {}
+        clear: list[str] = []
+        for key, value in body.items():
+            snake = key if key in FIELDS else next((n for n, c in CAMEL.items() if c == key), None)
+            if snake is None:
+                raise ApiError(400, f"unknown limit {key!r}; known limits are cpuMs, memoryMb, subRequests, wallMs", prefix + key)
+            if value is None:
+                clear.append(snake)
+                continue
+            _checked(prefix + key, Limits, **{snake: value})
+            values[snake] = value
+        return Limits(**values), clear
+
+    async def list_limits(self, request: Request) -> Response:
+        return ok({tag: limits.as_dict() for tag, limits in self.engine.limits().items()})
+
+    async def put_limits(self, request: Request) -> Response:
+        tag = request.path_params["tag"]
+        _checked("tag", check_tag, tag)
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not body:
+            raise ApiError(400, "the body must be a JSON object such as {\"cpuMs\": 50}", "body")
+        limits, clear = self._limits(body)
+        return ok(self.engine.set_limits(tag, limits, clear=clear).as_dict())
+
+    async def delete_limits(self, request: Request) -> Response:
+        self.engine.delete_limits(request.path_params["tag"])
+        return ok(None)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+async def _api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return envelope_error(error.status, error.message, error.field, error.headers)
+
+
+async def _not_found(request: Request, error: Exception) -> Response:
+    return envelope_error(404, str(error))
+
+
+async def _invalid_input(request: Request, error: Exception) -> Response:
+    return envelope_error(400, str(error))
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    message = {404: f"no admin API endpoint at {request.url.path}",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, str(error.detail))
+    return envelope_error(error.status_code, message, headers=error.headers)
+
+
+async def _internal(request: Request, error: Exception) -> Response:
+    return envelope_error(500, "internal error in the admin API; see the server log")
+
+
+class BearerAuth:
+    """ASGI wrapper: every HTTP request must carry the bearer token, checked before routing."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        if not token:
+            raise InvalidInput("the admin token cannot be empty")
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            value = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            if not token_matches(self.token, value):
+                response = envelope_error(401, "a valid bearer token is required (Authorization: Bearer <token>)",
+                                          headers={"WWW-Authenticate": 'Bearer realm="wasmdeck-admin"'})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_admin_app(engine: Engine, token: str) -> BearerAuth:
+    """The admin ASGI app over `engine` (which the caller owns and closes), guarded by `token`."""
+    api = AdminApi(engine)
+    script = "/namespaces/{ns}/scripts/{name}"
+    routes = [
+        Route("/namespaces", api.list_namespaces, methods=["GET"]),
+        Route("/namespaces", api.create_namespace, methods=["POST"]),
+        Route("/namespaces/{ns}", api.get_namespace, methods=["GET"]),
+        Route("/namespaces/{ns}", api.delete_namespace, methods=["DELETE"]),
+        Route("/namespaces/{ns}/scripts", api.list_scripts, methods=["GET"]),
+        Route("/namespaces/{ns}/scripts", api.bulk_delete_scripts, methods=["DELETE"]),
+        Route(script, api.put_script, methods=["PUT"]),
+        Route(script, api.get_script, methods=["GET"]),
+        Route(script, api.delete_script, methods=["DELETE"]),
+        Route(script + "/content", api.get_content, methods=["GET"]),
+        Route(script + "/tags", api.get_tags, methods=["GET"]),
+        Route(script + "/tags", api.put_tags, methods=["PUT"]),
+        Route(script + "/versions", api.list_versions, methods=["GET"]),
+        Route(script + "/rollback", api.rollback, methods=["POST"]),
+        Route("/limits", api.list_limits, methods=["GET"]),
+        Route("/limits/{tag}", api.put_limits, methods=["PUT"]),
+        Route("/limits/{tag}", api.delete_limits, methods=["DELETE"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            NotFound: _not_found,
+            InvalidInput: _invalid_input,
+            HTTPException: _http_error,
+            Exception: _internal,
+        },
+    )
+    return BearerAuth(app, token)
+
+
+# -- OpenAPI ------------------------------------------------------------------------
+
+
+def _op(summary: str, *, params: tuple[str, ...] = (), query: tuple[str, ...] = (), body: dict[str, Any] | None = None,
+        ok_status: str = "200", errors: tuple[str, ...] = ("401",)) -> dict[str, Any]:
+    responses: dict[str, Any] = {ok_status: {"$ref": "#/components/responses/Ok"}}
+    for status in errors:
+        responses[status] = {"$ref": "#/components/responses/Error"}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+    parameters += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"},
+                    "description": "tag filter: tag:yes,tag:no"} for q in query]
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": body}
+    return operation
+
+
+_JSON = lambda schema: {"application/json": {"schema": schema}}  # noqa: E731
+_LIMITS_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
+    camel: {"type": ["integer", "null"]} for camel in CAMEL.values()}}
+_NS, _SC = ("ns",), ("ns", "name")
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "wasmdeck admin API", "version": "0.1.0",
+             "description": "Dispatch namespaces, scripts, tags, versions and per-tag limits, after Cloudflare's API."},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/namespaces": {
+            "get": _op("List namespaces"),
+            "post": _op("Create a namespace", ok_status="201", errors=("400", "401", "409"), body=_JSON({
+                "type": "object", "required": ["name"], "properties": {
+                    "name": {"type": "string"}, "routing": {"enum": ["host", "path"]}, "defaults": _LIMITS_SCHEMA}})),
+        },
+        "/namespaces/{ns}": {
+            "get": _op("Get a namespace", params=_NS, errors=("401", "404")),
+            "delete": _op("Delete an empty namespace", params=_NS, errors=("400", "401", "404", "409")),
+        },
+        "/namespaces/{ns}/scripts": {
+            "get": _op("List scripts, optionally filtered by tags", params=_NS, query=("tags",), errors=("400", "401", "404")),
+            "delete": _op("Delete every script matching the tag filter", params=_NS, query=("tags",),
+                          errors=("400", "401", "404")),
+        },
+        "/namespaces/{ns}/scripts/{name}": {
+            "put": _op("Upload (deploy) a script", params=_SC, errors=("400", "401", "404", "413"), body={
+                "multipart/form-data": {"schema": {"type": "object", "required": ["metadata", "module"], "properties": {
+                    "metadata": {"type": "object", "properties": {
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                        "vars": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "abi": {"enum": [ABI]}, "message": {"type": "string"},
+                        "main_module": {"type": "string", "description": "name of the module part (default: module)"}}},
+                    "module": {"type": "string", "format": "binary"}}}}}),
+            "get": _op("Get a script's record and effective limits", params=_SC, errors=("401", "404")),
+            "delete": _op("Delete a script", params=_SC, errors=("401", "404")),
+        },
+        "/namespaces/{ns}/scripts/{name}/content": {
+            "get": {**_op("Download the script's module", params=_SC, errors=("401", "404")),
+                    "responses": {"200": {"description": "the module", "content": {"application/wasm": {}}},
+                                  "401": {"$ref": "#/components/responses/Error"},
+                                  "404": {"$ref": "#/components/responses/Error"}}},
+        },
+        "/namespaces/{ns}/scripts/{name}/tags": {
+            "get": _op("Get a script's tags", params=_SC, errors=("401", "404")),
+            "put": _op("Replace a script's tags", params=_SC, errors=("400", "401", "404"),
+                       body=_JSON({"type": "array", "items": {"type": "string"}})),
+        },
+        "/namespaces/{ns}/scripts/{name}/versions": {
+            "get": _op("List a script's versions", params=_SC, errors=("401", "404")),
+        },
+        "/namespaces/{ns}/scripts/{name}/rollback": {
+            "post": _op("Serve an earlier version again", params=_SC, errors=("400", "401", "404"),
+                        body=_JSON({"type": "object", "required": ["version"],
+                                    "properties": {"version": {"type": "integer", "minimum": 1}}})),
+        },
+        "/limits": {"get": _op("List limits per tag")},
+        "/limits/{tag}": {
+            "put": _op("Set a tag's limits (null clears a field)", params=("tag",), errors=("400", "401"),
+                       body=_JSON(_LIMITS_SCHEMA)),
+            "delete": _op("Remove a tag's limits", params=("tag",), errors=("401", "404")),
+        },
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Envelope": {"type": "object", "required": ["success", "errors", "result"], "properties": {
+            "success": {"type": "boolean"},
+            "errors": {"type": "array", "items": {"type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}},
+            "result": {}}}},
+        "responses": {
+            "Ok": {"description": "success", "content": _JSON({"$ref": "#/components/schemas/Envelope"})},
+            "Error": {"description": "failure; errors[0].field names the bad input",
+                      "content": _JSON({"$ref": "#/components/schemas/Envelope"})},
+        },
+    },
+}

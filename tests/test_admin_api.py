@@ -1,0 +1,401 @@
+"""The admin API (`server.admin_app`, `server.auth`): contract tests in-process over httpx's ASGI
+transport, plus one test over real loopback HTTP with uvicorn in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engine import Engine
+from server.admin_app import OPENAPI, create_admin_app
+from server.auth import TokenFileError, default_token_path, load_or_create_token, token_matches
+
+from .conftest import ROOT, fixture_module
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HELLO = fixture_module("hello").read_bytes()
+
+
+@pytest.fixture
+async def client(engine: Engine):
+    app = create_admin_app(engine, TOKEN)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin", headers=AUTH) as c:
+        yield c
+
+
+def upload(metadata: Any = None, module: bytes | None = HELLO, *, raw_metadata: str | None = None,
+           part: str = "module") -> dict[str, Any]:
+    data = {}
+    if raw_metadata is not None:
+        data["metadata"] = raw_metadata
+    elif metadata is not None:
+        data["metadata"] = json.dumps(metadata)
+    files = {part: ("w.wasm", module, "application/wasm")} if module is not None else None
+    return {"data": data, "files": files} if files else {"data": data, "files": {"other": ("x.txt", b"x", "text/plain")}}
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is True and body["errors"] == []
+    return body["result"]
+
+
+def error(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["result"] is None and len(body["errors"]) == 1
+    err = body["errors"][0]
+    assert err["message"] and "\n" not in err["message"]  # one sentence
+    assert err.get("field") == field, err
+    return err
+
+
+def snapshot(engine: Engine) -> Any:
+    return (
+        [ns.as_dict() for ns in engine.namespaces()],
+        [(w.namespace, w.name, w.version, w.tags) for ns in engine.namespaces() for w in engine.workers(ns.name)],
+        {tag: limits.as_dict() for tag, limits in engine.limits().items()},
+    )
+
+
+# --- auth ----------------------------------------------------------------------------
+
+EVERY_CALL = [
+    ("GET", "/namespaces", None), ("POST", "/namespaces", {"name": "evil"}),
+    ("GET", "/namespaces/default", None), ("DELETE", "/namespaces/other", None),
+    ("GET", "/namespaces/default/scripts", None), ("DELETE", "/namespaces/default/scripts?tags=free:yes", None),
+    ("PUT", "/namespaces/default/scripts/hello", "multipart"), ("GET", "/namespaces/default/scripts/hello", None),
+    ("DELETE", "/namespaces/default/scripts/hello", None), ("GET", "/namespaces/default/scripts/hello/content", None),
+    ("GET", "/namespaces/default/scripts/hello/tags", None), ("PUT", "/namespaces/default/scripts/hello/tags", ["x"]),
+    ("GET", "/namespaces/default/scripts/hello/versions", None),
+    ("POST", "/namespaces/default/scripts/hello/rollback", {"version": 1}),
+    ("GET", "/limits", None), ("PUT", "/limits/free", {"cpuMs": 1}), ("DELETE", "/limits/free", None),
+    ("GET", "/openapi.json", None), ("GET", "/no/such/path", None), ("POST", "/limits", None),
+]
+
+
+def test_every_openapi_path_is_in_the_auth_table() -> None:
+    covered = {(m, p.split("?")[0]) for m, p, _ in EVERY_CALL}
+    for path, item in OPENAPI["paths"].items():
+        concrete = path.replace("{ns}", "default").replace("{name}", "hello").replace("{tag}", "free")
+        for method in item:
+            assert (method.upper(), concrete) in covered or (method.upper(), concrete.replace("default", "other")) in covered
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": TOKEN}])
+async def test_every_call_needs_the_token_and_changes_nothing(engine: Engine, headers: dict[str, str]) -> None:
+    engine.create_namespace("other")
+    engine.deploy("hello", HELLO, tags=["free"])
+    engine.set_limits("free", cpu_ms=100)
+    before = snapshot(engine)
+    app = create_admin_app(engine, TOKEN)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as anonymous:
+        for method, path, body in EVERY_CALL:
+            kwargs: dict[str, Any] = {"headers": headers}
+            if body == "multipart":
+                kwargs.update(upload({"tags": ["x"]}))
+            elif body is not None:
+                kwargs["json"] = body
+            response = await anonymous.request(method, path, **kwargs)
+            err = error(response, 401)
+            assert err["code"] == "unauthorized"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+    assert snapshot(engine) == before
+    assert len(engine.versions("hello")) == 1
+
+
+def test_token_file_is_created_0600_and_reused(tmp_path: Path) -> None:
+    path = default_token_path(tmp_path / "w.db")
+    assert path.name == "w.db.admin-token"
+    token, created = load_or_create_token(path)
+    assert created and len(token) >= 40
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_token(path) == (token, False)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.db.admin-token"]  # no temporary file left behind
+    assert token_matches(token, f"Bearer {token}") and not token_matches(token, f"Bearer {token}x")
+    assert not token_matches(token, None) and not token_matches(token, token)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_an_open_token_file_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "t"
+    load_or_create_token(path)
+    os.chmod(path, mode)
+    with pytest.raises(TokenFileError, match="accessible to other users"):
+        load_or_create_token(path)
+
+
+def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    path.touch(mode=0o600)
+    with pytest.raises(TokenFileError, match="empty"):
+        load_or_create_token(path)
+
+
+# --- namespaces ------------------------------------------------------------------------
+
+
+async def test_namespace_crud(client: httpx.AsyncClient, engine: Engine) -> None:
+    created = ok(await client.post("/namespaces", json={"name": "acme", "routing": "path", "defaults": {"cpuMs": 50}}), 201)
+    assert created["name"] == "acme" and created["routing"] == "path" and created["defaults"]["cpuMs"] == 50
+    assert [ns["name"] for ns in ok(await client.get("/namespaces"))] == ["acme", "default"]
+    got = ok(await client.get("/namespaces/acme"))
+    assert got["scripts"] == 0 and got["defaults"]["cpuMs"] == 50
+    error(await client.post("/namespaces", json={"name": "acme"}), 409, "name")
+    error(await client.post("/namespaces", json={"name": "Bad_Name"}), 400, "name")
+    error(await client.post("/namespaces", json={"name": "x", "routing": "dns"}), 400, "routing")
+    error(await client.post("/namespaces", json={"name": "x", "defaults": {"cpuMs": 0}}), 400, "defaults.cpuMs")
+    error(await client.post("/namespaces", json={"name": "x", "extra": 1}), 400, "extra")
+    error(await client.post("/namespaces", content=b"{nope", headers={"Content-Type": "application/json"}), 400, "body")
+    engine.deploy("hello", HELLO, namespace="acme")
+    error(await client.delete("/namespaces/acme"), 409)
+    engine.delete("hello", namespace="acme")
+    ok(await client.delete("/namespaces/acme"))
+    error(await client.get("/namespaces/acme"), 404)
+    error(await client.delete("/namespaces/acme"), 404)
+    error(await client.delete("/namespaces/default"), 400, "ns")
+    assert [ns.name for ns in engine.namespaces()] == ["default"]
+
+
+# --- scripts ---------------------------------------------------------------------------
+
+
+async def test_put_script_deploys_and_dispatches(client: httpx.AsyncClient, engine: Engine) -> None:
+    meta = {"tags": ["free", "eu"], "vars": {"GREETING": "hi"}, "abi": "wcgi", "message": "first"}
+    record = ok(await client.put("/namespaces/default/scripts/hello", **upload(meta)))
+    assert record["name"] == "hello" and record["version"] == 1 and record["tags"] == ["free", "eu"]
+    assert record["vars"] == {"GREETING": "hi"} and record["message"] == "first"
+    response = await engine.request("http://hello.x/")
+    assert response.status == 200 and response.body
+    got = ok(await client.get("/namespaces/default/scripts/hello"))
+    assert got["sha256"] == record["sha256"] and got["limits"]["cpuMs"] == 5000
+    content = await client.get("/namespaces/default/scripts/hello/content")
+    assert content.status_code == 200 and content.content == HELLO
+    assert content.headers["content-type"] == "application/wasm"
+    # the module under another part name, named by main_module; the metadata as a file part
+    again = await client.put("/namespaces/default/scripts/hello", files={
+        "metadata": ("m.json", json.dumps({"main_module": "w.wasm"}).encode(), "application/json"),
+        "w.wasm": ("w.wasm", HELLO, "application/wasm")})
+    assert ok(again)["version"] == 2 and ok(again)["tags"] == []
+    ok(await client.delete("/namespaces/default/scripts/hello"))
+    error(await client.get("/namespaces/default/scripts/hello"), 404)
+    assert (await engine.request("http://hello.x/")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (upload({"tags": []}, None), "module"),
+        (upload({}, None), "module"),
+        (upload(None), "metadata"),
+        (upload(raw_metadata="{not json"), "metadata"),
+        (upload(raw_metadata="[1, 2]"), "metadata"),
+        (upload({"tags": "free"}), "metadata.tags"),
+        (upload({"tags": [1]}), "metadata.tags"),
+        (upload({"tags": ["a,b"]}), "metadata.tags"),
+        (upload({"tags": [f"t{i}" for i in range(9)]}), "metadata.tags"),
+        (upload({"vars": ["A"]}), "metadata.vars"),
+        (upload({"vars": {"REQUEST_METHOD": "x"}}), "metadata.vars"),
+        (upload({"abi": "wasi-http"}), "metadata.abi"),
+        (upload({"bindings": []}), "metadata.bindings"),
+        (upload({}, b"not wasm at all"), "module"),
+        (upload({}, part="mod"), "module"),
+        (upload({"main_module": "mod"}), "mod"),
+        ({"content": b"raw bytes", "headers": {"Content-Type": "application/wasm"}}, "body"),
+        ({"content": b"--x\r\ngarbage", "headers": {"Content-Type": "multipart/form-data"}}, "body"),
+    ],
+)
+async def test_bad_uploads_are_400_naming_the_field(client: httpx.AsyncClient, engine: Engine, kwargs: dict[str, Any],
+                                                    field: str) -> None:
+    error(await client.put("/namespaces/default/scripts/hello", **kwargs), 400, field)
+    assert engine.workers() == []
+
+
+async def test_bad_script_name_unknown_namespace_and_too_big(client: httpx.AsyncClient, engine: Engine,
+                                                             db_path: Path, wasmer_cache: Path) -> None:
+    error(await client.put("/namespaces/default/scripts/Bad_Name", **upload({})), 400, "name")
+    error(await client.put("/namespaces/nope/scripts/hello", **upload({})), 404)
+    for path in ("/namespaces/nope", "/namespaces/nope/scripts", "/namespaces/default/scripts/nope",
+                 "/namespaces/default/scripts/nope/tags", "/namespaces/default/scripts/nope/versions",
+                 "/namespaces/default/scripts/nope/content"):
+        error(await client.get(path), 404)
+    error(await client.delete("/namespaces/default/scripts/nope"), 404)
+    error(await client.post("/namespaces/default/scripts/nope/rollback", json={"version": 1}), 404)
+    error(await client.put("/namespaces/default/scripts/nope/tags", json=["a"]), 404)
+    assert engine.workers() == []
+    small = Engine(db_path, cache_dir=wasmer_cache, max_module_bytes=1024)
+    try:
+        app = create_admin_app(small, TOKEN)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a", headers=AUTH) as c:
+            err = error(await c.put("/namespaces/default/scripts/hello", **upload({})), 413, "module")
+            assert "24668 bytes" in err["message"] and "1024 bytes" in err["message"]
+    finally:
+        await small.close()
+    assert engine.workers() == []
+
+
+async def test_list_with_tag_filter_and_bulk_delete(client: httpx.AsyncClient, engine: Engine) -> None:
+    engine.deploy("a", HELLO, tags=["free", "eu"])
+    engine.deploy("b", HELLO, tags=["free"])
+    engine.deploy("c", HELLO, tags=["paid"])
+
+    async def names(query: str = "") -> list[str]:
+        return [w["name"] for w in ok(await client.get("/namespaces/default/scripts" + query))]
+
+    assert await names() == ["a", "b", "c"]
+    assert await names("?tags=free:yes") == ["a", "b"]
+    assert await names("?tags=free:yes,eu:no") == ["b"]
+    assert await names("?tags=paid:no") == ["a", "b"]
+    for bad in ("free", "free:maybe", "a,b:yes", ":yes", "a b:yes"):
+        error(await client.get("/namespaces/default/scripts", params={"tags": bad}), 400, "tags")
+    error(await client.delete("/namespaces/default/scripts"), 400, "tags")
+    error(await client.delete("/namespaces/default/scripts?tags=free"), 400, "tags")
+    assert len(engine.workers()) == 3
+    assert ok(await client.delete("/namespaces/default/scripts?tags=free:yes,eu:no")) == {"deleted": ["b"]}
+    assert ok(await client.delete("/namespaces/default/scripts?tags=nothing:yes")) == {"deleted": []}
+    assert [w.name for w in engine.workers()] == ["a", "c"]
+    error(await client.get("/namespaces/nope/scripts?tags=free:yes"), 404)
+
+
+async def test_tags_versions_and_rollback(client: httpx.AsyncClient, engine: Engine) -> None:
+    engine.deploy("hello", HELLO, tags=["free"])
+    base = "/namespaces/default/scripts/hello"
+    assert ok(await client.get(base + "/tags")) == ["free"]
+    assert ok(await client.put(base + "/tags", json=["paid", "eu", "paid"])) == ["paid", "eu"]
+    assert engine.worker("hello").tags == ("paid", "eu")
+    for bad in ({"tags": ["x"]}, ["a,b"], [1], ["x y"]):
+        error(await client.put(base + "/tags", json=bad), 400, "tags")
+    error(await client.put(base + "/tags", content=b"[", headers={"Content-Type": "application/json"}), 400, "body")
+    versions = ok(await client.get(base + "/versions"))
+    assert [(v["version"], v["tags"], v["current"]) for v in versions] == [(1, ["free"], False), (2, ["paid", "eu"], True)]
+    rolled = ok(await client.post(base + "/rollback", json={"version": 1}))
+    assert rolled["version"] == 3 and rolled["tags"] == ["free"]
+    for bad in ({}, {"version": "1"}, {"version": 0}, {"version": True}, [1]):
+        error(await client.post(base + "/rollback", json=bad), 400, "version")
+    error(await client.post(base + "/rollback", json={"version": 9}), 404)
+    assert engine.worker("hello").version == 3
+
+
+async def test_limits_set_clear_delete(client: httpx.AsyncClient, engine: Engine) -> None:
+    assert ok(await client.get("/limits")) == {}
+    got = ok(await client.put("/limits/free", json={"cpuMs": 50, "wallMs": 1000}))
+    assert got == {"cpuMs": 50, "memoryMb": None, "subRequests": None, "wallMs": 1000}
+    got = ok(await client.put("/limits/free", json={"memoryMb": 64, "wallMs": None}))
+    assert got == {"cpuMs": 50, "memoryMb": 64, "subRequests": None, "wallMs": None}
+    assert ok(await client.get("/limits")) == {"free": got}
+    engine.deploy("hello", HELLO, tags=["free"])
+    limits = ok(await client.get("/namespaces/default/scripts/hello"))["limits"]
+    assert limits["cpuMs"] == 50 and limits["sources"]["cpuMs"] == "tag:free"
+    error(await client.put("/limits/free", json={"cpuMs": 0}), 400, "cpuMs")
+    error(await client.put("/limits/free", json={"cpu": 5}), 400, "cpu")
+    error(await client.put("/limits/free", json={"cpuMs": "5"}), 400, "cpuMs")
+    error(await client.put("/limits/free", json={}), 400, "body")
+    error(await client.put("/limits/a,b", json={"cpuMs": 5}), 400, "tag")
+    assert engine.limits()["free"].cpu_ms == 50
+    ok(await client.delete("/limits/free"))
+    assert ok(await client.get("/limits")) == {}
+    error(await client.delete("/limits/free"), 404)
+
+
+async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.AsyncClient, engine: Engine) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    assert doc["openapi"].startswith("3.1") and doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
+    served = {(m, route.path) for route in create_admin_app(engine, TOKEN).app.routes for m in route.methods if m != "HEAD"}
+    assert documented == served
+    assert len(documented) == 18
+    error(await client.get("/no/such/path"), 404)
+    response = await client.post("/limits")
+    error(response, 405)
+    assert "GET" in response.headers["allow"]
+
+
+# --- over real HTTP ----------------------------------------------------------------------
+
+SERVE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys, uvicorn
+    from engine import Engine
+    from server.admin_app import create_admin_app
+    from server.auth import default_token_path, load_or_create_token
+
+    async def main(db, port):
+        token, created = load_or_create_token(default_token_path(db))
+        if created:
+            print(f"admin token: {token}", flush=True)
+        async with Engine(db) as engine:
+            config = uvicorn.Config(create_admin_app(engine, token), host="127.0.0.1", port=port, log_level="warning")
+            await uvicorn.Server(config).serve()
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start(db: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = _free_port()
+    out = tmp / f"admin-{port}.out"
+    with out.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, str(db), str(port)], cwd=ROOT,
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            httpx.get(base + "/namespaces", timeout=2)
+            return process, base, out
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"the admin server did not start: {out.read_text()}")
+
+
+def test_over_real_http_with_the_token_printed_once(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    process, base, out = _start(db, tmp_path)
+    try:
+        token_file = default_token_path(db)
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert f"admin token: {token}" in out.read_text()
+        denied = httpx.post(base + "/namespaces", json={"name": "acme"}, timeout=10)
+        assert denied.status_code == 401 and denied.json()["success"] is False
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(base + "/namespaces", json={"name": "acme"}, headers=headers, timeout=10).status_code == 201
+        files = {"module": ("hello.wasm", HELLO, "application/wasm")}
+        put = httpx.put(base + "/namespaces/acme/scripts/hello", headers=headers, timeout=30,
+                        data={"metadata": json.dumps({"tags": ["free"]})}, files=files)
+        assert put.status_code == 200 and put.json()["result"]["tags"] == ["free"]
+        listed = httpx.get(base + "/namespaces/acme/scripts?tags=free:yes", headers=headers, timeout=10).json()
+        assert [w["name"] for w in listed["result"]] == ["hello"]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    # a restart reuses the token and prints nothing
+    process, base, out = _start(db, tmp_path)
+    try:
+        assert httpx.get(base + "/namespaces/acme", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+        assert "admin token" not in out.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
