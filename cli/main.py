@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -130,6 +131,9 @@ def build_parser() -> Parser:
     tail.add_argument("--format", choices=["json", "pretty"], default="pretty")
     tail.add_argument("--history", type=_positive, default=0, help="first print the N newest stored items that match")
     tail.add_argument("--no-follow", action="store_true", help="exit after the history")
+    tail.add_argument("--remote", metavar="URL", default=None,
+                      help="tail a server's admin listener (e.g. http://127.0.0.1:8788) instead of the local database")
+    tail.add_argument("--token", default=None, help="the admin token for --remote (default: $WASMDECK_ADMIN_TOKEN)")
 
     retention = commands.add_parser("retention", help="show or set how many trace items are kept")
     retention.add_argument("items", nargs="?", type=_positive)
@@ -348,6 +352,21 @@ async def cmd_tail(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_remote_tail(args: argparse.Namespace) -> int:
+    """`tail --remote`: no local database is opened."""
+    from .remote_tail import remote_tail
+
+    token = args.token or os.environ.get("WASMDECK_ADMIN_TOKEN")
+    if not token:
+        print("wasmdeck: --remote needs the admin token (--token or $WASMDECK_ADMIN_TOKEN)", file=sys.stderr)
+        return 2
+    return await remote_tail(
+        args.remote, token, namespace=args.namespace, worker=args.worker, status=args.status, method=tuple(args.method),
+        search=args.search, header=args.header, sampling_rate=args.sampling_rate, format=args.format,
+        history=args.history, follow=not args.no_follow,
+    )
+
+
 async def cmd_retention(engine: Engine, args: argparse.Namespace) -> int:
     if args.items is not None:
         engine.set_trace_retention(args.items)
@@ -408,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if (args.command == "demo" or (args.command == "console" and args.demo)) and args.db is None:
             return _throwaway_demo(args)
+        if args.command == "tail" and args.remote:
+            return asyncio.run(run_remote_tail(args))
         return asyncio.run(run(args))
     except WasmdeckError as error:
         print(f"wasmdeck: {error}", file=sys.stderr)

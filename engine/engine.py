@@ -523,6 +523,8 @@ class Engine:
                 item = await subscription.get(timeout=max(0.0, next_poll - time.monotonic()))
                 if item is not None:
                     yield item
+                elif subscription.closed:
+                    return  # the engine is closing
                 dropped = subscription.take_dropped()
                 if dropped and on_dropped:
                     on_dropped(dropped)

@@ -27,6 +27,7 @@ Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see
     PUT    /limits/{tag}                             merge camelCase fields; null clears one
     DELETE /limits/{tag}                             remove a tag's limits
     GET    /openapi.json                             this API as OpenAPI 3.1
+    GET    /tail  (WebSocket)                        live trace items; see `server.tail_stream`
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from engine import DEFAULT_NAMESPACE, Engine, InvalidInput, InvalidModule, Limits, NotFound, Worker
 from engine.limits import CAMEL, FIELDS
@@ -48,6 +49,7 @@ from engine.validation import check_name, check_tag, check_tags, check_vars
 from engine.wcgi import ABI
 
 from .auth import token_matches
+from .tail_stream import TailEndpoint
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -380,8 +382,11 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def create_admin_app(engine: Engine, token: str) -> BearerAuth:
-    """The admin ASGI app over `engine` (which the caller owns and closes), guarded by `token`."""
+def create_admin_app(engine: Engine, token: str, *, tail_options: dict[str, Any] | None = None) -> BearerAuth:
+    """The admin ASGI app over `engine` (which the caller owns and closes), guarded by `token`.
+
+    `tail_options` go to `TailEndpoint` (per_worker, total, queue_size, slow_timeout, poll_interval).
+    """
     api = AdminApi(engine)
     script = "/namespaces/{ns}/scripts/{name}"
     routes = [
@@ -403,6 +408,7 @@ def create_admin_app(engine: Engine, token: str) -> BearerAuth:
         Route("/limits/{tag}", api.put_limits, methods=["PUT"]),
         Route("/limits/{tag}", api.delete_limits, methods=["DELETE"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        WebSocketRoute("/tail", TailEndpoint(engine, token, **(tail_options or {}))),
     ]
     app = Starlette(
         routes=routes,
