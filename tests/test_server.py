@@ -368,3 +368,22 @@ def test_serve_with_the_admin_api(platform: Path, tmp_path: Path) -> None:
         assert server.get("/", host="hello.example.com").status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def test_tail_remote_through_the_cli(platform: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "admin-token"
+    admin_port = _free_port()
+    server = start_server(platform / "w.db", tmp_path, "--admin-port", str(admin_port), "--admin-token-file", str(token_file))
+    try:
+        assert server.get("/?remote=1", host="hello.example.com").status_code == 200
+        token = token_file.read_text().strip()
+        command = [sys.executable, "-m", "cli.main", "tail", "--remote", f"http://127.0.0.1:{admin_port}",
+                   "--worker", "hello", "--history", "50", "--no-follow", "--format", "json"]
+        result = subprocess.run([*command, "--token", token], capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert result.returncode == 0, result.stderr
+        urls = [json.loads(line)["event"]["request"]["url"] for line in result.stdout.splitlines()]
+        assert any(url.endswith("/?remote=1") for url in urls)
+        refused = subprocess.run([*command, "--token", "wrong"], capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    finally:
+        assert server.stop() == 0
