@@ -156,11 +156,8 @@ class _LocalStream(TraceStream):
         return items
 
     async def wait(self, timeout: float) -> None:
-        if self._subscription.pending() or self._foreign:
-            return
-        item = await self._subscription.get(timeout=timeout)
-        if item is not None:
-            self._subscription._items.appendleft(item)
+        if not self._foreign:
+            await self._subscription.wait(timeout)
 
     def take_dropped(self) -> int:
         dropped = self.dropped + self._subscription.take_dropped()

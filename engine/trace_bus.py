@@ -59,16 +59,20 @@ class Subscription:
         self._wakeup.clear()
         return items
 
+    async def wait(self, timeout: float | None = None) -> None:
+        """Return when items are buffered or the subscription is closed, or after `timeout` seconds."""
+        if self._items or self.closed:
+            return
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
     async def get(self, timeout: float | None = None) -> dict[str, Any] | None:
-        while not self._items:
-            if self.closed:
-                return None
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except asyncio.TimeoutError:
-                return None
-        return self._items.popleft()
+        """The next item, or None once closed or after `timeout` seconds without one."""
+        await self.wait(timeout)
+        return self._items.popleft() if self._items else None
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()

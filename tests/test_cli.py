@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from .wasm_builder import HEADER, module_importing
+
 REPO = Path(__file__).resolve().parent.parent
 WCGI = REPO / "fixtures" / "wcgi"
 TIMEOUT = 60
@@ -120,25 +122,8 @@ def db_dump(path: Path) -> list[str]:
 
 
 # hand-assembled modules
-def _section(section_id: int, payload: bytes) -> bytes:
-    assert len(payload) < 128
-    return bytes([section_id, len(payload)]) + payload
-
-
-def _name(text: str) -> bytes:
-    return bytes([len(text)]) + text.encode()
-
-
-WASM_HEADER = b"\0asm\x01\x00\x00\x00"
-NO_START_MODULE = WASM_HEADER
-HOST_CALL_MODULE = (
-    WASM_HEADER
-    + _section(1, b"\x01\x60\x00\x00")  # one type: () -> ()
-    + _section(2, b"\x01" + _name("env") + _name("host_call") + b"\x00\x00")  # import env.host_call: type 0
-    + _section(3, b"\x01\x00")  # one function of type 0
-    + _section(7, b"\x01" + _name("_start") + b"\x00\x01")  # export it as _start
-    + _section(10, b"\x01\x02\x00\x0b")  # its body: no locals, end
-)
+NO_START_MODULE = HEADER
+HOST_CALL_MODULE = module_importing("env", "host_call")
 
 PRETTY_LINE = re.compile(r"^(GET|POST|PUT) http://\S+ - [A-Za-z ]+ @ \d{1,2}/\d{1,2}/\d{4}, \d{1,2}:\d{2}:\d{2} (AM|PM)$")
 

@@ -17,36 +17,7 @@ from engine import Engine, InvalidInput, InvalidModule, NotFound
 from engine.store import SCHEMA_VERSION, Store
 
 from .conftest import ROOT, fixture_module
-
-WASM_HEADER = b"\0asm\x01\x00\x00\x00"
-
-
-def _leb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _section(section_id: int, payload: bytes) -> bytes:
-    return bytes([section_id]) + _leb(len(payload)) + payload
-
-
-def _name(text: str) -> bytes:
-    return _leb(len(text)) + text.encode()
-
-
-def module_importing(module: str, name: str) -> bytes:
-    types = _section(1, _leb(1) + b"\x60\x00\x00")
-    imports = _section(2, _leb(1) + _name(module) + _name(name) + b"\x00" + _leb(0))
-    functions = _section(3, _leb(1) + _leb(0))
-    exports = _section(7, _leb(1) + _name("_start") + b"\x00" + _leb(1))
-    code = _section(10, _leb(1) + _leb(2) + b"\x00\x0b")
-    return WASM_HEADER + types + imports + functions + exports + code
-
+from .wasm_builder import HEADER, module_importing
 
 def snapshot(engine: Engine) -> list:
     return [(w.namespace, w.name, w.version, w.sha256, w.tags, w.vars) for w in engine.store.workers()]
@@ -58,7 +29,7 @@ def snapshot(engine: Engine) -> list:
         (b"", "empty"),
         (b"hello, world", "not a WebAssembly module"),
         (b"\x89PNG\r\n\x1a\n" + bytes(100), "not a WebAssembly module"),
-        (WASM_HEADER, "_start"),
+        (HEADER, "_start"),
         (fixture_module("hello").read_bytes()[:100], "truncated"),
         (module_importing("env", "host_call"), "env.host_call"),
         (module_importing("wasi_snapshot_preview1", "not_a_call"), "wasi_snapshot_preview1.not_a_call"),

@@ -162,13 +162,15 @@ async def test_a_guest_over_its_cpu_limit_stops_burning(engine: Engine, deploy) 
 def test_a_module_that_cannot_be_metered_is_refused(engine: Engine) -> None:
     from engine import InvalidModule
 
-    from .test_deploy_and_store import WASM_HEADER, _leb, _name, _section
+    from .wasm_builder import functype, module, name, section, uleb, vec
 
-    types = _section(1, _leb(1) + b"\x60\x00\x00")
-    functions = _section(3, _leb(1) + _leb(0))
-    exports = _section(7, _leb(1) + _name("_start") + b"\x00" + _leb(0))
     body = b"\x00" + b"\xfb\x00\x00\x0b"  # no locals; a GC instruction
-    code = _section(10, _leb(1) + _leb(len(body)) + body)
+    gc_module = module(
+        section(1, vec([functype()])),
+        section(3, vec([uleb(0)])),
+        section(7, vec([name("_start") + b"\x00" + uleb(0)])),
+        section(10, vec([uleb(len(body)) + body])),
+    )
     with pytest.raises(InvalidModule, match="cannot meter"):
-        engine.deploy("gc", WASM_HEADER + types + functions + exports + code)
+        engine.deploy("gc", gc_module)
     assert engine.workers() == []

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .wasm_builder import custom, functype, module, name, section, sleb, uleb, vec
+
 from engine.errors import InvalidInput, InvalidModule
 from engine.metering import YIELD_EVERY, meter
 from engine.wasm_module import inspect_module, validate_worker_module
@@ -25,50 +27,6 @@ TICK = 256  # loop iterations between two takes from the budget (engine.metering
 
 
 # --- a tiny assembler -------------------------------------------------------------------------
-
-def uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def sleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        done = (n == 0 and not byte & 0x40) or (n == -1 and byte & 0x40)
-        out.append(byte if done else byte | 0x80)
-        if done:
-            return bytes(out)
-
-
-def vec(items) -> bytes:
-    items = list(items)
-    return uleb(len(items)) + b"".join(items)
-
-
-def name(text: str) -> bytes:
-    return uleb(len(text.encode())) + text.encode()
-
-
-def section(section_id: int, payload: bytes) -> bytes:
-    return bytes([section_id]) + uleb(len(payload)) + payload
-
-
-def custom(section_name: str, payload: bytes) -> bytes:
-    return section(0, name(section_name) + payload)
-
-
-def module(*sections: bytes) -> bytes:
-    return b"\0asm\x01\x00\x00\x00" + b"".join(sections)
-
-
-def functype(params=(), results=()) -> bytes:
-    return b"\x60" + vec(bytes([p]) for p in params) + vec(bytes([r]) for r in results)
-
 
 def func_import(field: str, type_index: int, module_name: str = WASI) -> bytes:
     return name(module_name) + name(field) + b"\x00" + uleb(type_index)

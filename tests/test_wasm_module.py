@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .wasm_builder import HEADER, custom, functype, module, name, section, uleb, vec
+
 from engine.errors import InvalidInput, InvalidModule
 from engine.wasm_module import (
     DEFAULT_MAX_MODULE_BYTES,
@@ -24,46 +26,13 @@ from engine.wasm_module import (
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-HEADER = b"\0asm\x01\x00\x00\x00"
 I32, I64 = 0x7F, 0x7E
 FUNC, TABLE, MEM, GLOBAL = 0, 1, 2, 3
 
 
-# --- a tiny assembler -------------------------------------------------------
+# --- a tiny assembler (shared basics in tests/wasm_builder.py) ---------------
 
-def uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def vec(items) -> bytes:
-    items = list(items)
-    return uleb(len(items)) + b"".join(items)
-
-
-def name(s: str | bytes) -> bytes:
-    raw = s.encode() if isinstance(s, str) else s
-    return uleb(len(raw)) + raw
-
-
-def section(section_id: int, payload: bytes) -> bytes:
-    return bytes([section_id]) + uleb(len(payload)) + payload
-
-
-def custom(section_name: str | bytes, payload: bytes) -> bytes:
-    return section(0, name(section_name) + payload)
-
-
-def _module(*sections: bytes) -> bytes:
-    return HEADER + b"".join(sections)
-
-
-def functype(params=(), results=()) -> bytes:
-    return b"\x60" + vec(bytes([p]) for p in params) + vec(bytes([r]) for r in results)
+_module = module
 
 
 def limits(initial: int, maximum: int | None = None, shared=False, is64=False) -> bytes:
