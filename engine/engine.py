@@ -11,20 +11,27 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import wcgi
+from . import protocol, wcgi
+from .egress import EgressPolicy
 from .errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
 from .http import Request, Response
 from .metering import meter
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, resolve
+from .network import FetchFailed, FetchResponse, Network
+from .outbound import OutboundSetting, check_outbound_values
+from .protocol import Frame, ProtocolViolation
+from .protocol_session import SessionResult, converse
 from .router import DispatchFunction, route
-from .runtime import GuestRun, LoadShed, Runtime
+from .runtime import GuestRun, GuestStartFailed, LoadShed, Runtime
 from .stderr_capture import RuntimeStderr
-from .store import DEFAULT_NAMESPACE, Namespace, Store, Worker, WorkerVersion, now_ms
+from .store import DEFAULT_NAMESPACE, Namespace, Store, TailConsumer, Worker, WorkerVersion, now_ms
+from .tail_workers import TailDelivery
 from .trace_bus import Subscription, TraceBus
-from .traces import TraceFilter, exception_entry, log_entries, new_item
+from .traces import TraceFilter, exception_entry, is_tail_event, log_entries, new_item, tail_event_item
 from .validation import check_name, check_tag, check_tags, check_vars
 from .wasm_module import DEFAULT_MAX_MODULE_BYTES, memory_limit_pages, validate_worker_module
 
@@ -41,6 +48,24 @@ def default_db_path() -> Path:
         return Path(os.environ["WASMDECK_DB"]).expanduser()
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "wasmdeck" / "wasmdeck.db"
+
+
+ABIS = (wcgi.ABI, protocol.ABI)
+
+
+@dataclass
+class _Invocation:
+    """What one protocol invocation may do, and what it did."""
+
+    namespace: Namespace
+    worker: Worker
+    role: str  # "user", "outbound", "dispatcher", "tail"
+    limits: EffectiveLimits
+    request: Request | None = None
+    outbound_values: Mapping[str, str] = field(default_factory=dict)
+    fetches: int = 0
+    subrequests: list[dict[str, Any]] = field(default_factory=list)
+    dispatched: list[dict[str, Any]] = field(default_factory=list)  # user Workers' trace items (dispatcher only)
 
 
 def default_concurrency() -> int:
@@ -91,6 +116,8 @@ class Engine:
             max_output_bytes=max_response_bytes + wcgi.MAX_RESPONSE_HEADER_BYTES,
             always_keep_logs=always_keep_trap_logs,
         )
+        self.network = Network()
+        self.tail_delivery = TailDelivery(self._deliver_tail)
         self._capture_stderr = capture_runtime_stderr
         self._capturing = False
         self._config: dict[Any, Any] = {}
@@ -109,9 +136,11 @@ class Engine:
     async def close(self) -> None:
         if self._closed:
             return
+        await self.tail_delivery.close()
         self._closed = True
         await self.traces.close()
         await self.runtime.close()
+        await self.network.close()
         if self._capturing:
             RuntimeStderr.release()
             self._capturing = False
@@ -127,6 +156,10 @@ class Engine:
     async def flush_traces(self) -> None:
         """Wait until every trace item published so far is stored."""
         await self.traces.flush()
+
+    async def flush_tail_deliveries(self, timeout: float = 30.0) -> None:
+        """Wait until the trace items produced so far have reached their Tail Workers."""
+        await self.tail_delivery.flush(timeout)
 
     # -- configuration cache ------------------------------------------------------
 
@@ -211,20 +244,27 @@ class Engine:
         tags: Iterable[str] = (),
         vars: Mapping[str, str] | None = None,
         message: str = "",
+        abi: str | None = None,
     ) -> Worker:
         """Validate and store a new version of a worker; it serves from the next request.
 
+        `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
+        speaks the Worker protocol and any other is a WCGI program.
         Raises InvalidInput / InvalidModule / NotFound (one clear sentence) and changes nothing then.
         """
         check_name(name)
+        if abi is not None and abi not in ABIS:
+            raise InvalidInput(f"ABI {abi!r} is not one of {', '.join(ABIS)}")
         checked_tags = check_tags(tags)
         checked_vars = check_vars(dict(vars or {}))
         data = self._read_module(module)
-        validate_worker_module(data, max_bytes=self.max_module_bytes)
+        info = validate_worker_module(data, max_bytes=self.max_module_bytes)
         meter(data)  # refuses a module whose code cannot be metered, so its CPU limit would not hold
+        if abi is None:
+            abi = protocol.ABI if any(e.name == protocol.MARKER_EXPORT for e in info.exports) else wcgi.ABI
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
-        worker = self.store.deploy(namespace, name, data, sha256, wcgi.ABI, checked_tags, checked_vars, message)
+        worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message)
         self._changed()
         return worker
 
@@ -282,6 +322,89 @@ class Engine:
         worker = self.store.worker(namespace, name)
         return resolve(worker.tags, self.store.tag_limits(), self.store.namespace(namespace).defaults, self.engine_defaults)
 
+    # -- platform: dispatch Worker, Outbound Worker, egress, Tail Workers -----------------
+
+    def _protocol_worker(self, name: str, namespace: str, role: str) -> Worker:
+        worker = self.store.worker(namespace, name)
+        if worker.abi != protocol.ABI:
+            raise InvalidInput(
+                f"{role} {name!r} is a {worker.abi} Worker; a {role} must speak the Worker protocol "
+                "(see docs/worker-protocol.md)"
+            )
+        return worker
+
+    def set_dispatch_worker(self, name: str | None, *, namespace: str = DEFAULT_NAMESPACE) -> Namespace:
+        """Front the namespace with a dispatch Worker (None: route by host label or path again)."""
+        self.store.namespace(namespace)
+        if name is not None:
+            check_name(name)
+            self._protocol_worker(name, namespace, "dispatch Worker")
+        result = self.store.set_dispatch_worker(namespace, name)
+        self._changed()
+        return result
+
+    def set_outbound(
+        self,
+        service: str | None,
+        parameters: Iterable[str | tuple[str, str | None]] | Mapping[str, str | None] = (),
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Namespace:
+        """Send the namespace's user Worker fetches through `service` (None: straight to the network).
+
+        `parameters`: names the dispatcher sets, or (name, template) pairs / a mapping of templates.
+        """
+        self.store.namespace(namespace)
+        setting = None
+        if service is not None:
+            setting = OutboundSetting.parse(service, parameters)
+            self._protocol_worker(service, namespace, "Outbound Worker")
+        result = self.store.set_outbound(namespace, setting)
+        self._changed()
+        return result
+
+    def set_egress(
+        self, *, allow: Iterable[str] = (), block: Iterable[str] = (), namespace: str = DEFAULT_NAMESPACE
+    ) -> Namespace:
+        """Replace the namespace's egress policy (hosts its Workers' fetches may reach)."""
+        policy = EgressPolicy.parse(allow, block)
+        result = self.store.set_egress(namespace, policy)
+        self._changed()
+        return result
+
+    def _tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> TailConsumer:
+        check_name(consumer, "tail consumer name")
+        if worker is not None and dispatcher:
+            raise InvalidInput("a tail consumer follows one worker, the dispatcher, or the whole namespace, not several")
+        if worker is not None:
+            check_name(worker)
+            if worker == consumer:
+                raise InvalidInput(f"worker {consumer!r} cannot be its own tail consumer")
+        scope = "worker" if worker is not None else "dispatcher" if dispatcher else "namespace"
+        return TailConsumer(namespace, consumer, scope, worker)
+
+    def add_tail_consumer(
+        self, consumer: str, *, worker: str | None = None, dispatcher: bool = False, namespace: str = DEFAULT_NAMESPACE
+    ) -> TailConsumer:
+        """Deliver trace items to `consumer`'s tail handler: of `worker`, of the dispatcher, or (neither) of the namespace."""
+        entry = self._tail_consumer(consumer, worker, dispatcher, namespace)
+        self.store.namespace(namespace)
+        self._protocol_worker(consumer, namespace, "tail consumer")
+        result = self.store.add_tail_consumer(entry)
+        self._changed()
+        return result
+
+    def remove_tail_consumer(
+        self, consumer: str, *, worker: str | None = None, dispatcher: bool = False, namespace: str = DEFAULT_NAMESPACE
+    ) -> None:
+        self.store.remove_tail_consumer(self._tail_consumer(consumer, worker, dispatcher, namespace))
+        self._changed()
+
+    def tail_consumers(self, namespace: str | None = None) -> list[TailConsumer]:
+        if namespace is not None:
+            self.store.namespace(namespace)
+        return self.store.tail_consumers(namespace)
+
     def trace_retention(self) -> int:
         return self.traces.retention or self.store.trace_retention()
 
@@ -315,30 +438,63 @@ class Engine:
         timestamp = self.clock()
         self._check_config()  # once per dispatch; the lookups below reuse it
         ns = self._cached(("namespace", namespace), lambda: self.store.namespace(namespace), checked=True)
+        if ns.dispatch_worker is not None and self.dispatch_function is None:
+            return await self._dispatch_through_worker(request, ns, timestamp, started)
         target = await route(request, ns, self.dispatch_function)
         if target.response is not None:
             return target.response
-        worker = None
-        if target.worker is not None:
-            if self.dispatch_function is not None:  # it may have awaited while another task changed the config
-                self._check_config()
-            worker = self._cached(
-                ("worker", namespace, target.worker), lambda: self.store.find_worker(namespace, target.worker), checked=True
-            )
-        if worker is None:
-            return self._finish(
-                request, ns.name, None, target.worker, "scriptNotFound", timestamp, started, 0,
-                Response(404, [("Content-Type", "text/plain; charset=utf-8")],
-                         f"Worker not found: no worker named {target.worker!r} in namespace {ns.name!r}\n".encode()
-                         if target.worker else b"Worker not found: the request names no worker\n"),
-            )
-        base_limits = self._cached(
-            ("limits", namespace, worker.name, worker.version),
+        if self.dispatch_function is not None:  # it may have awaited while another task changed the config
+            self._check_config()
+        outbound_values = check_outbound_values(target.outbound or {}, ns.outbound)
+        response = await self._run_user(
+            request, ns, target.worker, timestamp, started,
+            limits_override=target.limits, outbound_values=outbound_values,
+            script_name=target.script_name, path_info=target.path_info,
+        )
+        self._offer_to_tails(ns, [response.trace])
+        return response
+
+    def _find_worker(self, namespace: str, name: str) -> Worker | None:
+        return self._cached(("worker", namespace, name), lambda: self.store.find_worker(namespace, name), checked=True)
+
+    def _limits_for(self, ns: Namespace, worker: Worker) -> EffectiveLimits:
+        return self._cached(
+            ("limits", ns.name, worker.name, worker.version),
             lambda: resolve(worker.tags, self._cached("tag_limits", self.store.tag_limits, checked=True), ns.defaults, self.engine_defaults),
             checked=True,
         )
-        limits = base_limits.tightened(target.limits)
-        env = wcgi.environment(request, script_name=target.script_name, path_info=target.path_info, variables=worker.vars)
+
+    async def _run_user(
+        self,
+        request: Request,
+        ns: Namespace,
+        name: str | None,
+        timestamp: int,
+        started: float,
+        *,
+        limits_override: Limits | None = None,
+        outbound_values: Mapping[str, str] | None = None,
+        script_name: str = "",
+        path_info: str | None = None,
+        gated: bool = True,
+        wall_cap_ms: int | None = None,
+    ) -> Response:
+        """Run the user Worker `name` (either ABI) for `request`; its trace item is published."""
+        worker = self._find_worker(ns.name, name) if name is not None else None
+        if worker is None:
+            return self._finish(
+                request, ns.name, None, name, "scriptNotFound", timestamp, started, 0,
+                Response(404, [("Content-Type", "text/plain; charset=utf-8")],
+                         f"Worker not found: no worker named {name!r} in namespace {ns.name!r}\n".encode()
+                         if name else b"Worker not found: the request names no worker\n"),
+            )
+        limits = self._limits_for(ns, worker).tightened(limits_override)
+        if wall_cap_ms is not None:
+            limits = limits.tightened(Limits(wall_ms=max(1, wall_cap_ms)), source="caller")
+        if worker.abi == protocol.ABI:
+            invocation = _Invocation(ns, worker, "user", limits, request, dict(outbound_values or {}))
+            return await self._run_protocol_fetch(invocation, timestamp, started, gated=gated)
+        env = wcgi.environment(request, script_name=script_name, path_info=path_info, variables=worker.vars)
         budget_ms = min(limits.cpu_ms, limits.wall_ms)
         try:
             run = await self.runtime.run(
@@ -351,26 +507,345 @@ class Engine:
                 timeout_s=budget_ms / 1000,
                 queue_timeout_s=limits.wall_ms / 1000,
                 stable_env_keys=wcgi.ALWAYS_SET,
+                gated=gated,
             )
-        except LoadShed as shed:
-            return self._finish(
-                request, ns.name, worker, worker.name, "loadShed", timestamp, started, 0,
-                _limit_response(503, "the engine is overloaded; try again shortly", "concurrency", str(shed)),
-                exceptions=[exception_entry("LoadShed", str(shed), self.clock())],
-            )
-        except InvalidModule as error:
-            return self._finish(
-                request, ns.name, worker, worker.name, "exceededMemory", timestamp, started, 0,
-                _limit_response(503, "Worker exceeded its memory limit", "memoryMb", str(error)),
-                exceptions=[exception_entry("ExceededMemory", str(error), self.clock())],
-            )
-        except Exception as error:  # a runtime failure must never take the caller down
-            return self._finish(
-                request, ns.name, worker, worker.name, "internalError", timestamp, started, 0,
-                _text_response(500, f"Internal error while running the Worker: {error}"),
-                exceptions=[exception_entry("InternalError", str(error), self.clock())],
-            )
+        except Exception as error:
+            outcome, response, exceptions = self._start_failure(error)
+            return self._finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response, exceptions=exceptions)
         return self._complete(request, ns.name, worker, limits, run, timestamp, started)
+
+    def _start_failure(self, error: Exception) -> tuple[str, Response, list[dict[str, Any]]]:
+        """The outcome, response and exceptions when a guest could not even start."""
+        if isinstance(error, LoadShed):
+            return "loadShed", _limit_response(503, "the engine is overloaded; try again shortly", "concurrency", str(error)), [
+                exception_entry("LoadShed", str(error), self.clock())]
+        if isinstance(error, InvalidModule):
+            return "exceededMemory", _limit_response(503, "Worker exceeded its memory limit", "memoryMb", str(error)), [
+                exception_entry("ExceededMemory", str(error), self.clock())]
+        # a runtime failure must never take the caller down
+        return "internalError", _text_response(500, f"Internal error while running the Worker: {error}"), [
+            exception_entry("InternalError", str(error), self.clock())]
+
+    # -- the Worker protocol -----------------------------------------------------
+
+    async def _converse(
+        self, invocation: _Invocation, event: bytes, final_type: str, env: dict[str, str], gated: bool
+    ) -> tuple[SessionResult, bytes, bool]:
+        """Run one protocol invocation; returns the session's result and the guest's stderr."""
+        worker, limits = invocation.worker, invocation.limits
+        async with self.runtime.session(
+            f"{invocation.namespace.name}/{worker.name}",
+            worker.sha256,
+            lambda: self.store.module_bytes(worker.sha256),
+            memory_pages=memory_limit_pages(limits.memory_mb),
+            env=env,
+            timeout_s=limits.wall_ms / 1000 + 1.0,
+            queue_timeout_s=limits.wall_ms / 1000,
+            gated=gated,
+        ) as guest:
+            result = await converse(
+                guest, event, final_type=final_type, cpu_ms=limits.cpu_ms, wall_ms=limits.wall_ms, clock=self.clock,
+                on_call=lambda frame, left: self._serve_call(invocation, frame, left),
+            )
+        return result, bytes(guest.stderr), guest.stderr_truncated
+
+    async def _run_protocol_fetch(
+        self, invocation: _Invocation, timestamp: int, started: float, *, gated: bool, extra_env: Mapping[str, str] | None = None
+    ) -> Response:
+        request, ns, worker = invocation.request, invocation.namespace, invocation.worker
+        assert request is not None
+        try:
+            event = protocol.encode(
+                {
+                    "type": "fetch",
+                    "protocol": protocol.VERSION,
+                    "request": {"method": request.method, "url": request.url, "headers": [list(h) for h in request.headers]},
+                    "worker": worker.name,
+                    "namespace": ns.name,
+                },
+                request.body,
+            )
+        except ValueError as error:
+            return self._finish(
+                request, ns.name, worker, worker.name, "exception", timestamp, started, 0,
+                _text_response(413, f"the request is too large for a Worker-protocol Worker: {error}"),
+                exceptions=[exception_entry("RequestTooLarge", str(error), self.clock())],
+            )
+        try:
+            result, stderr, stderr_truncated = await self._converse(
+                invocation, event, "response", {**worker.vars, **(extra_env or {})}, gated
+            )
+        except Exception as error:
+            outcome, response, exceptions = self._start_failure(error)
+            return self._finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response,
+                                exceptions=exceptions, subrequests=invocation.subrequests)
+        outcome, logs, exceptions, truncated, failure = self._session_outcome(invocation, result, stderr, stderr_truncated)
+        response = failure
+        if response is None:
+            assert result.final is not None
+            try:
+                response = _protocol_response(result.final, request.method)
+            except ProtocolViolation as violation:
+                outcome = "exception"
+                exceptions.append(exception_entry("ProtocolError", str(violation), self.clock()))
+                response = _text_response(502, f"Worker threw an exception: {violation}")
+        return self._finish(
+            request, ns.name, worker, worker.name, outcome, timestamp, started, round(result.cpu_ms), response,
+            logs=logs, exceptions=exceptions, truncated=truncated, subrequests=invocation.subrequests,
+        )
+
+    def _session_outcome(
+        self, invocation: _Invocation, result: SessionResult, stderr: bytes, stderr_truncated: bool
+    ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], bool, Response | None]:
+        """Outcome, logs, exceptions, truncated, and the error response (None when the guest answered)."""
+        end = self.clock()
+        limits = invocation.limits
+        stderr_logs, logs_truncated = log_entries(stderr, end)
+        logs = result.logs + stderr_logs
+        truncated = result.logs_truncated or logs_truncated or stderr_truncated
+        exceptions: list[dict[str, Any]] = []
+        if result.exit_error:
+            exceptions.append(exception_entry("ExitStatus", result.exit_error, end))
+        if result.failure is None and result.final is not None and result.final.type == "exception":
+            name = str(result.final.meta.get("name") or "Error")[:200]
+            message = str(result.final.meta.get("message") or "")
+            exceptions.append(exception_entry(name, message, end))
+            return "exception", logs, exceptions, truncated, _text_response(500, f"Worker threw an exception: {name}: {message}")
+        if result.failure is None:
+            return "ok", logs, exceptions, truncated, None
+        outcome, message = result.failure, result.message
+        if outcome == "exceededCpu":
+            message = f"{message} (limit from {limits.sources['cpu_ms']})"
+            response = _limit_response(503, "Worker exceeded its CPU time limit", "cpuMs", message, limits.cpu_ms)
+        elif outcome == "exceededWallTime":
+            message = f"Worker exceeded its wall-time limit of {limits.wall_ms} ms (limit from {limits.sources['wall_ms']})"
+            response = _limit_response(503, "Worker exceeded its wall-time limit", "wallMs", message, limits.wall_ms)
+        elif _OUT_OF_MEMORY.search(message) or _OUT_OF_MEMORY.search(stderr.decode("utf-8", "replace")):
+            outcome = "exceededMemory"
+            message = f"Worker ran out of memory under its {limits.memory_mb} MiB limit (limit from {limits.sources['memory_mb']}): {message}"
+            response = _limit_response(503, "Worker exceeded its memory limit", "memoryMb", message, limits.memory_mb)
+        elif outcome == "internalError":
+            response = _text_response(500, f"Internal error while running the Worker: {message}")
+        else:
+            first_line = message.splitlines()[0] if message else "unknown failure"
+            response = _text_response(500 if result.exception_name != "ProtocolError" else 502, f"Worker threw an exception: {first_line}")
+        exceptions.append(exception_entry(result.exception_name or "Error", message, end))
+        return outcome, logs, exceptions, truncated, response
+
+    async def _serve_call(self, invocation: _Invocation, frame: Frame, seconds_left: float) -> bytes:
+        if frame.type == "fetch":
+            return await self._serve_fetch(invocation, frame, seconds_left)
+        return await self._serve_dispatch(invocation, frame, seconds_left)
+
+    async def _serve_fetch(self, invocation: _Invocation, frame: Frame, seconds_left: float) -> bytes:
+        """A guest's fetch(): subrequest limit, egress policy, then the Outbound Worker or the network."""
+        call_id = frame.meta.get("id")
+        began = time.perf_counter()
+        raw = frame.meta.get("request")
+        url = str(raw.get("url", "")) if isinstance(raw, dict) else ""
+        method = str(raw.get("method") or "GET").upper() if isinstance(raw, dict) else "GET"
+        invocation.fetches += 1
+
+        def record(via: str, status: int | None = None, error: str | None = None) -> None:
+            entry: dict[str, Any] = {"url": url, "method": method, "via": via, "durationMs": round((time.perf_counter() - began) * 1000, 1)}
+            if status is not None:
+                entry["status"] = status
+            if error is not None:
+                entry["error"] = error
+            invocation.subrequests.append(entry)
+
+        def refuse(name: str, message: str, via: str = "refused") -> bytes:
+            record(via, error=f"{name}: {message}")
+            return protocol.encode({"type": "fetch_error", "id": call_id, "name": name, "message": message})
+
+        limits = invocation.limits
+        if invocation.fetches > limits.sub_requests:
+            return refuse(
+                "TooManySubrequests",
+                f"this invocation may make at most {limits.sub_requests} subrequests (limit from {limits.sources['sub_requests']})",
+            )
+        try:
+            if not isinstance(raw, dict):
+                raise InvalidInput("the fetch call has no request object")
+            subrequest = Request(url=url, method=method, headers=protocol.headers_from(raw.get("headers"), "the fetch request's"), body=frame.body)
+        except (InvalidInput, ProtocolViolation) as error:
+            return refuse("InvalidRequest", str(error))
+        blocked = invocation.namespace.egress.check(subrequest.url)
+        if blocked is not None:
+            return refuse("EgressBlocked", f"fetch to {subrequest.url} refused: {blocked} of namespace {invocation.namespace.name!r}")
+        via = "outbound" if invocation.role == "user" and invocation.namespace.outbound is not None else "network"
+        try:
+            if via == "outbound":
+                got = await self._through_outbound(invocation, subrequest, seconds_left)
+            else:
+                got = await self.network.fetch(subrequest.method, subrequest.url, subrequest.headers, subrequest.body, max(0.001, seconds_left))
+        except FetchFailed as failure:
+            return refuse(failure.name, str(failure), via)
+        record(via, status=got.status)
+        return protocol.encode(
+            {"type": "fetch_result", "id": call_id, "status": got.status, "headers": [list(h) for h in got.headers]}, got.body
+        )
+
+    async def _through_outbound(self, invocation: _Invocation, subrequest: Request, seconds_left: float) -> FetchResponse:
+        """Hand a user Worker's subrequest to the namespace's Outbound Worker; its answer is the fetch's."""
+        ns = invocation.namespace
+        setting = ns.outbound
+        assert setting is not None
+        outbound = self._find_worker(ns.name, setting.service)
+        if outbound is None:
+            raise FetchFailed("OutboundError", f"the namespace's Outbound Worker {setting.service!r} is not deployed")
+        if outbound.abi != protocol.ABI:
+            raise FetchFailed("OutboundError", f"the Outbound Worker {setting.service!r} is a {outbound.abi} Worker and cannot receive fetches")
+        parameters = setting.environment(
+            invocation.outbound_values, worker=invocation.worker.name, namespace=ns.name, url=subrequest.url, tags=invocation.worker.tags
+        )
+        limits = self._limits_for(ns, outbound).tightened(Limits(wall_ms=max(1, int(seconds_left * 1000))), source="caller")
+        hop = _Invocation(ns, outbound, "outbound", limits, subrequest)
+        response = await self._run_protocol_fetch(hop, self.clock(), time.perf_counter(), gated=False, extra_env=parameters)
+        assert response.trace is not None
+        self._offer_to_tails(ns, [response.trace])
+        outcome = response.trace["outcome"]
+        if outcome != "ok":
+            detail = (response.trace.get("exceptions") or [{}])[-1].get("message", "")
+            raise FetchFailed("OutboundError", f"the Outbound Worker {outbound.name!r} failed ({outcome})" + (f": {detail}" if detail else ""))
+        return FetchResponse(response.status, response.headers, response.body)
+
+    async def _serve_dispatch(self, invocation: _Invocation, frame: Frame, seconds_left: float) -> bytes:
+        """A dispatch Worker's dispatch(name, {limits, outbound}): run a user Worker of the namespace."""
+        call_id = frame.meta.get("id")
+
+        def refuse(name: str, message: str) -> bytes:
+            return protocol.encode({"type": "dispatch_error", "id": call_id, "name": name, "message": message})
+
+        ns = invocation.namespace
+        if invocation.role != "dispatcher":
+            return refuse("NotAllowed", "only the namespace's dispatch Worker can call dispatch")
+        name = frame.meta.get("name")
+        options = frame.meta.get("options") or {}
+        try:
+            check_name(name if isinstance(name, str) else repr(name))
+            if not isinstance(options, dict):
+                raise InvalidInput("dispatch options must be an object")
+            unknown = set(options) - {"limits", "outbound"}
+            if unknown:
+                raise InvalidInput(f"unknown dispatch option {sorted(unknown)[0]!r}; the options are limits and outbound")
+            limits = Limits.from_dict(options.get("limits") or {})
+            values = check_outbound_values(options.get("outbound") or {}, ns.outbound)
+            raw = frame.meta.get("request")
+            if raw is None:
+                request = invocation.request
+            elif isinstance(raw, dict):
+                request = Request(
+                    url=str(raw.get("url", "")), method=str(raw.get("method") or "GET"),
+                    headers=protocol.headers_from(raw.get("headers"), "the dispatched request's"), body=frame.body,
+                )
+            else:
+                raise InvalidInput("the dispatched request must be an object")
+        except (InvalidInput, ProtocolViolation) as error:
+            return refuse("InvalidRequest", str(error))
+        assert request is not None
+        if name == invocation.worker.name:
+            return refuse("NotAllowed", "a dispatch Worker cannot dispatch to itself")
+        response = await self._run_user(
+            request, ns, name, self.clock(), time.perf_counter(),
+            limits_override=limits, outbound_values=values, gated=False, wall_cap_ms=int(seconds_left * 1000),
+        )
+        assert response.trace is not None
+        invocation.dispatched.append(response.trace)
+        return protocol.encode(
+            {
+                "type": "dispatch_result",
+                "id": call_id,
+                "outcome": response.trace["outcome"],
+                "status": response.status,
+                "headers": [list(h) for h in response.headers],
+            },
+            response.body,
+        )
+
+    async def _dispatch_through_worker(self, request: Request, ns: Namespace, timestamp: int, started: float) -> Response:
+        assert ns.dispatch_worker is not None
+        dispatcher = self._find_worker(ns.name, ns.dispatch_worker)
+        if dispatcher is None or dispatcher.abi != protocol.ABI:
+            problem = "is not deployed" if dispatcher is None else f"is a {dispatcher.abi} Worker, not a Worker-protocol one"
+            message = f"the namespace's dispatch Worker {ns.dispatch_worker!r} {problem}"
+            return self._finish(
+                request, ns.name, dispatcher, ns.dispatch_worker, "internalError", timestamp, started, 0,
+                _text_response(500, message), exceptions=[exception_entry("InternalError", message, self.clock())],
+            )
+        invocation = _Invocation(ns, dispatcher, "dispatcher", self._limits_for(ns, dispatcher), request)
+        response = await self._run_protocol_fetch(invocation, timestamp, started, gated=True)
+        assert response.trace is not None
+        self._offer_to_tails(ns, [response.trace, *invocation.dispatched], from_dispatcher=True)
+        return response
+
+    # -- Tail Workers ----------------------------------------------------------------
+
+    def _offer_to_tails(self, ns: Namespace, items: list[dict[str, Any] | None], *, from_dispatcher: bool = False) -> None:
+        consumers = self._cached(("tail_consumers", ns.name), lambda: self.store.tail_consumers(ns.name))
+        if not consumers:
+            return
+        batches: dict[str, list[dict[str, Any]]] = {}
+        for consumer in consumers:
+            batch = batches.setdefault(consumer.consumer, [])
+            for item in items:
+                if item is None or is_tail_event(item) or item.get("scriptName") == consumer.consumer:
+                    continue  # no consumer ever receives tail events, so none can loop
+                wanted = (
+                    consumer.scope == "namespace"
+                    or (consumer.scope == "worker" and item.get("scriptName") == consumer.worker)
+                    or (consumer.scope == "dispatcher" and from_dispatcher)
+                )
+                if wanted and not any(existing is item for existing in batch):
+                    batch.append(item)
+        for consumer_name, batch in batches.items():
+            if batch:
+                self.tail_delivery.offer(ns.name, consumer_name, batch)
+
+    async def _deliver_tail(self, namespace: str, consumer: str, items: list[dict[str, Any]]) -> None:
+        """Run `consumer`'s tail handler on a batch; its own trace item is published, never delivered."""
+        if self._closed:
+            return
+        self._check_config()
+        try:
+            ns = self._cached(("namespace", namespace), lambda: self.store.namespace(namespace), checked=True)
+        except NotFound:
+            return
+        worker = self._find_worker(namespace, consumer)
+        if worker is None or worker.abi != protocol.ABI:
+            return
+        body = json.dumps(items, separators=(",", ":")).encode()
+        if len(body) > protocol.MAX_BODY_BYTES:
+            if len(items) > 1:
+                half = len(items) // 2
+                await self._deliver_tail(namespace, consumer, items[:half])
+                await self._deliver_tail(namespace, consumer, items[half:])
+                return
+            items = [{k: items[0].get(k) for k in ("scriptName", "outcome", "eventTimestamp", "dispatchNamespace")} | {"truncated": True}]
+            body = json.dumps(items).encode()
+        timestamp, started = self.clock(), time.perf_counter()
+        invocation = _Invocation(ns, worker, "tail", self._limits_for(ns, worker))
+        event = protocol.encode(
+            {"type": "tail", "protocol": protocol.VERSION, "count": len(items), "worker": worker.name, "namespace": namespace}, body
+        )
+        cpu = 0
+        try:
+            result, stderr, stderr_truncated = await self._converse(invocation, event, "done", dict(worker.vars), gated=True)
+        except Exception as error:
+            outcome, _, exceptions = self._start_failure(error)
+            logs: list[dict[str, Any]] = []
+            truncated = False
+        else:
+            outcome, logs, exceptions, truncated, _ = self._session_outcome(invocation, result, stderr, stderr_truncated)
+            cpu = round(result.cpu_ms)
+        self.traces.publish(
+            tail_event_item(
+                script_name=worker.name, script_version=worker.version, script_tags=worker.tags, namespace=namespace,
+                outcome=outcome, event_timestamp=timestamp, cpu_time=cpu,
+                wall_time=round((time.perf_counter() - started) * 1000), consumed=items, logs=logs,
+                exceptions=exceptions, truncated=truncated, subrequests=invocation.subrequests,
+            )
+        )
 
     def _complete(
         self,
@@ -451,6 +926,7 @@ class Engine:
         logs: list[dict[str, Any]] | None = None,
         exceptions: list[dict[str, Any]] | None = None,
         truncated: bool = False,
+        subrequests: list[dict[str, Any]] | None = None,
     ) -> Response:
         response.trace = new_item(
             script_name=script_name,
@@ -468,6 +944,7 @@ class Engine:
             logs=logs,
             exceptions=exceptions,
             truncated=truncated,
+            subrequests=subrequests,
         )
         self.traces.publish(response.trace)
         return response
@@ -552,6 +1029,15 @@ class Engine:
 
 def _text_response(status: int, message: str) -> Response:
     return Response(status, [("Content-Type", "text/plain; charset=utf-8")], (message.rstrip("\n") + "\n").encode())
+
+
+def _protocol_response(final: Frame, method: str) -> Response:
+    """The Response a guest's `response` frame describes (raises ProtocolViolation if malformed)."""
+    status = final.meta.get("status")
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ProtocolViolation(f"the Worker's response status {status!r} is not a number from 100 to 599")
+    headers = protocol.headers_from(final.meta.get("headers"), "the response's")
+    return Response(status, headers, b"" if method == "HEAD" else final.body)
 
 
 def _limit_response(status: int, error: str, limit: str, detail: str, value: int | None = None) -> Response:

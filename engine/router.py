@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 from urllib.parse import urlsplit
@@ -16,14 +16,16 @@ from .store import Namespace
 
 @dataclass(frozen=True)
 class DispatchTarget:
-    """A dispatch function's answer: run `worker`, optionally under tighter `limits`.
+    """A dispatch function's answer: run `worker`, optionally under tighter `limits`, with values
+    for the Outbound Worker's parameters.
 
-    The analog of `env.dispatcher.get(name, {}, {limits: {cpuMs, subRequests}})`: limits
-    here can only tighten what the worker's tags allow, never loosen it.
+    The analog of `env.dispatcher.get(name, {}, {limits: {cpuMs, subRequests}, outbound: {...}})`:
+    limits here can only tighten what the worker's tags allow, never loosen it.
     """
 
     worker: str
     limits: Limits | None = None
+    outbound: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.limits, dict):
@@ -43,6 +45,7 @@ class Route:
     script_name: str = ""
     path_info: str | None = None
     response: Response | None = None
+    outbound: Mapping[str, str] | None = None
 
 
 def route_by_namespace(request: Request, namespace: Namespace) -> Route:
@@ -69,5 +72,5 @@ async def route(request: Request, namespace: Namespace, dispatch_function: Dispa
     if isinstance(result, str):
         return Route(worker=result)
     if isinstance(result, DispatchTarget):
-        return Route(worker=result.worker, limits=result.limits)
+        return Route(worker=result.worker, limits=result.limits, outbound=result.outbound)
     raise InvalidInput(f"the dispatch function returned {type(result).__name__}; expected a worker name, DispatchTarget, Response or None")

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,10 @@ from .wasm_module import cap_memory
 
 class LoadShed(Exception):
     """Every guest slot is busy and the wait queue is full."""
+
+
+class GuestStartFailed(Exception):
+    """wasmer-sdk could not start the guest process."""
 
 
 @dataclass
@@ -175,6 +180,7 @@ class Runtime:
         timeout_s: float,
         queue_timeout_s: float,
         stable_env_keys: frozenset[str] = frozenset(),
+        gated: bool = True,
     ) -> GuestRun:
         """Run the worker's module once. Raises LoadShed, or InvalidModule if the memory cap cannot hold it.
 
@@ -183,6 +189,30 @@ class Runtime:
         the variables that differ: handing an environment to wasmer-sdk costs about 12 us a
         variable, more than everything else the engine does per request.
         """
+        if gated:
+            await self._acquire_slot(queue_timeout_s)
+        elif self._closed:
+            raise RuntimeError("the runtime is closed")
+        entry: _WorkerSandbox | None = None
+        try:
+            entry = await self._sandbox(
+                worker_key, sha256, memory_pages, module, {key: env[key] for key in stable_env_keys if key in env}
+            )
+            entry.in_flight += 1
+            command = self._command(entry, env)
+            if self.always_keep_logs or sha256 in self._trapped:
+                return await self._run_process(command, stdin, timeout_s)
+            run = await self._run_fast(command, stdin, timeout_s)
+            if run.outcome == "trap":
+                self._trapped.add(sha256)
+            return run
+        finally:
+            if gated:
+                self._release_slot()
+            if entry is not None:
+                await self._done_with(entry)
+
+    async def _acquire_slot(self, queue_timeout_s: float) -> None:
         if self._closed:
             raise RuntimeError("the runtime is closed")
         self._client()
@@ -202,30 +232,69 @@ class Runtime:
         finally:
             self.waiting -= 1
         self.running += 1
+
+    def _release_slot(self) -> None:
+        assert self._slots is not None
+        self.running -= 1
+        self._slots.release()
+
+    async def _done_with(self, entry: _WorkerSandbox) -> None:
+        entry.in_flight -= 1
+        if entry.retired and entry.in_flight == 0:
+            await entry.sandbox.close()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _command(entry: _WorkerSandbox, env: dict[str, str]) -> object:
+        baseline = entry.baseline_env
+        changed = {key: value for key, value in env.items() if baseline.get(key) != value}
+        for key in baseline.keys() - env.keys():
+            changed[key] = ""  # never happens for truly stable keys; never leak another request's value
+        return entry.sandbox.command(entry.package, env=changed)  # type: ignore[attr-defined]
+
+    @asynccontextmanager
+    async def session(
+        self,
+        worker_key: str,
+        sha256: str,
+        module: Callable[[], bytes],
+        *,
+        memory_pages: int,
+        env: dict[str, str],
+        timeout_s: float,
+        queue_timeout_s: float,
+        gated: bool = True,
+    ) -> AsyncIterator["GuestSession"]:
+        """A guest process with stdin, stdout and stderr on pipes, for a conversation (the Worker protocol).
+
+        `gated=False` skips the concurrency gate: for invocations made on behalf of a running
+        one (an Outbound Worker, a Worker a dispatch Worker calls), which would otherwise wait
+        for slots their own callers hold.
+        """
+        if gated:
+            await self._acquire_slot(queue_timeout_s)
+        elif self._closed:
+            raise RuntimeError("the runtime is closed")
         entry: _WorkerSandbox | None = None
+        guest: GuestSession | None = None
         try:
-            entry = await self._sandbox(
-                worker_key, sha256, memory_pages, module, {key: env[key] for key in stable_env_keys if key in env}
-            )
+            entry = await self._sandbox(worker_key, sha256, memory_pages, module, dict(env))
             entry.in_flight += 1
-            baseline = entry.baseline_env
-            changed = {key: value for key, value in env.items() if baseline.get(key) != value}
-            for key in baseline.keys() - env.keys():
-                changed[key] = ""  # never happens for truly stable keys; never leak another request's value
-            command = entry.sandbox.command(entry.package, env=changed)  # type: ignore[attr-defined]
-            if self.always_keep_logs or sha256 in self._trapped:
-                return await self._run_process(command, stdin, timeout_s)
-            run = await self._run_fast(command, stdin, timeout_s)
-            if run.outcome == "trap":
-                self._trapped.add(sha256)
-            return run
+            command = self._command(entry, env)
+            try:
+                process = await command.spawn(  # type: ignore[attr-defined]
+                    timeout=timeout_s, output_bytes=self.max_output_bytes, stdin="pipe", stdout="pipe", stderr="pipe"
+                )
+            except WasmerError as error:
+                raise GuestStartFailed(str(error)) from error
+            guest = GuestSession(process, self.max_stderr_bytes)
+            yield guest
         finally:
-            self.running -= 1
-            self._slots.release()
+            if guest is not None:
+                await guest.close()
+            if gated:
+                self._release_slot()
             if entry is not None:
-                entry.in_flight -= 1
-                if entry.retired and entry.in_flight == 0:
-                    await entry.sandbox.close()  # type: ignore[attr-defined]
+                await self._done_with(entry)
 
     async def _run_fast(self, command: object, stdin: bytes, timeout_s: float) -> GuestRun:
         """One `run()` call: the cheapest path, but a trap loses the output written before it."""
@@ -307,6 +376,109 @@ class Runtime:
             self._wasmer = None
 
 
+@dataclass
+class GuestExit:
+    outcome: str  # "exited", "timeout", "trap", "failed", "killed"
+    exit_code: int | None
+    error: str | None = None
+
+
+class GuestSession:
+    """One running guest: write its stdin, read its stdout chunk by chunk, collect its stderr."""
+
+    def __init__(self, process: object, max_stderr_bytes: int) -> None:
+        self._process = process
+        self._stdout: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.stderr = bytearray()
+        self.stderr_truncated = False
+        self._max_stderr = max_stderr_bytes
+        self._killed = False
+        self._exit: GuestExit | None = None
+        self._waiter = asyncio.ensure_future(self._wait())
+        self._readers = [asyncio.ensure_future(self._pump_stdout()), asyncio.ensure_future(self._pump_stderr())]
+
+    async def _pump_stdout(self) -> None:
+        try:
+            async for chunk in self._process.stdout:  # type: ignore[attr-defined]
+                self._stdout.put_nowait(chunk)
+        except WasmerError:
+            pass
+        finally:
+            self._stdout.put_nowait(None)
+
+    async def _pump_stderr(self) -> None:
+        try:
+            async for chunk in self._process.stderr:  # type: ignore[attr-defined]
+                room = self._max_stderr - len(self.stderr)
+                if len(chunk) > room:
+                    self.stderr_truncated = True
+                self.stderr.extend(chunk[: max(0, room)])
+        except WasmerError:
+            pass
+
+    async def _wait(self) -> GuestExit:
+        try:
+            output = await self._process.wait()  # type: ignore[attr-defined]
+        except WasmerError as error:
+            if self._killed:
+                return GuestExit("killed", None)
+            return GuestExit("trap" if error.code == "EXECUTION_ERROR" else "failed", None, str(error))
+        if self._killed:
+            return GuestExit("killed", output.exit_code)
+        reason = output.reason
+        if reason is ExitReason.TIMEOUT:
+            return GuestExit("timeout", output.exit_code)
+        if reason is ExitReason.EXITED:
+            return GuestExit("exited", output.exit_code)
+        return GuestExit("failed", output.exit_code, f"the guest process ended abnormally ({reason.value})")
+
+    async def write(self, data: bytes) -> bool:
+        """False when the guest no longer reads its stdin."""
+        try:
+            await self._process.stdin.write(data)  # type: ignore[attr-defined]
+            return True
+        except WasmerError:
+            return False
+
+    async def close_stdin(self) -> None:
+        try:
+            await self._process.stdin.close()  # type: ignore[attr-defined]
+        except WasmerError:
+            pass
+
+    async def read(self) -> bytes | None:
+        """The next stdout chunk; None once stdout is closed."""
+        return await self._stdout.get()
+
+    @property
+    def exited(self) -> bool:
+        return self._waiter.done()
+
+    async def exit(self, timeout: float | None = None) -> GuestExit | None:
+        """How the process ended, waiting up to `timeout` seconds (None if it is still running)."""
+        done, _ = await asyncio.wait([self._waiter], timeout=timeout)
+        return self._waiter.result() if done else None
+
+    async def kill(self) -> None:
+        if self._waiter.done():
+            return
+        self._killed = True
+        try:
+            await self._process.kill()  # type: ignore[attr-defined]
+        except WasmerError:
+            pass
+
+    async def close(self) -> None:
+        if not self._waiter.done():
+            await self.kill()
+            await asyncio.wait([self._waiter], timeout=2.0)
+        await _settle(*self._readers, timeout=0.05)
+        if not self._waiter.done():
+            self._waiter.cancel()
+        else:
+            self._waiter.exception()
+
+
 def _guest_run(output: object, stderr: bytes, stderr_truncated: bool, duration: float) -> GuestRun:
     reason = output.reason  # type: ignore[attr-defined]
     if reason is ExitReason.TIMEOUT:
@@ -348,4 +520,4 @@ async def _feed(process: object, body: bytes) -> None:
         pass
 
 
-__all__ = ["GuestRun", "InvalidModule", "LoadShed", "Runtime"]
+__all__ = ["GuestExit", "GuestRun", "GuestSession", "GuestStartFailed", "InvalidModule", "LoadShed", "Runtime"]

@@ -21,14 +21,17 @@ from typing import Any
 
 import sqlite_utils
 
+from .egress import EgressPolicy
 from .errors import InvalidInput, NotFound
 from .limits import FIELDS, Limits
+from .outbound import OutboundParameter, OutboundSetting
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TRACE_RETENTION = 10_000
 BUSY_TIMEOUT_MS = 30_000
 ROUTING_MODES = ("host", "path")
+TAIL_SCOPES = ("worker", "namespace", "dispatcher")
 
 
 def now_ms() -> int:
@@ -41,9 +44,35 @@ class Namespace:
     routing: str
     defaults: Limits
     created_at: int
+    dispatch_worker: str | None = None
+    outbound: OutboundSetting | None = None
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "routing": self.routing, "defaults": self.defaults.as_dict(), "createdAt": self.created_at}
+        return {
+            "name": self.name,
+            "routing": self.routing,
+            "defaults": self.defaults.as_dict(),
+            "createdAt": self.created_at,
+            "dispatchWorker": self.dispatch_worker,
+            "outbound": self.outbound.as_dict() if self.outbound else None,
+            "egress": self.egress.as_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class TailConsumer:
+    """`consumer` receives the trace items of `worker` (scope "worker"), of every Worker in the
+    namespace ("namespace"), or of the namespace's dispatcher and the Workers it dispatches to
+    ("dispatcher")."""
+
+    namespace: str
+    consumer: str
+    scope: str
+    worker: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "consumer": self.consumer, "scope": self.scope, "worker": self.worker}
 
 
 @dataclass(frozen=True)
@@ -140,18 +169,35 @@ def _migration_1(db: sqlite_utils.Database) -> None:
 CONFIG_TABLES = ("namespaces", "workers", "versions", "tag_limits", "settings")
 
 
+def _config_triggers(db: sqlite_utils.Database, table: str) -> None:
+    for op in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER {table}_{op.lower()}_config AFTER {op} ON {table} "
+            "BEGIN UPDATE config_version SET version = version + 1 WHERE id = 1; END"
+        )
+
+
 def _migration_2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE config_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
     db.execute("INSERT INTO config_version (id, version) VALUES (1, 0)")
     for table in CONFIG_TABLES:
-        for op in ("INSERT", "UPDATE", "DELETE"):
-            db.execute(
-                f"CREATE TRIGGER {table}_{op.lower()}_config AFTER {op} ON {table} "
-                "BEGIN UPDATE config_version SET version = version + 1 WHERE id = 1; END"
-            )
+        _config_triggers(db, table)
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2}
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """The Worker protocol's platform settings: dispatch Worker, Outbound Worker, egress, tail consumers."""
+    for column in ("dispatch_worker", "outbound_service", "outbound_parameters", "egress_allow", "egress_block"):
+        db.execute(f"ALTER TABLE namespaces ADD COLUMN {column} TEXT")
+    db["tail_consumers"].create(
+        {"id": int, "namespace": str, "consumer": str, "scope": str, "worker": str, "created_at": int},
+        pk="id",
+        foreign_keys=[("namespace", "namespaces", "name")],
+    )
+    db.execute("CREATE UNIQUE INDEX tail_consumers_unique ON tail_consumers (namespace, consumer, scope, COALESCE(worker, ''))")
+    _config_triggers(db, "tail_consumers")
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 
 
 class Store:
@@ -247,12 +293,89 @@ class Store:
     # -- namespaces -------------------------------------------------------------------
 
     def _namespace_from_row(self, row: dict[str, Any]) -> Namespace:
+        outbound = None
+        if row.get("outbound_service"):
+            outbound = OutboundSetting(
+                row["outbound_service"],
+                tuple(OutboundParameter(name, template) for name, template in json.loads(row["outbound_parameters"] or "[]")),
+            )
+        egress = EgressPolicy.parse(json.loads(row.get("egress_allow") or "[]"), json.loads(row.get("egress_block") or "[]"))
         return Namespace(
             name=row["name"],
             routing=row["routing"],
             defaults=Limits(**{name: row[name] for name in FIELDS}),
             created_at=row["created_at"],
+            dispatch_worker=row.get("dispatch_worker"),
+            outbound=outbound,
+            egress=egress,
         )
+
+    def _require_namespace(self, db: sqlite_utils.Database, name: str) -> None:
+        if not db.execute("SELECT 1 FROM namespaces WHERE name = ?", [name]).fetchone():
+            raise NotFound(f"namespace {name!r} does not exist")
+
+    def _require_worker(self, db: sqlite_utils.Database, namespace: str, name: str, role: str) -> None:
+        if not db.execute("SELECT 1 FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone():
+            raise NotFound(f"{role} {name!r} is not a worker in namespace {namespace!r}; deploy it first")
+
+    def set_dispatch_worker(self, namespace: str, worker: str | None) -> Namespace:
+        with self.write() as db:
+            self._require_namespace(db, namespace)
+            if worker is not None:
+                self._require_worker(db, namespace, worker, "dispatch Worker")
+            db["namespaces"].update(namespace, {"dispatch_worker": worker})
+        return self.namespace(namespace)
+
+    def set_outbound(self, namespace: str, outbound: OutboundSetting | None) -> Namespace:
+        with self.write() as db:
+            self._require_namespace(db, namespace)
+            if outbound is None:
+                db["namespaces"].update(namespace, {"outbound_service": None, "outbound_parameters": None})
+            else:
+                self._require_worker(db, namespace, outbound.service, "Outbound Worker")
+                parameters = json.dumps([[p.name, p.template] for p in outbound.parameters])
+                db["namespaces"].update(namespace, {"outbound_service": outbound.service, "outbound_parameters": parameters})
+        return self.namespace(namespace)
+
+    def set_egress(self, namespace: str, egress: EgressPolicy) -> Namespace:
+        data = egress.as_dict()
+        with self.write() as db:
+            self._require_namespace(db, namespace)
+            db["namespaces"].update(namespace, {"egress_allow": json.dumps(data["allow"]), "egress_block": json.dumps(data["block"])})
+        return self.namespace(namespace)
+
+    def tail_consumers(self, namespace: str | None = None) -> list[TailConsumer]:
+        sql, params = "SELECT namespace, consumer, scope, worker FROM tail_consumers", []
+        if namespace is not None:
+            sql += " WHERE namespace = ?"
+            params.append(namespace)
+        rows = self.db.execute(sql + " ORDER BY namespace, consumer, scope, worker", params).fetchall()
+        return [TailConsumer(*row) for row in rows]
+
+    def add_tail_consumer(self, consumer: TailConsumer) -> TailConsumer:
+        if consumer.scope not in TAIL_SCOPES:
+            raise InvalidInput(f"tail scope {consumer.scope!r} is not one of {', '.join(TAIL_SCOPES)}")
+        with self.write() as db:
+            self._require_namespace(db, consumer.namespace)
+            self._require_worker(db, consumer.namespace, consumer.consumer, "tail consumer")
+            if consumer.scope == "worker":
+                self._require_worker(db, consumer.namespace, consumer.worker or "", "tailed worker")
+            exists = db.execute(
+                "SELECT 1 FROM tail_consumers WHERE namespace = ? AND consumer = ? AND scope = ? AND COALESCE(worker, '') = ?",
+                [consumer.namespace, consumer.consumer, consumer.scope, consumer.worker or ""],
+            ).fetchone()
+            if not exists:
+                db["tail_consumers"].insert({**consumer.as_dict(), "created_at": self.now_ms()})
+        return consumer
+
+    def remove_tail_consumer(self, consumer: TailConsumer) -> None:
+        with self.write() as db:
+            deleted = db.execute(
+                "DELETE FROM tail_consumers WHERE namespace = ? AND consumer = ? AND scope = ? AND COALESCE(worker, '') = ?",
+                [consumer.namespace, consumer.consumer, consumer.scope, consumer.worker or ""],
+            ).rowcount
+            if not deleted:
+                raise NotFound(f"{consumer.consumer!r} is not a tail consumer of that {consumer.scope} in namespace {consumer.namespace!r}")
 
     def namespaces(self) -> list[Namespace]:
         return [self._namespace_from_row(row) for row in self.db["namespaces"].rows_where(order_by="name")]
@@ -301,6 +424,7 @@ class Store:
             count = db.execute("SELECT COUNT(*) FROM workers WHERE namespace = ?", [name]).fetchone()[0]
             if count:
                 raise InvalidInput(f"namespace {name!r} still has {count} worker(s); delete them first")
+            db.execute("DELETE FROM tail_consumers WHERE namespace = ?", [name])
             db.execute("DELETE FROM namespaces WHERE name = ?", [name])
 
     # -- workers and versions ---------------------------------------------------------

@@ -99,9 +99,10 @@ def new_item(
     exceptions: list[dict[str, Any]] | None = None,
     truncated: bool = False,
     script_version: int | None = None,
+    subrequests: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     assert outcome in OUTCOMES, outcome
-    return {
+    item = {
         "scriptName": script_name,
         "scriptVersion": script_version,
         "scriptTags": list(script_tags),
@@ -118,6 +119,39 @@ def new_item(
         "exceptions": exceptions or [],
         "truncated": truncated,
     }
+    if subrequests:
+        item["subrequests"] = subrequests
+    return item
+
+
+def tail_event_item(
+    *,
+    script_name: str,
+    script_version: int | None,
+    script_tags: tuple[str, ...],
+    namespace: str,
+    outcome: str,
+    event_timestamp: int,
+    cpu_time: int,
+    wall_time: int,
+    consumed: list[dict[str, Any]],
+    logs: list[dict[str, Any]] | None = None,
+    exceptions: list[dict[str, Any]] | None = None,
+    truncated: bool = False,
+    subrequests: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The trace item of a Tail Worker's `tail` invocation (Cloudflare's TailEvent shape)."""
+    item = new_item(
+        script_name=script_name, script_version=script_version, script_tags=script_tags, namespace=namespace,
+        outcome=outcome, event_timestamp=event_timestamp, cpu_time=cpu_time, wall_time=wall_time, url="", method="",
+        headers=[], status=None, logs=logs, exceptions=exceptions, truncated=truncated, subrequests=subrequests,
+    )
+    item["event"] = {"consumedEvents": [{"scriptName": c.get("scriptName")} for c in consumed]}
+    return item
+
+
+def is_tail_event(item: dict[str, Any]) -> bool:
+    return "consumedEvents" in (item.get("event") or {})
 
 
 @dataclass(frozen=True)
@@ -190,11 +224,14 @@ def format_time(timestamp_ms: int) -> str:
 
 def format_pretty(item: dict[str, Any]) -> str:
     """`GET https://x/ - Ok @ 11/27/2026, 8:00:00 AM` plus indented logs and exceptions."""
-    request = (item.get("event") or {}).get("request") or {}
-    head = (
-        f"{request.get('method', '?')} {request.get('url', '?')} - {_outcome_label(item.get('outcome', ''))}"
-        f" @ {format_time(int(item.get('eventTimestamp', 0)))}"
+    event = item.get("event") or {}
+    request = event.get("request") or {}
+    what = (
+        f"Tail of {len(event['consumedEvents'])} event(s) ({item.get('scriptName')})"
+        if "consumedEvents" in event
+        else f"{request.get('method', '?')} {request.get('url', '?')}"
     )
+    head = f"{what} - {_outcome_label(item.get('outcome', ''))} @ {format_time(int(item.get('eventTimestamp', 0)))}"
     lines = [head]
     for log in item.get("logs", []):
         lines.append(f"  ({log.get('level')}) {' '.join(str(m) for m in log.get('message', []))}")
