@@ -55,6 +55,8 @@ class HostPattern:
                     raise InvalidInput(
                         f"egress entry {text!r} is not a hostname, a wildcard like *.example.com, or *"
                     )
+                if host.startswith("*.") and labels[-1].isdigit():
+                    raise InvalidInput(f"egress entry {text!r} puts a wildcard on an IP address; wildcards are for hostnames")
         if port_text is not None:
             if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
                 raise InvalidInput(f"egress entry {text!r} has a port that is not a number from 1 to 65535")
@@ -108,13 +110,13 @@ class EgressPolicy:
         where = f"{host}:{port}"
         for pattern in self.block:
             if pattern.matches(host, port):
-                return f"{where} is blocked by the egress policy (entry {pattern})"
+                return f"{where} matches the block list entry {pattern}"
         for pattern in self.allow:
             if pattern.matches(host, port):
                 return None
         if not self.allow:
-            return f"{where} is not allowed: the egress policy allows no hosts"
-        return f"{where} is not on the egress allow list"
+            return f"{where} is not allowed, as the policy allows no hosts"
+        return f"{where} is not on the allow list"
 
     def as_dict(self) -> dict[str, list[str]]:
         return {"allow": [str(p) for p in self.allow], "block": [str(p) for p in self.block]}

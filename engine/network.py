@@ -38,6 +38,7 @@ class Network:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 follow_redirects=False,
+                headers={"user-agent": "wasmdeck"},
                 trust_env=False,  # a Worker's traffic never silently takes the host's proxy settings
                 limits=httpx.Limits(max_connections=self._max_connections),
             )

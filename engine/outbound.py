@@ -118,11 +118,12 @@ class OutboundSetting:
 
 
 def check_outbound_values(values: Mapping[str, str], setting: OutboundSetting | None) -> dict[str, str]:
-    """A dispatcher's parameter values: names the setting declares, text values."""
-    if not values:
+    """A dispatcher's parameter values: names the setting declares, text values. Without an
+    Outbound Worker there is nobody to receive them, and they are dropped."""
+    if not values or setting is None:
         return {}
-    if setting is None:
-        raise InvalidInput("outbound parameters were given but the namespace has no Outbound Worker")
+    if not isinstance(values, Mapping):
+        raise InvalidInput("outbound parameters must be an object of names and text values")
     known = {p.name for p in setting.parameters}
     checked: dict[str, str] = {}
     for name, value in values.items():

@@ -50,3 +50,23 @@ def deploy(engine: Engine):
         return engine.deploy(name or fixture, fixture_module(fixture), **options)
 
     return _deploy
+
+
+PROTOCOL_FIXTURES = ROOT / "fixtures" / "protocol"
+
+
+def protocol_module(name: str) -> Path:
+    return PROTOCOL_FIXTURES / f"{name}.wasm"
+
+
+@pytest.fixture
+def origin():
+    """A real HTTP origin on 127.0.0.1 (see tests/origin.py)."""
+    from tests.origin import start_origin
+
+    found, server = start_origin()
+    try:
+        yield found
+    finally:
+        server.shutdown()
+        server.server_close()
