@@ -1,4 +1,4 @@
-"""The committed example Workers are exactly what their sources build to."""
+"""The committed example Workers (fixtures/wcgi and fixtures/protocol) are exactly what their sources build to."""
 
 from __future__ import annotations
 
@@ -19,4 +19,11 @@ def test_fixture_builds_are_reproducible() -> None:
         [sys.executable, str(ROOT / "fixtures" / "build.py"), "--check"], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("identical") == len(list((ROOT / "fixtures" / "wcgi").glob("*.c")))
+    # every WCGI Worker (C) and every protocol Worker (C with sdk/c/wasmdeck.h, Zig with sdk/zig/wasmdeck.zig)
+    sources = [
+        *(ROOT / "fixtures" / "wcgi").glob("*.c"),
+        *(ROOT / "fixtures" / "protocol").glob("*.c"),
+        *(ROOT / "fixtures" / "protocol").glob("*.zig"),
+    ]
+    assert result.stdout.count(": identical") == len(sources)
+    assert any(source.suffix == ".zig" for source in sources)
