@@ -235,6 +235,9 @@ def format_pretty(item: dict[str, Any]) -> str:
     lines = [head]
     for log in item.get("logs", []):
         lines.append(f"  ({log.get('level')}) {' '.join(str(m) for m in log.get('message', []))}")
+    for sub in item.get("subrequests", []):
+        result = sub.get("status", sub.get("error", "error"))
+        lines.append(f"  -> {sub.get('method')} {sub.get('url')} {result} ({sub.get('durationMs')} ms via {sub.get('via')})")
     for exc in item.get("exceptions", []):
         first, *rest = str(exc.get("message", "")).splitlines() or [""]
         lines.append(f"  {exc.get('name')}: {first}")

@@ -3,6 +3,7 @@
     /echo        answers 200 with the request body, and the request headers as x-seen-* headers
     /slow?ms=N   waits N ms, then answers 200 "slow"
     /status/N    answers status N
+    /big?mb=N    answers N MiB of "x"
     anything     answers 200 "origin: METHOD PATH"
 """
 
@@ -42,6 +43,7 @@ def start_origin() -> tuple[Origin, http.server.ThreadingHTTPServer]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -56,6 +58,8 @@ def start_origin() -> tuple[Origin, http.server.ThreadingHTTPServer]:
             elif parts.path == "/slow":
                 time.sleep(int(parse_qs(parts.query).get("ms", ["100"])[0]) / 1000)
                 payload = b"slow"
+            elif parts.path == "/big":
+                payload = b"x" * int(float(parse_qs(parts.query).get("mb", ["1"])[0]) * 1024 * 1024)
             elif parts.path.startswith("/status/"):
                 status = int(parts.path.rsplit("/", 1)[1])
             self.send_response(status)

@@ -472,3 +472,26 @@ def test_trace_detail_snapshot(snap_compare) -> None:
 
     assert snap_compare(_busy_tail(), terminal_size=(120, 36), run_before=run_before)
 
+
+
+def test_trace_detail_lists_subrequests_and_consumed_events() -> None:
+    from console.widgets.trace_detail import summary
+    from engine.traces import tail_event_item
+
+    item = new_item(
+        script_name="shop", namespace="default", outcome="ok", event_timestamp=0, cpu_time=1, wall_time=5,
+        url="http://shop.example.com/", method="GET", headers=[], status=200,
+        subrequests=[
+            {"url": "https://api.example.com/v1", "method": "GET", "status": 200, "durationMs": 3.2, "via": "outbound"},
+            {"url": "https://evil.example.com/", "method": "POST", "error": "EgressBlocked: no", "durationMs": 0.0, "via": "refused"},
+        ],
+    )
+    text = summary(item, timezone.utc).plain
+    assert "Subrequests (2)" in text
+    assert "GET https://api.example.com/v1 200  3.2 ms via outbound" in text
+    assert "POST https://evil.example.com/ EgressBlocked: no  0.0 ms via refused" in text
+    tail = tail_event_item(
+        script_name="audit", script_version=1, script_tags=(), namespace="default", outcome="ok", event_timestamp=0,
+        cpu_time=1, wall_time=2, consumed=[item],
+    )
+    assert "Consumed events (1)\n  shop" in summary(tail, timezone.utc).plain

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from engine import DispatchTarget, Engine, InvalidInput, NotFound
-from engine.traces import TraceFilter
+from engine.traces import TraceFilter, format_pretty
 
 from .conftest import fixture_module, protocol_module
 
@@ -416,3 +416,25 @@ async def test_a_user_worker_cannot_call_dispatch(engine, deploy_protocol):
     response = await engine.request("http://not-the-dispatcher.example.com/")
     assert response.status >= 400
     assert [i["scriptName"] for i in await traces_of(engine, "hello")] == ["hello"]
+
+
+async def test_an_oversized_origin_response_is_a_fetch_error(engine, deploy_protocol, origin):
+    deploy_protocol("fetcher")
+    engine.set_egress(allow=[origin.netloc])
+    response = await engine.request(fetch_url(origin, "/big?mb=11"))
+    assert "1 error ResponseTooLarge: the response from" in response.text
+    assert "over the 10 MiB limit" in response.text
+    response = await engine.request(fetch_url(origin, "/big?mb=2"))
+    assert response.text.startswith(f"1 200 {2 * 1024 * 1024}")
+
+
+async def test_pretty_traces_show_subrequests_and_tail_events(engine, deploy_protocol, origin):
+    deploy_protocol("fetcher")
+    deploy_protocol("tail-collector")
+    engine.add_tail_consumer("tail-collector", worker="fetcher")
+    engine.set_egress(allow=[origin.netloc])
+    response = await engine.request(fetch_url(origin, "/x"))
+    pretty = format_pretty(response.trace)
+    assert f"  -> GET {origin.url('/x')} 200 (" in pretty and "ms via network)" in pretty
+    (tail_item,) = await traces_of(engine, "tail-collector")
+    assert format_pretty(tail_item).startswith("Tail of 1 event(s) (tail-collector) - Ok @ ")

@@ -84,6 +84,24 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
         text.append(f"{level:<5} ", LEVEL_STYLES.get(level, "") if level in LOG_LEVELS else "magenta")
         text.append(" ".join(str(part) for part in log.get("message") or ()) + "\n")
 
+    subrequests = item.get("subrequests") or []
+    if subrequests:
+        text.append(f"\nSubrequests ({len(subrequests)})\n", "bold underline")
+        for sub in subrequests:
+            status = sub.get("status")
+            text.append(f"  {sub.get('method', '?')} ", "bold")
+            text.append(f"{sub.get('url', '')} ")
+            if status is not None:
+                text.append(str(status), _status_style(status))
+            else:
+                text.append(str(sub.get("error") or "error"), "bold red")
+            text.append(f"  {sub.get('durationMs', 0)} ms via {sub.get('via', '?')}\n", "dim")
+    consumed = event.get("consumedEvents")
+    if consumed is not None:
+        text.append(f"\nConsumed events ({len(consumed)})\n", "bold underline")
+        for entry in consumed:
+            text.append(f"  {entry.get('scriptName') or '-'}\n")
+
     exceptions = item.get("exceptions") or []
     text.append(f"\nExceptions ({len(exceptions)})\n", "bold underline")
     if not exceptions:
