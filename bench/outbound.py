@@ -40,6 +40,7 @@ FETCHES = 3
 
 class _Origin(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         body = b"origin ok"
