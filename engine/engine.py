@@ -672,7 +672,7 @@ class Engine:
             return refuse("InvalidRequest", str(error))
         blocked = invocation.namespace.egress.check(subrequest.url)
         if blocked is not None:
-            return refuse("EgressBlocked", f"namespace {invocation.namespace.name!r}'s egress policy refused {subrequest.url}: {blocked}")
+            return refuse("EgressBlocked", f"the egress policy of namespace {invocation.namespace.name!r} refused {subrequest.url}: {blocked}")
         via = "outbound" if invocation.role == "user" and invocation.namespace.outbound is not None else "network"
         try:
             if via == "outbound":
