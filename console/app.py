@@ -18,8 +18,9 @@ from engine.client import EngineClient, TraceStream
 from engine.errors import WasmdeckError
 from engine.traces import TraceFilter
 
-from .messages import LimitsChanged, NamespaceChanged, WorkersChanged
+from .messages import LimitsChanged, NamespaceChanged, PlatformChanged, WorkersChanged
 from .screens.limits import LimitsView
+from .screens.outbound import OutboundView
 from .screens.requests import RequestsView
 from .screens.tail import TailView
 from .screens.workers import WorkersView
@@ -29,7 +30,7 @@ from .widgets.status_bar import StatusBar
 
 PUMP_INTERVAL_S = 0.05
 STATS_REFRESH_S = 2.0
-TABS = ("workers", "limits", "requests", "tail")
+TABS = ("workers", "limits", "outbound", "requests", "tail")
 
 Traffic = Callable[[EngineClient, Callable[[], str]], Awaitable[None]]
 
@@ -40,13 +41,14 @@ class WasmdeckApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "wasmdeck"
     ENABLE_COMMAND_PALETTE = True
-    # start on the workers table, never in the filter box (where 1-4 would be typed, not obeyed)
+    # start on the workers table, never in the filter box (where 1-5 would be typed, not obeyed)
     AUTO_FOCUS = "#workers-table"
     BINDINGS = [
-        Binding("1", "show_tab('workers')", "Workers", id="app.workers"),
-        Binding("2", "show_tab('limits')", "Limits", id="app.limits"),
-        Binding("3", "show_tab('requests')", "Requests", id="app.requests"),
-        Binding("4", "show_tab('tail')", "Tail", id="app.tail"),
+        Binding("1", "show_tab('workers')", "Workers", id="app.workers", show=False),
+        Binding("2", "show_tab('limits')", "Limits", id="app.limits", show=False),
+        Binding("3", "show_tab('outbound')", "Outbound", id="app.outbound", show=False),
+        Binding("4", "show_tab('requests')", "Requests", id="app.requests", show=False),
+        Binding("5", "show_tab('tail')", "Tail", id="app.tail", show=False),
         Binding("n", "choose_namespace", "Namespace", id="app.namespace"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
@@ -78,16 +80,18 @@ class WasmdeckApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(initial="workers", id="tabs"):
-            with TabPane("Workers", id="workers"):
+            with TabPane("1 Workers", id="workers"):
                 yield WorkersView(id="workers-view")
-            with TabPane("Limits", id="limits"):
+            with TabPane("2 Limits", id="limits"):
                 yield LimitsView(id="limits-view")
-            with TabPane("Requests", id="requests"):
+            with TabPane("3 Outbound", id="outbound"):
+                yield OutboundView(id="outbound-view")
+            with TabPane("4 Requests", id="requests"):
                 yield RequestsView(id="requests-view")
-            with TabPane("Tail", id="tail"):
+            with TabPane("5 Tail", id="tail"):
                 yield TailView(id="tail-view")
         yield StatusBar(self.clock, self.client.description, id="status-bar")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         # keep references: while a dialog is open, queries would search the dialog's screen
@@ -95,6 +99,7 @@ class WasmdeckApp(App[None]):
         self.tail_view = self.query_one(TailView)
         self.workers_view = self.query_one(WorkersView)
         self.limits_view = self.query_one(LimitsView)
+        self.outbound_view = self.query_one(OutboundView)
         self.tabs = self.query_one("#tabs", TabbedContent)
         self.status_bar.namespace = self.namespace
         self._stream = self.client.stream(TraceFilter())
@@ -196,12 +201,18 @@ class WasmdeckApp(App[None]):
         self.tail_view.namespace_changed(namespace)
         self.workers_view.reload()
         self.limits_view.reload()
+        self.outbound_view.reload()
         self.notify(f"Showing namespace {namespace}", title="Namespace")
         self.post_message(NamespaceChanged(namespace))
 
     @on(WorkersChanged)
     def workers_changed(self) -> None:
         self.limits_view.reload()
+        self.outbound_view.reload()
+
+    @on(PlatformChanged)
+    def platform_changed(self) -> None:
+        self.workers_view.reload()
 
     @on(LimitsChanged)
     def limits_changed(self) -> None:
@@ -237,6 +248,10 @@ class WasmdeckApp(App[None]):
         tail = self.tail_view
         yield SystemCommand("Upload a Worker", "Deploy a .wasm module to this namespace", self._go(workers.action_upload, "workers"))
         yield SystemCommand("Add tag limits", "Set cpuMs, memoryMb, subRequests or wallMs for a tag", self._go(self.limits_view.action_add, "limits"))
+        yield SystemCommand(
+            "Edit outbound settings", "Choose the Outbound Worker, its parameters and the egress policy",
+            self._go(self.outbound_view.focus_main, "outbound"),
+        )
         requests = self.query_one(RequestsView)
         yield SystemCommand("Compose a request", "Send a request through dispatch", self._go(requests.focus_main, "requests"))
         yield SystemCommand("New tail pane", "Open another live tail pane", self._go(tail.action_add_pane, "tail"))

@@ -27,3 +27,7 @@ class ShowTrace(Message):
     def __init__(self, item: dict[str, Any]) -> None:
         super().__init__()
         self.item = item
+
+
+class PlatformChanged(Message):
+    """A namespace's Outbound Worker, egress policy, dispatch Worker or tail consumers changed."""

@@ -204,6 +204,17 @@ class LocalClient(EngineClient):
     async def delete(self, name: str, namespace: str) -> None:
         self.engine.delete(name, namespace=namespace)
 
+    async def namespace(self, name: str) -> Namespace:
+        return self.engine.namespace(name)
+
+    async def set_outbound(
+        self, service: str | None, parameters: Iterable[tuple[str, str | None]], namespace: str
+    ) -> Namespace:
+        return self.engine.set_outbound(service, list(parameters), namespace=namespace)
+
+    async def set_egress(self, allow: Iterable[str], block: Iterable[str], namespace: str) -> Namespace:
+        return self.engine.set_egress(allow=list(allow), block=list(block), namespace=namespace)
+
     async def limits(self) -> dict[str, Limits]:
         return self.engine.limits()
 
