@@ -189,16 +189,10 @@ class Runtime:
         the variables that differ: handing an environment to wasmer-sdk costs about 12 us a
         variable, more than everything else the engine does per request.
         """
-        if gated:
-            await self._acquire_slot(queue_timeout_s)
-        elif self._closed:
-            raise RuntimeError("the runtime is closed")
-        entry: _WorkerSandbox | None = None
-        try:
-            entry = await self._sandbox(
-                worker_key, sha256, memory_pages, module, {key: env[key] for key in stable_env_keys if key in env}
-            )
-            entry.in_flight += 1
+        async with self._worker_sandbox(
+            gated, queue_timeout_s, worker_key, sha256, memory_pages, module,
+            {key: env[key] for key in stable_env_keys if key in env},
+        ) as entry:
             command = self._command(entry, env)
             if self.always_keep_logs or sha256 in self._trapped:
                 return await self._run_process(command, stdin, timeout_s)
@@ -206,6 +200,28 @@ class Runtime:
             if run.outcome == "trap":
                 self._trapped.add(sha256)
             return run
+
+    @asynccontextmanager
+    async def _worker_sandbox(
+        self,
+        gated: bool,
+        queue_timeout_s: float,
+        worker_key: str,
+        sha256: str,
+        memory_pages: int,
+        module: Callable[[], bytes],
+        baseline_env: dict[str, str],
+    ) -> AsyncIterator[_WorkerSandbox]:
+        """A guest slot (unless `gated` is False) and the worker's sandbox, held for one guest process."""
+        if gated:
+            await self._acquire_slot(queue_timeout_s)
+        elif self._closed:
+            raise RuntimeError("the runtime is closed")
+        entry: _WorkerSandbox | None = None
+        try:
+            entry = await self._sandbox(worker_key, sha256, memory_pages, module, baseline_env)
+            entry.in_flight += 1
+            yield entry
         finally:
             if gated:
                 self._release_slot()
@@ -270,15 +286,7 @@ class Runtime:
         one (an Outbound Worker, a Worker a dispatch Worker calls), which would otherwise wait
         for slots their own callers hold.
         """
-        if gated:
-            await self._acquire_slot(queue_timeout_s)
-        elif self._closed:
-            raise RuntimeError("the runtime is closed")
-        entry: _WorkerSandbox | None = None
-        guest: GuestSession | None = None
-        try:
-            entry = await self._sandbox(worker_key, sha256, memory_pages, module, dict(env))
-            entry.in_flight += 1
+        async with self._worker_sandbox(gated, queue_timeout_s, worker_key, sha256, memory_pages, module, dict(env)) as entry:
             command = self._command(entry, env)
             try:
                 process = await command.spawn(  # type: ignore[attr-defined]
@@ -287,14 +295,10 @@ class Runtime:
             except WasmerError as error:
                 raise GuestStartFailed(str(error)) from error
             guest = GuestSession(process, self.max_stderr_bytes)
-            yield guest
-        finally:
-            if guest is not None:
+            try:
+                yield guest
+            finally:
                 await guest.close()
-            if gated:
-                self._release_slot()
-            if entry is not None:
-                await self._done_with(entry)
 
     async def _run_fast(self, command: object, stdin: bytes, timeout_s: float) -> GuestRun:
         """One `run()` call: the cheapest path, but a trap loses the output written before it."""
