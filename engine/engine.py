@@ -782,7 +782,7 @@ class Engine:
     # -- Tail Workers ----------------------------------------------------------------
 
     def _offer_to_tails(self, ns: Namespace, items: list[dict[str, Any] | None], *, from_dispatcher: bool = False) -> None:
-        consumers = self._cached(("tail_consumers", ns.name), lambda: self.store.tail_consumers(ns.name))
+        consumers = self._cached(("tail_consumers", ns.name), lambda: self.store.tail_consumers(ns.name), checked=True)
         if not consumers:
             return
         batches: dict[str, list[dict[str, Any]]] = {}
