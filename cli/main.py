@@ -24,6 +24,8 @@ from engine.limits import CAMEL, FIELDS
 from engine.validation import parse_var_assignment
 from server.runner import add_serve_arguments
 
+from .platform_commands import COMMANDS as PLATFORM_COMMANDS, register as register_platform_commands
+
 
 class UsageError(Exception):
     pass
@@ -57,6 +59,7 @@ def build_parser() -> Parser:
     deploy.add_argument("--tag", action="append", default=[], dest="tags")
     deploy.add_argument("--var", action="append", default=[], dest="vars", metavar="KEY=VALUE")
     deploy.add_argument("--message", default="", help="a note stored with the version")
+    deploy.add_argument("--abi", choices=["wcgi", "protocol"], default=None, help="the Worker ABI (default: detected from the module)")
 
     listing = commands.add_parser("list", help="list workers")
     listing.add_argument("--namespace", default="default")
@@ -138,15 +141,20 @@ def build_parser() -> Parser:
     retention = commands.add_parser("retention", help="show or set how many trace items are kept")
     retention.add_argument("items", nargs="?", type=_positive)
 
-    console = commands.add_parser("console", help="open the admin console (Textual) on the database")
+    console = commands.add_parser("console", help="open the admin console (Textual) on the database or a served engine")
     console.add_argument("--demo", action="store_true", help="a throwaway copy of the demo platform with generated traffic")
     console.add_argument("--namespace", default="default")
+    console.add_argument("--remote", metavar="URL", default=None,
+                         help="attach to a server's admin API (e.g. http://127.0.0.1:8788) instead of the local database")
+    console.add_argument("--token", default=None,
+                         help="the admin token for --remote (default: $WASMDECK_TOKEN, else $WASMDECK_ADMIN_TOKEN)")
 
     demo = commands.add_parser("demo", help="deploy the example Workers into a database and fire a few requests")
     demo.add_argument("--keep", action="store_true", help="keep the demo database (default: a throwaway one unless --db)")
 
     serve = commands.add_parser("serve", help="serve HTTP traffic through dispatch (uvicorn); health at /__wasmdeck/health")
     add_serve_arguments(serve)
+    register_platform_commands(commands)
     return parser
 
 
@@ -199,7 +207,7 @@ async def run(args: argparse.Namespace) -> int:
 
 async def cmd_deploy(engine: Engine, args: argparse.Namespace) -> int:
     variables = dict(parse_var_assignment(item) for item in args.vars)
-    worker = engine.deploy(args.name, args.module, namespace=args.namespace, tags=args.tags, vars=variables, message=args.message)
+    worker = engine.deploy(args.name, args.module, namespace=args.namespace, tags=args.tags, vars=variables, message=args.message, abi=args.abi)
     print(f"deployed {worker.name} version {worker.version} in namespace {worker.namespace} ({_size(worker.size)}, sha256 {worker.sha256[:12]})")
     return 0
 
@@ -389,6 +397,29 @@ async def cmd_console(engine: Engine, args: argparse.Namespace) -> int:
     return app.return_code or 0
 
 
+async def run_remote_console(args: argparse.Namespace) -> int:
+    """`console --remote`: the same console over the admin API; no local database is opened."""
+    from console.app import WasmdeckApp
+    from engine.remote_client import RemoteClient
+
+    if args.demo:
+        print("wasmdeck: --demo runs a local throwaway platform and cannot be combined with --remote", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get("WASMDECK_TOKEN") or os.environ.get("WASMDECK_ADMIN_TOKEN")
+    if not token:
+        print("wasmdeck: --remote needs the admin token (--token or $WASMDECK_TOKEN)", file=sys.stderr)
+        return 2
+    client = RemoteClient(args.remote, token)
+    try:
+        await client.connect()  # an unreachable server or a refused token: one sentence, before the terminal is taken
+        await client.namespace(args.namespace)
+        app = WasmdeckApp(client, namespace=args.namespace)
+        await app.run_async()
+        return app.return_code or 0
+    finally:
+        await client.close()
+
+
 async def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -415,6 +446,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "console": cmd_console,
     "serve": cmd_serve,
+    **PLATFORM_COMMANDS,
 }
 
 
@@ -425,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     try:
+        if args.command == "console" and args.remote:
+            return asyncio.run(run_remote_console(args))
         if (args.command == "demo" or (args.command == "console" and args.demo)) and args.db is None:
             return _throwaway_demo(args)
         if args.command == "tail" and args.remote:

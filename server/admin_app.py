@@ -5,35 +5,47 @@ Every handler is a thin shell over `Engine`. Every response is Cloudflare's enve
 `{"success": false, "errors": [{"code": "...", "message": "one sentence", "field": "metadata.tags"}], "result": null}`
 with 400 (bad input; `field` names what to fix), 401 (no or wrong bearer token: checked before
 anything else, so nothing changes), 404 (unknown namespace, script, version, limit or path),
-405, 409 (already exists / not empty) or 413 (too large).
+405, 409 (already exists / not empty) or 413 (too large). `code` says which engine error it was:
+`invalid_input`, `invalid_module` (the module was refused), `not_found`, `conflict`, `too_large`,
+`unauthorized`, so a remote client (`engine.remote_client`) raises what the engine raises in-process.
 
 Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see `server.auth`).
 
     GET    /namespaces                               list namespaces
     POST   /namespaces                               {"name", "routing"?, "defaults"?}
     GET    /namespaces/{ns}                          one namespace
+    PATCH  /namespaces/{ns}                          {"routing"?, "defaults"?}; a null default clears it
     DELETE /namespaces/{ns}                          delete an empty namespace
+    GET    /namespaces/{ns}/stats                    per script: stored requests, errors, last outcome
     GET    /namespaces/{ns}/scripts?tags=a:yes,b:no  list scripts, optionally filtered by tags
     DELETE /namespaces/{ns}/scripts?tags=a:yes,b:no  bulk delete by the filter (required)
     PUT    /namespaces/{ns}/scripts/{name}           deploy: multipart `metadata` (JSON) + `module` (file)
     GET    /namespaces/{ns}/scripts/{name}           the script's record and effective limits
     DELETE /namespaces/{ns}/scripts/{name}           delete it
     GET    /namespaces/{ns}/scripts/{name}/content   the module bytes (application/wasm)
+    GET    /namespaces/{ns}/scripts/{name}/limits    its effective limits and where each came from
     GET    /namespaces/{ns}/scripts/{name}/tags      its tags
     PUT    /namespaces/{ns}/scripts/{name}/tags      replace its tags (a JSON list)
+    GET    /namespaces/{ns}/scripts/{name}/vars      its vars
+    PUT    /namespaces/{ns}/scripts/{name}/vars      replace its vars (a JSON object of strings)
     GET    /namespaces/{ns}/scripts/{name}/versions  its versions
     POST   /namespaces/{ns}/scripts/{name}/rollback  {"version": N}
     GET    /limits                                   limits per tag
     PUT    /limits/{tag}                             merge camelCase fields; null clears one
     DELETE /limits/{tag}                             remove a tag's limits
+    GET    /traces?limit=N&worker=...                the newest stored trace items (tail's filters), oldest first
+    GET    /server                                   the dispatch listener's URL and namespace, engine defaults, caps
     GET    /openapi.json                             this API as OpenAPI 3.1
     GET    /tail  (WebSocket)                        live trace items; see `server.tail_stream`
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -46,10 +58,10 @@ from starlette.routing import Route, WebSocketRoute
 from engine import DEFAULT_NAMESPACE, Engine, InvalidInput, InvalidModule, Limits, NotFound, Worker
 from engine.limits import CAMEL, FIELDS
 from engine.validation import check_name, check_tag, check_tags, check_vars
-from engine.wcgi import ABI
+from engine.engine import ABIS
 
 from .auth import token_matches
-from .tail_stream import TailEndpoint
+from .tail_stream import FILTER_PARAMETERS, MAX_HISTORY, InvalidParameter, TailEndpoint, parse_trace_filter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,6 +69,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_JSON_BYTES = 1024 * 1024
+DEFAULT_TRACES = 100
+# Traces are stored in batches off the request path; /traces first waits for what was published so
+# far, but never longer than this (under steady traffic the batch writer is never idle).
+TRACE_FLUSH_WAIT_S = 1.0
 MULTIPART_SLACK_BYTES = 1024 * 1024  # room for the metadata part and the multipart framing
 METADATA_KEYS = ("main_module", "tags", "vars", "abi", "message")
 DEFAULT_MODULE_PART = "module"
@@ -66,16 +82,31 @@ _CODES = {400: "invalid_input", 401: "unauthorized", 404: "not_found", 405: "met
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None,
+                 code: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
         self.headers = headers
+        self.code = code
 
 
-def envelope_error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    error: dict[str, Any] = {"code": _CODES.get(status, "error"), "message": message}
+@dataclass(frozen=True)
+class DispatchListener:
+    """The dispatch listener serving beside this admin API, as `GET /server` reports it."""
+
+    url: str
+    namespace: str
+    max_body_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "namespace": self.namespace, "maxBodyBytes": self.max_body_bytes}
+
+
+def envelope_error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None,
+                   code: str | None = None) -> JSONResponse:
+    error: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
     if field is not None:
         error["field"] = field
     return JSONResponse({"success": False, "errors": [error], "result": None}, status_code=status, headers=headers)
@@ -95,6 +126,22 @@ def _checked(field: str, check: Callable[..., Any], *args: Any, **kwargs: Any) -
 
 def _record(worker: Worker) -> dict[str, Any]:
     return {**worker.as_dict(), "firstDeployedAt": worker.first_deployed_at}
+
+
+def _only_fields(body: Any, known: tuple[str, ...], what: str) -> dict[str, Any]:
+    """`body` as a JSON object holding only `known` fields (at least one); else a 400 naming the culprit."""
+    if not isinstance(body, dict) or not body:
+        raise ApiError(400, f"the body must be a JSON object with {what}", "body")
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0]!r}; known fields are {', '.join(known)}", unknown[0])
+    return body
+
+
+def _vars_body(body: Any, field: str) -> dict[str, str]:
+    if not isinstance(body, dict):
+        raise ApiError(400, f"{field} must be an object of strings", field)
+    return _checked(field, check_vars, body)
 
 
 def parse_tag_filter(text: str) -> tuple[list[str], list[str]]:
@@ -128,30 +175,32 @@ async def _json_body(request: Request) -> Any:
 class AdminApi:
     """The handlers; `engine` is owned (and closed) by the caller."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, dispatch: DispatchListener | None = None, tail: TailEndpoint | None = None) -> None:
         self.engine = engine
+        self.dispatch = dispatch
+        self.tail = tail
 
     # -- namespaces -----------------------------------------------------------------
 
     async def list_namespaces(self, request: Request) -> Response:
         return ok([ns.as_dict() for ns in self.engine.namespaces()])
 
-    async def create_namespace(self, request: Request) -> Response:
-        body = await _json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object with a name", "body")
-        unknown = sorted(set(body) - {"name", "routing", "defaults"})
-        if unknown:
-            raise ApiError(400, f"unknown field {unknown[0]!r}; known fields are name, routing, defaults", unknown[0])
-        name = body.get("name")
-        _checked("name", check_name, name, "namespace name")
-        routing = body.get("routing", "host")
-        if routing not in ("host", "path"):
+    def _namespace_settings(self, body: dict[str, Any], routing_default: str | None) -> tuple[str | None, Limits, list[str]]:
+        """`routing` and `defaults` of a namespace body: (routing, default limits to set, defaults to clear)."""
+        routing = body["routing"] if body.get("routing") is not None else routing_default
+        if routing is not None and routing not in ("host", "path"):
             raise ApiError(400, f"routing {routing!r} is not one of host, path", "routing")
         defaults_body = body.get("defaults") or {}
         if not isinstance(defaults_body, dict):
             raise ApiError(400, "defaults must be a JSON object of limits", "defaults")
-        defaults = self._limits(defaults_body, "defaults.")[0]
+        defaults, clear = self._limits(defaults_body, "defaults.")
+        return routing, defaults, clear
+
+    async def create_namespace(self, request: Request) -> Response:
+        body = _only_fields(await _json_body(request), ("name", "routing", "defaults"), "a name")
+        name = body.get("name")
+        _checked("name", check_name, name, "namespace name")
+        routing, defaults, _ = self._namespace_settings(body, "host")
         if any(ns.name == name for ns in self.engine.namespaces()):
             raise ApiError(409, f"namespace {name!r} already exists", "name")
         return ok(self.engine.create_namespace(name, routing=routing, defaults=defaults).as_dict(), 201)
@@ -159,6 +208,19 @@ class AdminApi:
     async def get_namespace(self, request: Request) -> Response:
         ns = self.engine.namespace(request.path_params["ns"])
         return ok({**ns.as_dict(), "scripts": len(self.engine.workers(ns.name))})
+
+    async def update_namespace(self, request: Request) -> Response:
+        name = request.path_params["ns"]
+        self.engine.namespace(name)  # 404 before reading the body
+        body = _only_fields(await _json_body(request), ("routing", "defaults"), "routing and/or defaults")
+        routing, defaults, clear = self._namespace_settings(body, None)
+        return ok(self.engine.update_namespace(name, routing=routing, defaults=defaults, clear=clear).as_dict())
+
+    async def namespace_stats(self, request: Request) -> Response:
+        name = request.path_params["ns"]
+        self.engine.namespace(name)
+        await _stored_so_far(self.engine)
+        return ok(self.engine.worker_stats(name))
 
     async def delete_namespace(self, request: Request) -> Response:
         name = request.path_params["ns"]
@@ -199,7 +261,8 @@ class AdminApi:
         limit = self.engine.max_module_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK_BYTES:
-            raise ApiError(413, f"the request is {int(declared) / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB module limit")
+            raise ApiError(413, f"the request is {int(declared) / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB module limit",
+                           DEFAULT_MODULE_PART, code="invalid_module")
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
             raise ApiError(400, "the body must be multipart/form-data with a metadata part and a module part", "body")
@@ -231,13 +294,11 @@ class AdminApi:
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ApiError(400, "metadata.tags must be a list of strings", "metadata.tags")
         tags = _checked("metadata.tags", check_tags, tags)
-        variables = metadata.get("vars", {})
-        if not isinstance(variables, dict):
-            raise ApiError(400, "metadata.vars must be an object of strings", "metadata.vars")
-        variables = _checked("metadata.vars", check_vars, variables)
-        abi = metadata.get("abi", ABI)
-        if abi != ABI:
-            raise ApiError(400, f"abi {abi!r} is not supported; the only ABI is {ABI!r}", "metadata.abi")
+        variables = _vars_body(metadata.get("vars", {}), "metadata.vars")
+        abi = metadata.get("abi")
+        if abi is not None and abi not in ABIS:
+            raise ApiError(400, f"abi {abi!r} is not one of {', '.join(ABIS)} (leave it out to detect it from the module)",
+                           "metadata.abi")
         message = metadata.get("message", "")
         if not isinstance(message, str):
             raise ApiError(400, "metadata.message must be a string", "metadata.message")
@@ -251,9 +312,10 @@ class AdminApi:
             raise ApiError(400, f"the {part!r} part must be a file part (give it a filename)", part)
         data = await upload.read()
         try:
-            worker = self.engine.deploy(name, data, namespace=ns, tags=tags, vars=variables, message=message)
+            worker = self.engine.deploy(name, data, namespace=ns, tags=tags, vars=variables, message=message, abi=abi)
         except InvalidModule as error:
-            raise ApiError(413 if len(data) > self.engine.max_module_bytes else 400, str(error), part) from None
+            raise ApiError(413 if len(data) > self.engine.max_module_bytes else 400, str(error), part,
+                           code="invalid_module") from None
         return _record(worker)
 
     async def get_script(self, request: Request) -> Response:
@@ -283,6 +345,20 @@ class AdminApi:
             raise ApiError(400, "the body must be a JSON list of tag strings", "tags")
         tags = _checked("tags", check_tags, body)
         return ok(list(self.engine.set_tags(name, tags, namespace=ns).tags))
+
+    async def get_vars(self, request: Request) -> Response:
+        worker = self.engine.worker(request.path_params["name"], namespace=request.path_params["ns"])
+        return ok(dict(worker.vars))
+
+    async def put_vars(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        self.engine.worker(name, namespace=ns)  # 404 before reading the body
+        variables = _vars_body(await _json_body(request), "vars")
+        return ok(dict(self.engine.set_vars(name, variables, namespace=ns).vars))
+
+    async def script_limits(self, request: Request) -> Response:
+        limits = self.engine.effective_limits(request.path_params["name"], namespace=request.path_params["ns"])
+        return ok(limits.as_dict())
 
     async def list_versions(self, request: Request) -> Response:
         versions = self.engine.versions(request.path_params["name"], namespace=request.path_params["ns"])
@@ -331,8 +407,39 @@ class AdminApi:
         self.engine.delete_limits(request.path_params["tag"])
         return ok(None)
 
+    # -- traces and the server ---------------------------------------------------------
+
+    async def recent_traces(self, request: Request) -> Response:
+        try:
+            trace_filter = parse_trace_filter(request.query_params, also_known=("limit",))
+        except InvalidParameter as error:
+            raise ApiError(400, str(error), error.parameter) from None
+        raw_limit = request.query_params.get("limit") or str(DEFAULT_TRACES)
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY:
+            raise ApiError(400, f"limit must be a whole number from 1 to {MAX_HISTORY}", "limit")
+        if trace_filter.namespace is not None:
+            self.engine.namespace(trace_filter.namespace)  # 404 rather than an empty list
+        await _stored_so_far(self.engine)
+        return ok(self.engine.recent_traces(int(raw_limit), trace_filter))
+
+    async def server(self, request: Request) -> Response:
+        tail = self.tail.hub if self.tail is not None else None
+        return ok({
+            "dispatch": self.dispatch.as_dict() if self.dispatch is not None else None,
+            "engineDefaults": self.engine.engine_defaults.as_dict(),
+            "maxModuleBytes": self.engine.max_module_bytes,
+            "tail": {"perWorker": tail.per_worker, "total": tail.total, "clients": tail.count()} if tail else None,
+        })
+
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(OPENAPI)
+
+
+async def _stored_so_far(engine: Engine) -> None:
+    """Wait until the trace items published so far are stored (at most `TRACE_FLUSH_WAIT_S`)."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        # shielded: a timeout must not cancel the engine's own flush
+        await asyncio.wait_for(asyncio.shield(engine.flush_traces()), TRACE_FLUSH_WAIT_S)
 
 
 # -- errors -------------------------------------------------------------------------
@@ -340,7 +447,7 @@ class AdminApi:
 
 async def _api_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
-    return envelope_error(error.status, error.message, error.field, error.headers)
+    return envelope_error(error.status, error.message, error.field, error.headers, error.code)
 
 
 async def _not_found(request: Request, error: Exception) -> Response:
@@ -349,6 +456,10 @@ async def _not_found(request: Request, error: Exception) -> Response:
 
 async def _invalid_input(request: Request, error: Exception) -> Response:
     return envelope_error(400, str(error))
+
+
+async def _invalid_module(request: Request, error: Exception) -> Response:
+    return envelope_error(400, str(error), code="invalid_module")
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -382,39 +493,51 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def create_admin_app(engine: Engine, token: str, *, tail_options: dict[str, Any] | None = None) -> BearerAuth:
+def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener | None = None,
+                     tail_options: dict[str, Any] | None = None) -> BearerAuth:
     """The admin ASGI app over `engine` (which the caller owns and closes), guarded by `token`.
 
-    `tail_options` go to `TailEndpoint` (per_worker, total, queue_size, slow_timeout, poll_interval).
+    `dispatch` is the dispatch listener serving the same engine, if any (reported by `GET /server`,
+    so a remote client needs only the admin URL). `tail_options` go to `TailEndpoint` (per_worker,
+    total, queue_size, slow_timeout, poll_interval).
     """
-    api = AdminApi(engine)
+    tail = TailEndpoint(engine, token, **(tail_options or {}))
+    api = AdminApi(engine, dispatch, tail)
     script = "/namespaces/{ns}/scripts/{name}"
     routes = [
         Route("/namespaces", api.list_namespaces, methods=["GET"]),
         Route("/namespaces", api.create_namespace, methods=["POST"]),
         Route("/namespaces/{ns}", api.get_namespace, methods=["GET"]),
+        Route("/namespaces/{ns}", api.update_namespace, methods=["PATCH"]),
         Route("/namespaces/{ns}", api.delete_namespace, methods=["DELETE"]),
+        Route("/namespaces/{ns}/stats", api.namespace_stats, methods=["GET"]),
         Route("/namespaces/{ns}/scripts", api.list_scripts, methods=["GET"]),
         Route("/namespaces/{ns}/scripts", api.bulk_delete_scripts, methods=["DELETE"]),
         Route(script, api.put_script, methods=["PUT"]),
         Route(script, api.get_script, methods=["GET"]),
         Route(script, api.delete_script, methods=["DELETE"]),
         Route(script + "/content", api.get_content, methods=["GET"]),
+        Route(script + "/limits", api.script_limits, methods=["GET"]),
         Route(script + "/tags", api.get_tags, methods=["GET"]),
         Route(script + "/tags", api.put_tags, methods=["PUT"]),
+        Route(script + "/vars", api.get_vars, methods=["GET"]),
+        Route(script + "/vars", api.put_vars, methods=["PUT"]),
         Route(script + "/versions", api.list_versions, methods=["GET"]),
         Route(script + "/rollback", api.rollback, methods=["POST"]),
         Route("/limits", api.list_limits, methods=["GET"]),
         Route("/limits/{tag}", api.put_limits, methods=["PUT"]),
         Route("/limits/{tag}", api.delete_limits, methods=["DELETE"]),
+        Route("/traces", api.recent_traces, methods=["GET"]),
+        Route("/server", api.server, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
-        WebSocketRoute("/tail", TailEndpoint(engine, token, **(tail_options or {}))),
+        WebSocketRoute("/tail", tail),
     ]
     app = Starlette(
         routes=routes,
         exception_handlers={
             ApiError: _api_error,
             NotFound: _not_found,
+            InvalidModule: _invalid_module,
             InvalidInput: _invalid_input,
             HTTPException: _http_error,
             Exception: _internal,
@@ -426,6 +549,19 @@ def create_admin_app(engine: Engine, token: str, *, tail_options: dict[str, Any]
 # -- OpenAPI ------------------------------------------------------------------------
 
 
+_QUERY_DESCRIPTIONS = {
+    "tags": "tag filter: tag:yes,tag:no",
+    "limit": f"how many items, 1 to {MAX_HISTORY} (default {DEFAULT_TRACES})",
+    "namespace": "only this dispatch namespace",
+    "worker": "only this script",
+    "status": "ok, error or canceled",
+    "method": "only these request methods (repeatable)",
+    "search": "text in the logs or exceptions",
+    "header": "only requests with this header: NAME or NAME:VALUE",
+    "sampling_rate": "keep this fraction of the items, 0 < r < 1",
+}
+
+
 def _op(summary: str, *, params: tuple[str, ...] = (), query: tuple[str, ...] = (), body: dict[str, Any] | None = None,
         ok_status: str = "200", errors: tuple[str, ...] = ("401",)) -> dict[str, Any]:
     responses: dict[str, Any] = {ok_status: {"$ref": "#/components/responses/Ok"}}
@@ -434,7 +570,7 @@ def _op(summary: str, *, params: tuple[str, ...] = (), query: tuple[str, ...] = 
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
     parameters += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"},
-                    "description": "tag filter: tag:yes,tag:no"} for q in query]
+                    "description": _QUERY_DESCRIPTIONS[q]} for q in query]
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
@@ -461,7 +597,15 @@ OPENAPI: dict[str, Any] = {
         },
         "/namespaces/{ns}": {
             "get": _op("Get a namespace", params=_NS, errors=("401", "404")),
+            "patch": _op("Change a namespace's routing or default limits (null clears a default)", params=_NS,
+                         errors=("400", "401", "404"), body=_JSON({
+                             "type": "object", "minProperties": 1, "additionalProperties": False, "properties": {
+                                 "routing": {"enum": ["host", "path"]}, "defaults": _LIMITS_SCHEMA}})),
             "delete": _op("Delete an empty namespace", params=_NS, errors=("400", "401", "404", "409")),
+        },
+        "/namespaces/{ns}/stats": {
+            "get": _op("Per script: stored request count, error count and last outcome", params=_NS,
+                       errors=("401", "404")),
         },
         "/namespaces/{ns}/scripts": {
             "get": _op("List scripts, optionally filtered by tags", params=_NS, query=("tags",), errors=("400", "401", "404")),
@@ -474,7 +618,8 @@ OPENAPI: dict[str, Any] = {
                     "metadata": {"type": "object", "properties": {
                         "tags": {"type": "array", "items": {"type": "string"}},
                         "vars": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "abi": {"enum": [ABI]}, "message": {"type": "string"},
+                        "abi": {"enum": list(ABIS), "description": "default: detected from the module"},
+                        "message": {"type": "string"},
                         "main_module": {"type": "string", "description": "name of the module part (default: module)"}}},
                     "module": {"type": "string", "format": "binary"}}}}}),
             "get": _op("Get a script's record and effective limits", params=_SC, errors=("401", "404")),
@@ -486,10 +631,18 @@ OPENAPI: dict[str, Any] = {
                                   "401": {"$ref": "#/components/responses/Error"},
                                   "404": {"$ref": "#/components/responses/Error"}}},
         },
+        "/namespaces/{ns}/scripts/{name}/limits": {
+            "get": _op("Get a script's effective limits and the source of each", params=_SC, errors=("401", "404")),
+        },
         "/namespaces/{ns}/scripts/{name}/tags": {
             "get": _op("Get a script's tags", params=_SC, errors=("401", "404")),
             "put": _op("Replace a script's tags", params=_SC, errors=("400", "401", "404"),
                        body=_JSON({"type": "array", "items": {"type": "string"}})),
+        },
+        "/namespaces/{ns}/scripts/{name}/vars": {
+            "get": _op("Get a script's vars", params=_SC, errors=("401", "404")),
+            "put": _op("Replace a script's vars (a new version)", params=_SC, errors=("400", "401", "404"),
+                       body=_JSON({"type": "object", "additionalProperties": {"type": "string"}})),
         },
         "/namespaces/{ns}/scripts/{name}/versions": {
             "get": _op("List a script's versions", params=_SC, errors=("401", "404")),
@@ -504,6 +657,14 @@ OPENAPI: dict[str, Any] = {
             "put": _op("Set a tag's limits (null clears a field)", params=("tag",), errors=("400", "401"),
                        body=_JSON(_LIMITS_SCHEMA)),
             "delete": _op("Remove a tag's limits", params=("tag",), errors=("401", "404")),
+        },
+        "/traces": {
+            "get": _op("The newest stored trace items matching the filters, oldest first",
+                       query=("limit", *FILTER_PARAMETERS), errors=("400", "401", "404")),
+        },
+        "/server": {
+            "get": _op("The dispatch listener's URL and namespace (null without one), engine default limits, "
+                       "module size limit and tail client caps"),
         },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     },

@@ -20,11 +20,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import DEFAULT_NAMESPACE, Engine, InvalidInput
 
 from .dispatch_app import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, DispatchApp
+
+if TYPE_CHECKING:
+    from .admin_app import DispatchListener
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
@@ -41,6 +44,16 @@ def _byte_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is less than 1")
     return value
 
 
@@ -71,6 +84,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-token-file", type=Path, default=None,
         help="the admin API's bearer token file, created (mode 0600) on first start (default: <db>.admin-token)",
+    )
+    # the defaults live in server.tail_stream, which is not imported before the server starts (it loads Starlette)
+    parser.add_argument(
+        "--tail-max-per-worker", type=_at_least_one, default=None, metavar="N",
+        help="live tail on the admin API: at most N clients at once per worker filter (default 8)",
+    )
+    parser.add_argument(
+        "--tail-max-clients", type=_at_least_one, default=None, metavar="N",
+        help="live tail on the admin API: at most N clients at once in all (default 64)",
     )
 
 
@@ -138,14 +160,19 @@ async def serve(
     admin_host: str = DEFAULT_HOST,
     admin_port: int | None = None,
     admin_token_file: str | Path | None = None,
+    tail_max_per_worker: int | None = None,
+    tail_max_clients: int | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then return 0 once in-flight requests are done; `InvalidInput`
     when the address cannot be bound. The engine stays open: the caller closes it.
 
     With `admin_port` (None: no admin API) the admin API listens too, on `admin_host`; its
     token is read from `admin_token_file` (default `<db>.admin-token`), or created there and
-    printed once on stdout."""
+    printed once on stdout. Its live tail takes at most `tail_max_per_worker` clients per
+    worker filter and `tail_max_clients` in all (None: `server.tail_stream`'s defaults)."""
     import uvicorn
+
+    from .admin_app import DispatchListener
 
     engine.namespace(namespace)  # NotFound (one sentence) before listening, not on every request
     configure_logging()
@@ -165,13 +192,17 @@ async def serve(
     )
     server = _server_class()(config)
     shown = f"[{host}]" if ":" in host else host
-    admin = _admin_server(engine, admin_host, admin_port, admin_token_file) if admin_port is not None else None
-    try:
-        listener = _listen(host, port, shown)
-    except BaseException:
-        if admin is not None:
-            admin[1].close()
-        raise
+    listener = _listen(host, port, shown)
+    admin = None
+    if admin_port is not None:
+        dispatch = DispatchListener(f"http://{shown}:{listener.getsockname()[1]}", namespace, max_body_bytes)
+        caps = {"per_worker": tail_max_per_worker, "total": tail_max_clients}
+        tail_options = {name: value for name, value in caps.items() if value is not None}
+        try:
+            admin = _admin_server(engine, admin_host, admin_port, admin_token_file, dispatch, tail_options)
+        except BaseException:
+            listener.close()
+            raise
     log.info("wasmdeck: serving namespace %s on http://%s:%d (health: %s)", namespace, shown, port, HEALTH_PATH)
     try:
         if admin is None:
@@ -192,7 +223,9 @@ async def serve(
     return 0
 
 
-def _admin_server(engine: Engine, host: str, port: int, token_file: str | Path | None) -> tuple[Any, socket.socket]:
+def _admin_server(
+    engine: Engine, host: str, port: int, token_file: str | Path | None, dispatch: DispatchListener, tail_options: dict[str, int]
+) -> tuple[Any, socket.socket]:
     """The admin API's uvicorn server and bound socket; creates (and prints once) the token if need be."""
     import uvicorn
 
@@ -205,9 +238,10 @@ def _admin_server(engine: Engine, host: str, port: int, token_file: str | Path |
     listener = _listen(host, port, shown)
     if created:
         print(f"wasmdeck: admin API token (saved to {path} with mode 0600; shown only now): {token}", flush=True)
+    app = create_admin_app(engine, token, dispatch=dispatch, tail_options=tail_options)
     config = uvicorn.Config(
-        create_admin_app(engine, token), host=host, port=port, http="h11", lifespan="off", access_log=False,
-        log_config=None, server_header=False, proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        app, host=host, port=port, http="h11", lifespan="off", access_log=False, log_config=None, server_header=False,
+        proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     log.info("wasmdeck: admin API on http://%s:%d (bearer token in %s)", shown, port, path)
     return _server_class(capture=False)(config), listener
@@ -219,7 +253,9 @@ def _listen(host: str, port: int, shown: str) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as error:
         raise InvalidInput(f"cannot listen on {shown}: {error.strerror}") from None
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: accepted sockets inherit it, and asyncio sets TCP_NODELAY only on sockets
+    # that say they are TCP; without it a response's second write waits for the client's delayed ACK (~40 ms)
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
@@ -242,4 +278,6 @@ async def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
         admin_host=args.admin_host,
         admin_port=args.admin_port,
         admin_token_file=args.admin_token_file,
+        tail_max_per_worker=args.tail_max_per_worker,
+        tail_max_clients=args.tail_max_clients,
     )

@@ -29,9 +29,16 @@ Messages from the server are JSON text frames, one per message:
 
 Messages from the client are read and ignored (reading them is how a disconnect is noticed).
 
+Where items come from: this server's own dispatches reach each client through its own engine
+subscription (pushed, no polling). Items that other processes sharing the database store (a
+`wasmdeck request`, another server) are read by one `StorePoller` per endpoint, every
+`poll_interval` seconds while any client follows, and handed to every client whose filter wants
+them: the database is read once per interval whether one client follows or sixty-four.
+
 Dispatch never waits on a client: the engine's subscription buffer is bounded and counts drops,
 a pump task moves items into a small per-connection queue, and a sender task writes them to the
-socket. When the queue stays full for `slow_timeout` seconds the client is closed as too slow.
+socket. When the queue stays full for `slow_timeout` seconds the client is closed as too slow;
+items the store poller finds for a client whose queue is full are dropped and counted.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,37 +65,67 @@ DEFAULT_SLOW_TIMEOUT_S = 5.0
 DEFAULT_POLL_INTERVAL_S = 0.25
 MAX_HISTORY = 10_000
 CLOSE_TIMEOUT_S = 1.0
+FILTER_PARAMETERS = ("namespace", "worker", "status", "method", "search", "header", "sampling_rate")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
+log = logging.getLogger("wasmdeck.server")
 
-def parse_query(query: Any) -> tuple[TraceFilter, int, bool]:
-    """`(filter, history, follow)` from the query parameters (a Starlette `QueryParams`); `InvalidInput` if bad."""
-    known = {"namespace", "worker", "status", "method", "search", "header", "sampling_rate", "history", "follow"}
+
+class InvalidParameter(InvalidInput):
+    """A query parameter is malformed; `parameter` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+def _filter_part(parameter: str, **value: Any) -> None:
+    """Let `TraceFilter` check one field on its own, so its refusal names the parameter."""
+    try:
+        TraceFilter(**value)
+    except InvalidInput as error:
+        raise InvalidParameter(parameter, str(error)) from None
+
+
+def parse_trace_filter(query: Any, also_known: tuple[str, ...] = ()) -> TraceFilter:
+    """The filters of `wasmdeck tail` from query parameters (a Starlette `QueryParams`); `InvalidParameter` if bad.
+
+    Parameters other than the filters and `also_known` are refused, so a typo never silently widens a filter.
+    """
+    known = set(FILTER_PARAMETERS) | set(also_known)
     unknown = sorted(set(query.keys()) - known)
     if unknown:
-        raise InvalidInput(f"unknown query parameter {unknown[0]!r}")
+        raise InvalidParameter(unknown[0], f"unknown query parameter {unknown[0]!r}")
     rate = query.get("sampling_rate")
     try:
         sampling_rate = float(rate) if rate not in (None, "") else None
     except ValueError:
-        raise InvalidInput(f"sampling_rate {rate!r} is not a number") from None
-    raw_history = query.get("history") or "0"
-    if not raw_history.isdigit() or int(raw_history) > MAX_HISTORY:
-        raise InvalidInput(f"history must be a whole number from 0 to {MAX_HISTORY}")
-    raw_follow = (query.get("follow") or "1").lower()
-    if raw_follow not in _TRUE | _FALSE:
-        raise InvalidInput("follow must be 1 or 0")
-    trace_filter = TraceFilter(
+        raise InvalidParameter("sampling_rate", f"sampling_rate {rate!r} is not a number") from None
+    status = query.get("status") or None
+    _filter_part("status", status=status)
+    _filter_part("sampling_rate", sampling_rate=sampling_rate)
+    return TraceFilter(
         namespace=query.get("namespace") or None,
         worker=query.get("worker") or None,
-        status=query.get("status") or None,
+        status=status,
         method=tuple(m for m in query.getlist("method") if m),
         search=query.get("search") or None,
         header=query.get("header") or None,
         sampling_rate=sampling_rate,
     )
+
+
+def parse_query(query: Any) -> tuple[TraceFilter, int, bool]:
+    """`(filter, history, follow)` from the `/tail` query parameters; `InvalidParameter` if bad."""
+    trace_filter = parse_trace_filter(query, also_known=("history", "follow"))
+    raw_history = query.get("history") or "0"
+    if not raw_history.isdigit() or int(raw_history) > MAX_HISTORY:
+        raise InvalidParameter("history", f"history must be a whole number from 0 to {MAX_HISTORY}")
+    raw_follow = (query.get("follow") or "1").lower()
+    if raw_follow not in _TRUE | _FALSE:
+        raise InvalidParameter("follow", "follow must be 1 or 0")
     return trace_filter, int(raw_history), raw_follow in _TRUE
 
 
@@ -127,6 +166,112 @@ class _TooSlow(Exception):
     pass
 
 
+class _Outbox:
+    """One client's bounded queue of JSON frames for its sender; what does not fit is counted and
+    announced with a `dropped` notice as soon as there is room again."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(size)
+        self.dropped = 0
+
+    def _announce_drops(self) -> None:
+        if self.dropped and not self.queue.full():
+            self.queue.put_nowait(_dumps({"type": "dropped", "count": self.dropped}))
+            self.dropped = 0
+
+    def offer(self, item: dict[str, Any]) -> None:
+        """Queue an item without waiting; count it as dropped if the queue is full."""
+        self._announce_drops()
+        if self.queue.full():
+            self.dropped += 1
+        else:
+            self.queue.put_nowait(_dumps(item))
+
+    async def put(self, item: dict[str, Any], timeout: float) -> None:
+        """Queue an item, waiting up to `timeout` seconds for room; `_TooSlow` if there is none."""
+        self._announce_drops()
+        try:
+            await asyncio.wait_for(self.queue.put(_dumps(item)), timeout)
+        except asyncio.TimeoutError:
+            raise _TooSlow from None
+
+
+class _Follower:
+    """A following client as the store poller sees it: its filter, the last stored row its history
+    covers, and its outbox. Stored items that arrive while its history is still being queued wait,
+    so history always comes first."""
+
+    def __init__(self, trace_filter: TraceFilter, start_id: int, outbox: _Outbox) -> None:
+        self.filter = trace_filter
+        self.start_id = start_id
+        self.outbox = outbox
+        self._held: list[dict[str, Any]] | None = []
+
+    def offer_stored(self, row_id: int, item: dict[str, Any]) -> None:
+        if row_id <= self.start_id or not self.filter.matches(item):
+            return
+        if self._held is None:
+            self.outbox.offer(item)
+        elif len(self._held) < self.outbox.queue.maxsize:
+            self._held.append(item)
+        else:
+            self.outbox.dropped += 1
+
+    def go_live(self) -> None:
+        held, self._held = self._held or [], None
+        for item in held:
+            self.outbox.offer(item)
+
+
+class StorePoller:
+    """Reads the items other processes stored, once per `interval` while anyone follows, and offers each
+    to every follower. Runs only while it has followers."""
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        self.engine = engine
+        self.interval = interval
+        self._followers: set[_Follower] = set()
+        self._last_id = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def add(self, follower: _Follower) -> None:
+        if not self.running:
+            # a new follower's history covers everything up to its start_id: begin after it
+            self._last_id = follower.start_id
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="wasmdeck-tail-store-poller")
+        self._followers.add(follower)
+
+    def remove(self, follower: _Follower) -> None:
+        self._followers.discard(follower)
+        if not self._followers and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.poll()
+            except Exception:  # a failed read must not end every client's tail; the next interval tries again
+                log.exception("the tail stream could not read stored trace items")
+
+    async def poll(self) -> None:
+        store = self.engine.store
+        newest = store.last_trace_id()
+        rows = await asyncio.to_thread(store.traces_after, self._last_id, exclude_origin=self.engine.origin)
+        for row_id, item in rows:
+            self._last_id = row_id
+            for follower in list(self._followers):
+                follower.offer_stored(row_id, item)
+        if not rows:
+            # nothing from other processes up to `newest`: skip those rows, never ones stored after it
+            self._last_id = max(self._last_id, newest)
+
+
 class TailEndpoint:
     """The `/tail` WebSocket handler (use with `WebSocketRoute("/tail", endpoint)`)."""
 
@@ -143,22 +288,24 @@ class TailEndpoint:
     ) -> None:
         if not token:
             raise InvalidInput("the admin token cannot be empty")
+        if per_worker < 1 or total < 1:
+            raise InvalidInput("the tail client caps must be at least 1")
         self.engine = engine
         self.token = token
         self.hub = TailHub(per_worker, total)
+        self.poller = StorePoller(engine, poll_interval)
         self.queue_size = queue_size
         self.slow_timeout = slow_timeout
-        self.poll_interval = poll_interval
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.handle(WebSocket(scope, receive, send))
 
-    async def _refuse(self, websocket: WebSocket, status: int, message: str) -> None:
+    async def _refuse(self, websocket: WebSocket, status: int, message: str, field: str | None = None) -> None:
         from .admin_app import envelope_error  # late: admin_app imports this module
 
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
             headers = {"WWW-Authenticate": 'Bearer realm="wasmdeck-admin"'} if status == 401 else None
-            await websocket.send_denial_response(envelope_error(status, message, headers=headers))
+            await websocket.send_denial_response(envelope_error(status, message, field, headers=headers))
         else:
             await websocket.close(code=1008, reason=message[:120])
 
@@ -168,8 +315,8 @@ class TailEndpoint:
             return
         try:
             trace_filter, history, follow = parse_query(websocket.query_params)
-        except InvalidInput as error:
-            await self._refuse(websocket, 400, str(error))
+        except InvalidParameter as error:
+            await self._refuse(websocket, 400, str(error), error.parameter)
             return
         key = (trace_filter.namespace, trace_filter.worker)
         refusal = self.hub.acquire(key)
@@ -183,31 +330,32 @@ class TailEndpoint:
             self.hub.release(key)
 
     async def _stream(self, websocket: WebSocket, trace_filter: TraceFilter, history: int, follow: bool) -> None:
-        queue: asyncio.Queue[str] = asyncio.Queue(self.queue_size)
-        dropped = 0
+        outbox = _Outbox(self.queue_size)
+        # subscribe before reading the newest stored row: an item is then either in the history
+        # (stored up to start_id), from the subscription (this engine's), or from the poller (others')
+        subscription = self.engine.subscribe(trace_filter) if follow else None
+        start_id = self.engine.store.last_trace_id()
+        follower = _Follower(trace_filter, start_id, outbox)
+        if subscription is not None:
+            self.poller.add(follower)
 
-        def on_dropped(count: int) -> None:
-            nonlocal dropped
-            dropped += count
-
-        async def pump() -> str:
-            nonlocal dropped
-            async for item in self.engine.tail(
-                trace_filter, history=history, follow=follow, poll_interval=self.poll_interval, on_dropped=on_dropped
-            ):
-                if dropped and not queue.full():
-                    queue.put_nowait(_dumps({"type": "dropped", "count": dropped}))
-                    dropped = 0
-                try:
-                    await asyncio.wait_for(queue.put(_dumps(item)), self.slow_timeout)
-                except asyncio.TimeoutError:
-                    raise _TooSlow from None
-            return "end of history"
+        async def pump() -> tuple[int, str]:
+            for item in self.engine.recent_traces(history, trace_filter, up_to_id=start_id) if history else ():
+                await outbox.put(item, self.slow_timeout)
+            if subscription is None:
+                return 1000, "end of history"
+            follower.go_live()
+            while True:
+                item = await subscription.get()
+                if item is None:
+                    return 1001, "server shutting down"  # the engine is closing
+                outbox.dropped += subscription.take_dropped()
+                await outbox.put(item, self.slow_timeout)
 
         async def sender() -> None:
             while True:
-                await websocket.send_text(await queue.get())
-                queue.task_done()
+                await websocket.send_text(await outbox.queue.get())
+                outbox.queue.task_done()
 
         async def receiver() -> None:
             with contextlib.suppress(WebSocketDisconnect):
@@ -216,15 +364,27 @@ class TailEndpoint:
                     if message["type"] == "websocket.disconnect":
                         return
 
-        pump_task = asyncio.create_task(pump(), name="wasmdeck-tail-pump")
-        await asyncio.sleep(0)  # the pump runs up to its first wait: the engine subscription now exists
         try:
-            await websocket.send_text(_dumps({"type": "ready"}))
-        except Exception:
-            pump_task.cancel()
-            with contextlib.suppress(BaseException):
-                await pump_task
-            return
+            try:
+                await websocket.send_text(_dumps({"type": "ready"}))
+            except Exception:
+                return  # the client left during the handshake
+            await self._serve(websocket, outbox, pump, sender, receiver)
+        finally:
+            if subscription is not None:
+                subscription.close()
+                self.poller.remove(follower)
+
+    async def _serve(
+        self,
+        websocket: WebSocket,
+        outbox: _Outbox,
+        pump: Callable[[], Awaitable[tuple[int, str]]],
+        sender: Callable[[], Awaitable[None]],
+        receiver: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Run the three tasks until one ends, then close the socket with the reason (code, text) that ended it."""
+        pump_task = asyncio.create_task(pump(), name="wasmdeck-tail-pump")
         send_task = asyncio.create_task(sender(), name="wasmdeck-tail-send")
         receive_task = asyncio.create_task(receiver(), name="wasmdeck-tail-receive")
         tasks = {pump_task, send_task, receive_task}
@@ -236,14 +396,15 @@ class TailEndpoint:
                 if isinstance(error, _TooSlow):
                     close = (1008, "too slow")
                 elif error is not None:
+                    log.error("the tail stream failed", exc_info=error)
                     close = (1011, "internal error in the tail stream; see the server log")
                 else:
-                    # the history is queued: let the sender finish it unless the client leaves first
-                    drained = asyncio.create_task(queue.join())
+                    # what is queued (the history) goes out first unless the client leaves
+                    drained = asyncio.create_task(outbox.queue.join())
                     await asyncio.wait({drained, send_task, receive_task}, timeout=self.slow_timeout,
                                        return_when=asyncio.FIRST_COMPLETED)
                     drained.cancel()
-                    close = (1000, pump_task.result())
+                    close = pump_task.result()
         except asyncio.CancelledError:
             close = (1001, "server shutting down")
             raise

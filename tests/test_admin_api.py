@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import Engine
-from server.admin_app import OPENAPI, create_admin_app
+from engine import Engine, Limits
+from server.admin_app import OPENAPI, DispatchListener, create_admin_app
 from server.auth import TokenFileError, default_token_path, load_or_create_token, token_matches
 
 from .conftest import ROOT, fixture_module
@@ -76,13 +76,17 @@ def snapshot(engine: Engine) -> Any:
 EVERY_CALL = [
     ("GET", "/namespaces", None), ("POST", "/namespaces", {"name": "evil"}),
     ("GET", "/namespaces/default", None), ("DELETE", "/namespaces/other", None),
+    ("PATCH", "/namespaces/default", {"routing": "path"}), ("GET", "/namespaces/default/stats", None),
     ("GET", "/namespaces/default/scripts", None), ("DELETE", "/namespaces/default/scripts?tags=free:yes", None),
     ("PUT", "/namespaces/default/scripts/hello", "multipart"), ("GET", "/namespaces/default/scripts/hello", None),
     ("DELETE", "/namespaces/default/scripts/hello", None), ("GET", "/namespaces/default/scripts/hello/content", None),
     ("GET", "/namespaces/default/scripts/hello/tags", None), ("PUT", "/namespaces/default/scripts/hello/tags", ["x"]),
     ("GET", "/namespaces/default/scripts/hello/versions", None),
+    ("GET", "/namespaces/default/scripts/hello/limits", None),
+    ("GET", "/namespaces/default/scripts/hello/vars", None), ("PUT", "/namespaces/default/scripts/hello/vars", {"A": "b"}),
     ("POST", "/namespaces/default/scripts/hello/rollback", {"version": 1}),
     ("GET", "/limits", None), ("PUT", "/limits/free", {"cpuMs": 1}), ("DELETE", "/limits/free", None),
+    ("GET", "/traces", None), ("GET", "/server", None),
     ("GET", "/openapi.json", None), ("GET", "/no/such/path", None), ("POST", "/limits", None),
 ]
 
@@ -194,6 +198,15 @@ async def test_put_script_deploys_and_dispatches(client: httpx.AsyncClient, engi
     ok(await client.delete("/namespaces/default/scripts/hello"))
     error(await client.get("/namespaces/default/scripts/hello"), 404)
     assert (await engine.request("http://hello.x/")).status == 404
+
+
+async def test_the_abi_is_detected_or_given(client: httpx.AsyncClient) -> None:
+    greeter = (ROOT / "fixtures" / "protocol" / "greeter.wasm").read_bytes()
+    assert ok(await client.put("/namespaces/default/scripts/greeter", **upload({}, greeter)))["abi"] == "protocol"
+    assert ok(await client.put("/namespaces/default/scripts/hello", **upload({}, HELLO)))["abi"] == "wcgi"
+    assert ok(await client.put("/namespaces/default/scripts/hello", **upload({"abi": "wcgi"}, HELLO)))["abi"] == "wcgi"
+    given = ok(await client.put("/namespaces/default/scripts/greeter", **upload({"abi": "protocol"}, greeter)))
+    assert given["abi"] == "protocol" and given["version"] == 2
 
 
 @pytest.mark.parametrize(
@@ -311,6 +324,107 @@ async def test_limits_set_clear_delete(client: httpx.AsyncClient, engine: Engine
     error(await client.delete("/limits/free"), 404)
 
 
+async def test_namespace_update(client: httpx.AsyncClient, engine: Engine) -> None:
+    engine.create_namespace("acme", defaults=Limits(cpu_ms=50, wall_ms=900))
+    got = ok(await client.patch("/namespaces/acme", json={"routing": "path", "defaults": {"memoryMb": 64, "cpuMs": None}}))
+    assert got["routing"] == "path" and got["defaults"] == {"cpuMs": None, "memoryMb": 64, "subRequests": None, "wallMs": 900}
+    assert engine.namespace("acme").routing == "path" and engine.namespace("acme").defaults.memory_mb == 64
+    assert ok(await client.patch("/namespaces/acme", json={"routing": "host"}))["defaults"]["memoryMb"] == 64
+    before = engine.namespace("acme")
+    error(await client.patch("/namespaces/acme", json={"routing": "dns"}), 400, "routing")
+    error(await client.patch("/namespaces/acme", json={"defaults": {"cpuMs": 0}}), 400, "defaults.cpuMs")
+    error(await client.patch("/namespaces/acme", json={"defaults": {"cpu": 5}}), 400, "defaults.cpu")
+    error(await client.patch("/namespaces/acme", json={"defaults": [1]}), 400, "defaults")
+    error(await client.patch("/namespaces/acme", json={"name": "other"}), 400, "name")
+    error(await client.patch("/namespaces/acme", json={}), 400, "body")
+    error(await client.patch("/namespaces/acme", json=["path"]), 400, "body")
+    error(await client.patch("/namespaces/acme", content=b"{", headers={"Content-Type": "application/json"}), 400, "body")
+    error(await client.patch("/namespaces/nope", json={"routing": "path"}), 404)
+    assert engine.namespace("acme") == before
+
+
+async def test_stats_limits_and_vars_of_scripts(client: httpx.AsyncClient, engine: Engine) -> None:
+    engine.deploy("hello", HELLO, tags=["free"], vars={"GREETING": "hi"})
+    engine.deploy("quiet", HELLO)
+    engine.set_limits("free", cpu_ms=40)
+    await engine.request("http://hello.x/")
+    await engine.request("http://hello.x/")
+    await engine.request("http://nope.x/")
+    # no flush here: the endpoint stores what was published before answering
+    assert ok(await client.get("/namespaces/default/stats")) == {
+        "hello": {"requests": 2, "errors": 0, "lastOutcome": "ok"},
+        "nope": {"requests": 1, "errors": 0, "lastOutcome": "scriptNotFound"},
+    }
+    engine.create_namespace("empty")
+    assert ok(await client.get("/namespaces/empty/stats")) == {}
+    error(await client.get("/namespaces/nope/stats"), 404)
+
+    base = "/namespaces/default/scripts/hello"
+    limits = ok(await client.get(base + "/limits"))
+    assert limits == engine.effective_limits("hello").as_dict()
+    assert limits["cpuMs"] == 40 and limits["sources"]["cpuMs"] == "tag:free" and limits["sources"]["wallMs"] == "engine"
+    error(await client.get("/namespaces/default/scripts/nope/limits"), 404)
+    error(await client.get("/namespaces/nope/scripts/hello/limits"), 404)
+
+    assert ok(await client.get(base + "/vars")) == {"GREETING": "hi"}
+    assert ok(await client.put(base + "/vars", json={"GREETING": "hello", "MODE": "x"})) == {"GREETING": "hello", "MODE": "x"}
+    assert engine.worker("hello").vars == {"GREETING": "hello", "MODE": "x"} and engine.worker("hello").version == 2
+    assert ok(await client.put(base + "/vars", json={})) == {}
+    for bad in (["GREETING"], {"REQUEST_METHOD": "x"}, {"HTTP_HOST": "x"}, {"BAD-NAME": "x"}, {"A": 1}):
+        error(await client.put(base + "/vars", json=bad), 400, "vars")
+    error(await client.put(base + "/vars", content=b"{", headers={"Content-Type": "application/json"}), 400, "body")
+    error(await client.put("/namespaces/default/scripts/nope/vars", json={"A": "b"}), 404)
+    error(await client.get("/namespaces/default/scripts/nope/vars"), 404)
+    assert engine.worker("hello").version == 3 and engine.worker("hello").vars == {}
+
+
+async def test_recent_traces_with_filters(client: httpx.AsyncClient, engine: Engine) -> None:
+    engine.deploy("hello", HELLO)
+    engine.create_namespace("other")
+    for path in ("/a", "/b", "/c"):
+        await engine.request(f"http://hello.x{path}", headers={"X-Plan": "trial" if path == "/b" else "paid"})
+    await engine.request("http://hello.x/d", method="POST", body=b"x")
+    await engine.request("http://nope.x/")
+    urls = lambda items: [i["event"]["request"]["url"] for i in items]  # noqa: E731
+    assert urls(ok(await client.get("/traces"))) == [
+        "http://hello.x/a", "http://hello.x/b", "http://hello.x/c", "http://hello.x/d", "http://nope.x/"]
+    assert urls(ok(await client.get("/traces?limit=2"))) == ["http://hello.x/d", "http://nope.x/"]
+    assert urls(ok(await client.get("/traces?worker=hello&method=POST"))) == ["http://hello.x/d"]
+    assert urls(ok(await client.get("/traces", params={"header": "x-plan:trial"}))) == ["http://hello.x/b"]
+    assert urls(ok(await client.get("/traces?namespace=default&status=ok&limit=1"))) == ["http://hello.x/d"]
+    assert ok(await client.get("/traces?namespace=other")) == []
+    assert ok(await client.get("/traces?status=error")) == []
+    for query, field in (("limit=0", "limit"), ("limit=x", "limit"), ("limit=10001", "limit"), ("status=weird", "status"),
+                         ("sampling_rate=2", "sampling_rate"), ("sampling_rate=x", "sampling_rate"), ("workr=hello", "workr")):
+        error(await client.get(f"/traces?{query}"), 400, field)
+    error(await client.get("/traces?namespace=nope"), 404)
+
+
+async def test_server_info(engine: Engine) -> None:
+    listener = DispatchListener(url="http://127.0.0.1:8787", namespace="default", max_body_bytes=4096)
+    app = create_admin_app(engine, TOKEN, dispatch=listener, tail_options={"per_worker": 2, "total": 5})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a", headers=AUTH) as c:
+        info = ok(await c.get("/server"))
+    assert info == {
+        "dispatch": {"url": "http://127.0.0.1:8787", "namespace": "default", "maxBodyBytes": 4096},
+        "engineDefaults": {"cpuMs": 5000, "memoryMb": 128, "subRequests": 50, "wallMs": 30000},
+        "maxModuleBytes": engine.max_module_bytes,
+        "tail": {"perWorker": 2, "total": 5, "clients": 0},
+    }
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(engine, TOKEN)),
+                                 base_url="http://a", headers=AUTH) as c:
+        assert ok(await c.get("/server"))["dispatch"] is None
+
+
+async def test_refused_modules_say_so_in_the_error_code(client: httpx.AsyncClient) -> None:
+    """`invalid_module` (not `invalid_input`): a remote client raises InvalidModule, as the engine does."""
+    err = error(await client.put("/namespaces/default/scripts/hello", **upload({}, b"not wasm at all")), 400, "module")
+    assert err["code"] == "invalid_module"
+    err = error(await client.put("/namespaces/default/scripts/hello", **upload({"tags": ["a,b"]})), 400, "metadata.tags")
+    assert err["code"] == "invalid_input"
+    assert error(await client.get("/namespaces/nope"), 404)["code"] == "not_found"
+
+
 async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.AsyncClient, engine: Engine) -> None:
     doc = (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.1") and doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
@@ -318,7 +432,7 @@ async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.
     served = {(m, route.path) for route in create_admin_app(engine, TOKEN).app.routes
               for m in getattr(route, "methods", None) or () if m != "HEAD"}  # /tail is a WebSocket route
     assert documented == served
-    assert len(documented) == 18
+    assert len(documented) == 25
     error(await client.get("/no/such/path"), 404)
     response = await client.post("/limits")
     error(response, 405)
