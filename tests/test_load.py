@@ -30,9 +30,9 @@ def rss_mb(pid: int) -> float:
 
 
 def fire(port: int, requests: int) -> dict[str, Any]:
-    """`requests` GETs to hello over CONCURRENCY keep-alive connections, from bench/http.py's load generator
+    """`requests` GETs to hello over CONCURRENCY keep-alive connections, from bench/http_load.py's load generator
     in its own process (every answer checked: 200, the body, outcome ok); its JSON summary."""
-    command = [sys.executable, str(ROOT / "bench" / "http.py"), "--generate", "--port", str(port),
+    command = [sys.executable, str(ROOT / "bench" / "http_load.py"), "--generate", "--port", str(port),
                "--concurrency", str(CONCURRENCY), "--requests", str(requests)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr

@@ -1,10 +1,10 @@
 """HTTP throughput and latency of `wasmdeck serve` on loopback, beside `Engine.dispatch` in-process, in one run.
 
-    python bench/http.py                      # full run (~45 s on a 2-core machine)
-    python bench/http.py --quick              # a short run (~15 s)
-    python bench/http.py --json               # one JSON object on stdout
-    python bench/http.py --generator python   # the Python load generator even when wrk is on PATH
-    python bench/http.py --generate --port P --requests N   # only the load generator (tests/test_load.py uses it)
+    python bench/http_load.py                      # full run (~45 s on a 2-core machine)
+    python bench/http_load.py --quick              # a short run (~15 s)
+    python bench/http_load.py --json               # one JSON object on stdout
+    python bench/http_load.py --generator python   # the Python load generator even when wrk is on PATH
+    python bench/http_load.py --generate --port P --requests N   # only the load generator (tests/test_load.py uses it)
 
 HTTP: the real `wasmdeck serve` (uvicorn, traces persisted, no access log) in a subprocess on a free
 127.0.0.1 port, `fixtures/wcgi/hello.wasm` deployed as `hello`, and a load generator in another
@@ -25,33 +25,29 @@ the floor (0.70), or 2 when a request failed (the numbers would be meaningless).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-# Run as a script, this file's folder is first on sys.path, where this file would shadow the standard
-# library's `http` (imported by httpx, which the engine uses): take the folder off before anything else.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from importlib.metadata import version as package_version  # noqa: E402
-from typing import Any  # noqa: E402
 
 if not os.environ.get("PYTHONPATH") and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -232,7 +228,7 @@ class InProcessSide:
         spec = importlib.util.spec_from_file_location("wasmdeck_bench_dispatch", BENCH / "dispatch.py")
         assert spec is not None and spec.loader is not None
         dispatch_bench = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(dispatch_bench)  # bench/dispatch.py, beside this file (its folder is off sys.path)
+        spec.loader.exec_module(dispatch_bench)  # bench/dispatch.py, beside this file (loaded by path: bench/ is not a package)
         self.side = dispatch_bench.EngineSide(db, max_concurrency=None, persist_traces=True)
 
     async def run(self, concurrency: int, seconds: float) -> dict[str, Any]:
