@@ -108,6 +108,9 @@ class TraceBus:
         self._flush_needed: asyncio.Event | None = None
         self.write_dropped = 0
         self.published = 0
+        self._queued = 0  # items handed to the writer so far
+        self._settled = 0  # of those, stored or given up on
+        self._progress = asyncio.Condition()
 
     def subscribe(self, trace_filter: TraceFilter | None = None, buffer: int = DEFAULT_SUBSCRIBER_BUFFER) -> Subscription:
         subscription = Subscription(self, trace_filter or TraceFilter(), buffer)
@@ -124,6 +127,7 @@ class TraceBus:
             self.write_dropped += 1
             return
         self._pending.append(item)
+        self._queued += 1
         self._ensure_writer()
 
     def _ensure_writer(self) -> None:
@@ -144,12 +148,17 @@ class TraceBus:
             except Exception:  # the store is the only place traces persist; keep serving if it fails
                 log.exception("could not store %d trace items", len(batch))
                 self.write_dropped += len(batch)
+            async with self._progress:
+                self._settled += len(batch)
+                self._progress.notify_all()
 
     async def flush(self) -> None:
-        """Store everything published so far (used at shutdown and by tests)."""
+        """Store everything published so far (used at shutdown and by tests). Items published
+        while it waits are not waited for, so it ends under steady traffic too."""
+        target = self._queued
         await self._flush_once()
-        if self._writer is not None and not self._writer.done():
-            await self._writer
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._settled >= target)
 
     async def close(self) -> None:
         await self.flush()

@@ -208,3 +208,33 @@ async def test_tail_without_follow_returns_history_only(engine: Engine) -> None:
     await engine.flush_traces()
     items = [item async for item in engine.tail(history=3, follow=False)]
     assert [i["event"]["request"]["url"][-3:] for i in items] == ["n=1", "n=2", "n=3"]
+
+
+async def test_flush_ends_under_steady_traffic(tmp_path) -> None:
+    import asyncio
+
+    from engine.store import Store
+    from engine.trace_bus import TraceBus
+
+    store = Store(tmp_path / "bus.db")
+    bus = TraceBus(store, "test-origin")
+
+    def item(n: int) -> dict:
+        return new_item(script_name="w", namespace="default", outcome="ok", event_timestamp=n, cpu_time=0, wall_time=0,
+                        url="http://w.x/", method="GET", headers=[], status=200)
+
+    async def steady() -> None:
+        n = 0
+        while True:
+            bus.publish(item(n))
+            n += 1
+            await asyncio.sleep(0.001)
+
+    publisher = asyncio.ensure_future(steady())
+    await asyncio.sleep(0.3)
+    published = bus.published
+    await asyncio.wait_for(bus.flush(), 5)  # returns although items keep coming
+    assert store.trace_count() >= published
+    publisher.cancel()
+    await bus.close()
+    store.close()
