@@ -63,6 +63,19 @@ class EngineClient(abc.ABC):
     async def namespaces(self) -> list[Namespace]: ...
 
     @abc.abstractmethod
+    async def namespace(self, name: str) -> Namespace: ...
+
+    @abc.abstractmethod
+    async def set_outbound(
+        self, service: str | None, parameters: Iterable[tuple[str, str | None]], namespace: str
+    ) -> Namespace:
+        """Send the namespace's user Worker fetches through `service` (None: straight out), with
+        (name, template or None) parameters."""
+
+    @abc.abstractmethod
+    async def set_egress(self, allow: Iterable[str], block: Iterable[str], namespace: str) -> Namespace: ...
+
+    @abc.abstractmethod
     async def workers(self, namespace: str, tags: Iterable[str] = ()) -> list[WorkerRow]: ...
 
     @abc.abstractmethod

@@ -92,7 +92,7 @@ def _effective_limits(data: Mapping[str, Any]) -> EffectiveLimits:
 
 
 def _namespace(data: Mapping[str, Any]) -> Namespace:
-    return Namespace(name=data["name"], routing=data["routing"], defaults=_limits(data["defaults"]), created_at=data["createdAt"])
+    return Namespace.from_dict(dict(data))
 
 
 def _version_fields(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,6 +193,19 @@ class RemoteClient(EngineClient):
 
     async def namespace(self, name: str) -> Namespace:
         return _namespace(await self._call("GET", f"/namespaces/{_quoted(name)}"))
+
+    async def set_outbound(
+        self, service: str | None, parameters: Iterable[tuple[str, str | None]], namespace: str
+    ) -> Namespace:
+        path = f"/namespaces/{_quoted(namespace)}/outbound"
+        if service is None:
+            return _namespace(await self._call("DELETE", path))
+        body = {"service": service, "parameters": [{"name": name, "template": template} for name, template in parameters]}
+        return _namespace(await self._call("PUT", path, json=body))
+
+    async def set_egress(self, allow: Iterable[str], block: Iterable[str], namespace: str) -> Namespace:
+        body = {"allow": list(allow), "block": list(block)}
+        return _namespace(await self._call("PUT", f"/namespaces/{_quoted(namespace)}/egress", json=body))
 
     async def namespaces(self) -> list[Namespace]:
         return [_namespace(item) for item in await self._call("GET", "/namespaces")]

@@ -59,6 +59,23 @@ class Namespace:
             "egress": self.egress.as_dict(),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Namespace":
+        """The inverse of `as_dict` (a namespace as the admin API sends it)."""
+        outbound = data.get("outbound")
+        egress = data.get("egress") or {}
+        return cls(
+            name=data["name"],
+            routing=data["routing"],
+            defaults=Limits.from_dict(dict(data["defaults"])),
+            created_at=data["createdAt"],
+            dispatch_worker=data.get("dispatchWorker"),
+            outbound=OutboundSetting.parse(
+                outbound["service"], [(p["name"], p.get("template")) for p in outbound["parameters"]]
+            ) if outbound else None,
+            egress=EgressPolicy.parse(egress.get("allow", ()), egress.get("block", ())),
+        )
+
 
 @dataclass(frozen=True)
 class TailConsumer:

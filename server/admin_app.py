@@ -55,6 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from engine.egress import EgressPolicy
 from engine import DEFAULT_NAMESPACE, Engine, InvalidInput, InvalidModule, Limits, NotFound, Worker
 from engine.limits import CAMEL, FIELDS
 from engine.validation import check_name, check_tag, check_tags, check_vars
@@ -230,6 +231,90 @@ class AdminApi:
         if workers:
             raise ApiError(409, f"namespace {name!r} still has {len(workers)} script(s); delete them first")
         self.engine.delete_namespace(name)
+        return ok(None)
+
+    # -- platform settings: dispatch Worker, Outbound Worker, egress, tail consumers ----------
+
+    async def put_dispatcher(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        self.engine.namespace(ns)
+        body = _only_fields(await _json_body(request), ("worker",), "a worker")
+        worker = body.get("worker")
+        if not isinstance(worker, str):
+            raise ApiError(400, "worker must be the name of a Worker-protocol script", "worker")
+        return ok(_checked("worker", self.engine.set_dispatch_worker, worker, namespace=ns).as_dict())
+
+    async def delete_dispatcher(self, request: Request) -> Response:
+        return ok(self.engine.set_dispatch_worker(None, namespace=request.path_params["ns"]).as_dict())
+
+    async def put_outbound(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        self.engine.namespace(ns)
+        body = _only_fields(await _json_body(request), ("service", "parameters"), "a service")
+        service = body.get("service")
+        if not isinstance(service, str):
+            raise ApiError(400, "service must be the name of a Worker-protocol script", "service")
+        raw = body.get("parameters") or []
+        if not isinstance(raw, list):
+            raise ApiError(400, "parameters must be a list of names or {name, template} objects", "parameters")
+        parameters: list[tuple[Any, Any]] = []
+        for item in raw:
+            if isinstance(item, dict) and set(item) <= {"name", "template"}:
+                parameters.append((item.get("name"), item.get("template")))
+            elif isinstance(item, str):
+                parameters.append((item, None))
+            else:
+                raise ApiError(400, "each parameter must be a name or a {name, template} object", "parameters")
+        return ok(_checked("parameters", self.engine.set_outbound, service, parameters, namespace=ns).as_dict())
+
+    async def delete_outbound(self, request: Request) -> Response:
+        return ok(self.engine.set_outbound(None, namespace=request.path_params["ns"]).as_dict())
+
+    async def put_egress(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        self.engine.namespace(ns)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object with allow and block lists", "body")
+        _only_fields(body or {"allow": []}, ("allow", "block"), "allow and block lists")
+        lists: dict[str, list[str]] = {}
+        for field in ("allow", "block"):
+            value = body.get(field, [])
+            if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+                raise ApiError(400, f"{field} must be a list of host strings", field)
+            lists[field] = value
+        for field in ("allow", "block"):  # name the list that holds the bad entry
+            _checked(field, EgressPolicy.parse, **{field: lists[field]})
+        return ok(self.engine.set_egress(allow=lists["allow"], block=lists["block"], namespace=ns).as_dict())
+
+    async def list_tail_consumers(self, request: Request) -> Response:
+        return ok([c.as_dict() for c in self.engine.tail_consumers(request.path_params["ns"])])
+
+    def _tail_scope(self, data: Any) -> dict[str, Any]:
+        worker = data.get("worker")
+        dispatcher = data.get("dispatcher", False)
+        if dispatcher in ("true", "false"):
+            dispatcher = dispatcher == "true"
+        if worker is not None and not isinstance(worker, str):
+            raise ApiError(400, "worker must be a script name", "worker")
+        if not isinstance(dispatcher, bool):
+            raise ApiError(400, "dispatcher must be true or false", "dispatcher")
+        return {"worker": worker, "dispatcher": dispatcher}
+
+    async def add_tail_consumer(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        self.engine.namespace(ns)
+        body = _only_fields(await _json_body(request), ("consumer", "worker", "dispatcher"), "a consumer")
+        consumer = body.get("consumer")
+        if not isinstance(consumer, str):
+            raise ApiError(400, "consumer must be the name of a Worker-protocol script", "consumer")
+        added = _checked("consumer", self.engine.add_tail_consumer, consumer, namespace=ns, **self._tail_scope(body))
+        return ok(added.as_dict(), 201)
+
+    async def remove_tail_consumer(self, request: Request) -> Response:
+        ns = request.path_params["ns"]
+        scope = self._tail_scope(request.query_params)
+        _checked("consumer", self.engine.remove_tail_consumer, request.path_params["consumer"], namespace=ns, **scope)
         return ok(None)
 
     # -- scripts --------------------------------------------------------------------
@@ -511,6 +596,14 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
         Route("/namespaces/{ns}", api.update_namespace, methods=["PATCH"]),
         Route("/namespaces/{ns}", api.delete_namespace, methods=["DELETE"]),
         Route("/namespaces/{ns}/stats", api.namespace_stats, methods=["GET"]),
+        Route("/namespaces/{ns}/dispatcher", api.put_dispatcher, methods=["PUT"]),
+        Route("/namespaces/{ns}/dispatcher", api.delete_dispatcher, methods=["DELETE"]),
+        Route("/namespaces/{ns}/outbound", api.put_outbound, methods=["PUT"]),
+        Route("/namespaces/{ns}/outbound", api.delete_outbound, methods=["DELETE"]),
+        Route("/namespaces/{ns}/egress", api.put_egress, methods=["PUT"]),
+        Route("/namespaces/{ns}/tail-consumers", api.list_tail_consumers, methods=["GET"]),
+        Route("/namespaces/{ns}/tail-consumers", api.add_tail_consumer, methods=["POST"]),
+        Route("/namespaces/{ns}/tail-consumers/{consumer}", api.remove_tail_consumer, methods=["DELETE"]),
         Route("/namespaces/{ns}/scripts", api.list_scripts, methods=["GET"]),
         Route("/namespaces/{ns}/scripts", api.bulk_delete_scripts, methods=["DELETE"]),
         Route(script, api.put_script, methods=["PUT"]),
@@ -606,6 +699,53 @@ OPENAPI: dict[str, Any] = {
         "/namespaces/{ns}/stats": {
             "get": _op("Per script: stored request count, error count and last outcome", params=_NS,
                        errors=("401", "404")),
+        },
+        "/namespaces/{ns}/dispatcher": {
+            "put": _op("Front the namespace with a dispatch Worker (a Worker-protocol script)", params=_NS,
+                       errors=("400", "401", "404"), body=_JSON({
+                           "type": "object", "required": ["worker"], "additionalProperties": False,
+                           "properties": {"worker": {"type": "string"}}})),
+            "delete": _op("Route by host label or path again", params=_NS, errors=("401", "404")),
+        },
+        "/namespaces/{ns}/outbound": {
+            "put": _op("Set the namespace's Outbound Worker and its parameters", params=_NS,
+                       errors=("400", "401", "404"), body=_JSON({
+                           "type": "object", "required": ["service"], "additionalProperties": False, "properties": {
+                               "service": {"type": "string"},
+                               "parameters": {"type": "array", "items": {"oneOf": [
+                                   {"type": "string"},
+                                   {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                                       "name": {"type": "string"}, "template": {"type": ["string", "null"],
+                                       "description": "{worker} {namespace} {request.url} {request.host} {tag:NAME}"}}},
+                               ]}}}})),
+            "delete": _op("Send fetches straight to the network (after the egress policy)", params=_NS,
+                          errors=("401", "404")),
+        },
+        "/namespaces/{ns}/egress": {
+            "put": _op("Replace the egress policy (a new namespace allows nothing; block wins)", params=_NS,
+                       errors=("400", "401", "404"), body=_JSON({
+                           "type": "object", "additionalProperties": False, "properties": {
+                               "allow": {"type": "array", "items": {"type": "string"}},
+                               "block": {"type": "array", "items": {"type": "string"}}}})),
+        },
+        "/namespaces/{ns}/tail-consumers": {
+            "get": _op("List the namespace's tail consumers", params=_NS, errors=("401", "404")),
+            "post": _op("Deliver trace items of one script (worker), of the dispatcher (dispatcher: true) or of "
+                        "the whole namespace (neither) to a consumer's tail handler", params=_NS, ok_status="201",
+                        errors=("400", "401", "404"), body=_JSON({
+                            "type": "object", "required": ["consumer"], "additionalProperties": False, "properties": {
+                                "consumer": {"type": "string"}, "worker": {"type": "string"},
+                                "dispatcher": {"type": "boolean"}}})),
+        },
+        "/namespaces/{ns}/tail-consumers/{consumer}": {
+            "delete": {**_op("Stop a delivery (the same worker / dispatcher scope as when added)",
+                             params=("ns", "consumer"), errors=("400", "401", "404")),
+                       "parameters": [
+                           {"name": "ns", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "consumer", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "worker", "in": "query", "required": False, "schema": {"type": "string"}},
+                           {"name": "dispatcher", "in": "query", "required": False, "schema": {"enum": ["true", "false"]}},
+                       ]},
         },
         "/namespaces/{ns}/scripts": {
             "get": _op("List scripts, optionally filtered by tags", params=_NS, query=("tags",), errors=("400", "401", "404")),

@@ -21,7 +21,7 @@ from engine import Engine, Limits
 from server.admin_app import OPENAPI, DispatchListener, create_admin_app
 from server.auth import TokenFileError, default_token_path, load_or_create_token, token_matches
 
-from .conftest import ROOT, fixture_module
+from .conftest import ROOT, fixture_module, protocol_module
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -87,6 +87,11 @@ EVERY_CALL = [
     ("POST", "/namespaces/default/scripts/hello/rollback", {"version": 1}),
     ("GET", "/limits", None), ("PUT", "/limits/free", {"cpuMs": 1}), ("DELETE", "/limits/free", None),
     ("GET", "/traces", None), ("GET", "/server", None),
+    ("PUT", "/namespaces/default/dispatcher", {"worker": "hello"}), ("DELETE", "/namespaces/default/dispatcher", None),
+    ("PUT", "/namespaces/default/outbound", {"service": "hello"}), ("DELETE", "/namespaces/default/outbound", None),
+    ("PUT", "/namespaces/default/egress", {"allow": ["*"]}),
+    ("GET", "/namespaces/default/tail-consumers", None), ("POST", "/namespaces/default/tail-consumers", {"consumer": "hello"}),
+    ("DELETE", "/namespaces/default/tail-consumers/hello", None),
     ("GET", "/openapi.json", None), ("GET", "/no/such/path", None), ("POST", "/limits", None),
 ]
 
@@ -94,7 +99,7 @@ EVERY_CALL = [
 def test_every_openapi_path_is_in_the_auth_table() -> None:
     covered = {(m, p.split("?")[0]) for m, p, _ in EVERY_CALL}
     for path, item in OPENAPI["paths"].items():
-        concrete = path.replace("{ns}", "default").replace("{name}", "hello").replace("{tag}", "free")
+        concrete = path.replace("{ns}", "default").replace("{name}", "hello").replace("{tag}", "free").replace("{consumer}", "hello")
         for method in item:
             assert (method.upper(), concrete) in covered or (method.upper(), concrete.replace("default", "other")) in covered
 
@@ -432,7 +437,7 @@ async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.
     served = {(m, route.path) for route in create_admin_app(engine, TOKEN).app.routes
               for m in getattr(route, "methods", None) or () if m != "HEAD"}  # /tail is a WebSocket route
     assert documented == served
-    assert len(documented) == 25
+    assert len(documented) == 33
     error(await client.get("/no/such/path"), 404)
     response = await client.post("/limits")
     error(response, 405)
@@ -514,3 +519,59 @@ def test_over_real_http_with_the_token_printed_once(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+# --- platform settings (the Worker protocol's dispatch, outbound, egress, tail consumers) ------------
+
+
+async def test_outbound_egress_dispatcher_and_tail_consumers(client: httpx.AsyncClient, engine: Engine) -> None:
+    gateway = protocol_module("outbound-logger").read_bytes()
+    engine.deploy("gateway", gateway)
+    engine.deploy("audit", protocol_module("tail-collector").read_bytes())
+    engine.deploy("hello", HELLO)
+    base = "/namespaces/default"
+    result = ok(await client.put(base + "/outbound", json={
+        "service": "gateway", "parameters": ["customer_name", {"name": "url", "template": "{request.url}"}]}))
+    assert result["outbound"] == {"service": "gateway", "parameters": [
+        {"name": "customer_name", "template": None}, {"name": "url", "template": "{request.url}"}]}
+    assert ok(await client.put(base + "/egress", json={"allow": ["*.example.com"], "block": ["evil.example.com:443"]}))[
+        "egress"] == {"allow": ["*.example.com"], "block": ["evil.example.com:443"]}
+    assert ok(await client.put(base + "/dispatcher", json={"worker": "gateway"}))["dispatchWorker"] == "gateway"
+    assert ok(await client.post(base + "/tail-consumers", json={"consumer": "audit", "worker": "hello"}), 201) == {
+        "namespace": "default", "consumer": "audit", "scope": "worker", "worker": "hello"}
+    ok(await client.post(base + "/tail-consumers", json={"consumer": "audit", "dispatcher": True}), 201)
+    assert [c["scope"] for c in ok(await client.get(base + "/tail-consumers"))] == ["dispatcher", "worker"]
+    fetched = ok(await client.get(base))
+    assert fetched["dispatchWorker"] == "gateway" and fetched["outbound"]["service"] == "gateway"
+    ok(await client.delete(base + "/tail-consumers/audit", params={"worker": "hello"}))
+    ok(await client.delete(base + "/tail-consumers/audit", params={"dispatcher": "true"}))
+    assert ok(await client.get(base + "/tail-consumers")) == []
+    assert ok(await client.delete(base + "/outbound"))["outbound"] is None
+    assert ok(await client.delete(base + "/dispatcher"))["dispatchWorker"] is None
+
+
+async def test_platform_settings_refuse_bad_input_and_change_nothing(client: httpx.AsyncClient, engine: Engine) -> None:
+    engine.deploy("gateway", protocol_module("outbound-logger").read_bytes())
+    engine.deploy("hello", HELLO)
+    before = engine.namespace().as_dict()
+    base = "/namespaces/default"
+    assert "must speak the Worker protocol" in error(await client.put(base + "/outbound", json={"service": "hello"}), 400, "parameters")["message"]
+    error(await client.put(base + "/outbound", json={"service": "gateway", "parameters": ["bad name"]}), 400, "parameters")
+    error(await client.put(base + "/outbound", json={"service": "gateway", "parameters": [{"name": "u", "template": "{nope}"}]}), 400, "parameters")
+    error(await client.put(base + "/outbound", json={"service": "gateway", "parameters": [3]}), 400, "parameters")
+    error(await client.put(base + "/outbound", json={"service": 3}), 400, "service")
+    error(await client.put(base + "/outbound", json={"service": "gateway", "extra": 1}), 400, "extra")
+    error(await client.put(base + "/outbound", json={"service": "ghost"}), 404)
+    error(await client.put(base + "/egress", json={"allow": ["ok.example.com"], "block": ["http://x"]}), 400, "block")
+    error(await client.put(base + "/egress", json={"allow": "x.com"}), 400, "allow")
+    error(await client.put(base + "/egress", json={"deny": []}), 400, "deny")
+    error(await client.put(base + "/dispatcher", json={"worker": "hello"}), 400, "worker")
+    error(await client.put(base + "/dispatcher", json={}), 400, "body")
+    error(await client.post(base + "/tail-consumers", json={"consumer": "gateway", "worker": "gateway"}), 400, "consumer")
+    error(await client.post(base + "/tail-consumers", json={"consumer": "gateway", "dispatcher": "yes"}), 400, "dispatcher")
+    error(await client.delete(base + "/tail-consumers/gateway"), 404)
+    for path in ("/dispatcher", "/outbound", "/egress"):
+        error(await client.put("/namespaces/nope" + path, json={"worker": "x", "service": "x"}), 404)
+    error(await client.get("/namespaces/nope/tail-consumers"), 404)
+    assert engine.namespace().as_dict() == before
+    assert engine.tail_consumers("default") == []

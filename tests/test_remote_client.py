@@ -133,6 +133,23 @@ async def test_every_method_answers_as_the_local_client_does(engine: Engine, rem
     assert [w.name for w in engine.workers()] == ["hello"]
 
 
+async def test_outbound_and_egress_settings_over_http(engine: Engine, remote: RemoteClient) -> None:
+    from .conftest import protocol_module
+
+    engine.deploy("gateway", protocol_module("outbound-logger"))
+    engine.deploy("hello", fixture_module("hello"))
+    changed = await remote.set_outbound("gateway", [("customer_name", None), ("url", "{request.url}")], "default")
+    assert changed == engine.namespace() == await LocalClient(engine).namespace("default")
+    assert [(p.name, p.template) for p in changed.outbound.parameters] == [("customer_name", None), ("url", "{request.url}")]
+    assert (await remote.set_egress(["*.example.com"], ["evil.example.com"], "default")).egress == engine.namespace().egress
+    with pytest.raises(InvalidInput, match="must speak the Worker protocol"):
+        await remote.set_outbound("hello", [], "default")
+    with pytest.raises(InvalidInput, match="without a scheme or path"):
+        await remote.set_egress(["http://x"], [], "default")
+    assert (await remote.set_outbound(None, [], "default")).outbound is None
+    assert engine.namespace().egress.as_dict() == {"allow": ["*.example.com"], "block": ["evil.example.com"]}
+
+
 async def test_dispatch_carries_method_headers_and_body_and_keeps_repeated_headers(engine: Engine, remote: RemoteClient) -> None:
     engine.deploy("echo", fixture_module("echo"))
     request = Request("http://echo.example.com/p/a%20b?q=1&header=X-Thing:yes", method="PUT",
