@@ -27,6 +27,9 @@ def test_python_example_runs(tmp_path: Path) -> None:
     assert lines[1] == "['exceededCpu']"
     assert lines[2].startswith("[1] {'cpu_ms': 'tag:free'")
     assert lines[3] == "200 Hi!"
+    assert lines[4] == "1 403 55 outbound"  # the Outbound Worker blocked the host
+    assert lines[5] == "1 error EgressBlocked refused"  # the egress policy did
+    assert lines[6] == "['tail shop ok 200', 'tail shop ok 200']"  # the Tail Worker saw both
     assert result.stderr == ""
 
 
