@@ -136,7 +136,7 @@ def build_parser() -> Parser:
     tail.add_argument("--no-follow", action="store_true", help="exit after the history")
     tail.add_argument("--remote", metavar="URL", default=None,
                       help="tail a server's admin listener (e.g. http://127.0.0.1:8788) instead of the local database")
-    tail.add_argument("--token", default=None, help="the admin token for --remote (default: $WASMDECK_ADMIN_TOKEN)")
+    tail.add_argument("--token", default=None, help="the admin token for --remote (default: $WASMDECK_TOKEN, else $WASMDECK_ADMIN_TOKEN)")
 
     retention = commands.add_parser("retention", help="show or set how many trace items are kept")
     retention.add_argument("items", nargs="?", type=_positive)
@@ -364,9 +364,9 @@ async def run_remote_tail(args: argparse.Namespace) -> int:
     """`tail --remote`: no local database is opened."""
     from .remote_tail import remote_tail
 
-    token = args.token or os.environ.get("WASMDECK_ADMIN_TOKEN")
+    token = _admin_token(args)
     if not token:
-        print("wasmdeck: --remote needs the admin token (--token or $WASMDECK_ADMIN_TOKEN)", file=sys.stderr)
+        print("wasmdeck: --remote needs the admin token (--token or $WASMDECK_TOKEN)", file=sys.stderr)
         return 2
     return await remote_tail(
         args.remote, token, namespace=args.namespace, worker=args.worker, status=args.status, method=tuple(args.method),
@@ -397,6 +397,10 @@ async def cmd_console(engine: Engine, args: argparse.Namespace) -> int:
     return app.return_code or 0
 
 
+def _admin_token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get("WASMDECK_TOKEN") or os.environ.get("WASMDECK_ADMIN_TOKEN")
+
+
 async def run_remote_console(args: argparse.Namespace) -> int:
     """`console --remote`: the same console over the admin API; no local database is opened."""
     from console.app import WasmdeckApp
@@ -405,7 +409,7 @@ async def run_remote_console(args: argparse.Namespace) -> int:
     if args.demo:
         print("wasmdeck: --demo runs a local throwaway platform and cannot be combined with --remote", file=sys.stderr)
         return 2
-    token = args.token or os.environ.get("WASMDECK_TOKEN") or os.environ.get("WASMDECK_ADMIN_TOKEN")
+    token = _admin_token(args)
     if not token:
         print("wasmdeck: --remote needs the admin token (--token or $WASMDECK_TOKEN)", file=sys.stderr)
         return 2

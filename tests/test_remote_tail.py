@@ -274,3 +274,19 @@ async def test_remote_tail_connection_refused() -> None:
     assert await remote_tail(f"http://127.0.0.1:{port}", TOKEN, out=io.StringIO(), err=err) == 1
     assert err.getvalue().startswith(f"wasmdeck: cannot connect to ws://127.0.0.1:{port}/tail")
     assert err.getvalue().count("\n") == 1
+
+
+def test_tail_remote_takes_the_token_from_the_environment(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "cli.main", "--db", str(tmp_path / "x.db"), "tail", "--remote", f"http://127.0.0.1:{port}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WASMDECK_TOKEN", "WASMDECK_ADMIN_TOKEN")}
+    missing = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 2 and "needs the admin token (--token or $WASMDECK_TOKEN)" in missing.stderr
+    given = subprocess.run(command, capture_output=True, text=True, env={**env, "WASMDECK_TOKEN": TOKEN}, timeout=60)
+    assert given.returncode == 1 and given.stderr.startswith(f"wasmdeck: cannot connect to ws://127.0.0.1:{port}/tail")
