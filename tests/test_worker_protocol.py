@@ -438,3 +438,28 @@ async def test_pretty_traces_show_subrequests_and_tail_events(engine, deploy_pro
     assert f"  -> GET {origin.url('/x')} 200 (" in pretty and "ms via network)" in pretty
     (tail_item,) = await traces_of(engine, "tail-collector")
     assert format_pretty(tail_item).startswith("Tail of 1 event(s) (tail-collector) - Ok @ ")
+
+
+async def test_dispatch_calls_with_bad_options_are_refused_and_a_given_request_is_sent(engine: Engine, deploy_protocol):
+    deploy_protocol("sdk-probe", "probe")
+    deploy_protocol("outbound-logger")
+    engine.deploy("echo", fixture_module("echo"))
+    engine.set_outbound("outbound-logger", ["customer_name"])
+    engine.set_dispatch_worker("probe")
+
+    async def dispatched(query: str) -> dict:
+        response = await engine.request(f"http://any.example.com/?case=dispatch&{query}")
+        return json.loads(response.header("x-result") or response.text)
+
+    for query, message in (
+        ("name=Not_A_Label", "is not a DNS label"),
+        ("name=echo&cpu=0", "cpuMs must be between 1 and 300000"),
+        ("name=echo&param=nope:x", "'nope' is not declared by the namespace's Outbound Worker"),
+    ):
+        result = await dispatched(query)
+        assert result["errorName"] == "InvalidRequest", result
+        assert message in result["errorMessage"]
+    result = await dispatched(f"name=echo&own={quote('http://echo.example.com/given?x=1', safe='')}")
+    assert result["outcome"] == "ok" and result["status"] == 200
+    (echo,) = await traces_of(engine, "echo")
+    assert echo["event"]["request"]["method"] == "PUT" and echo["event"]["request"]["url"] == "http://echo.example.com/given?x=1"
