@@ -319,3 +319,44 @@ async def test_stream_connects_again_after_a_server_restart(engine: Engine) -> N
         await remote.close()
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+async def test_two_deploys_of_one_name_at_once_both_complete_and_no_request_sees_a_torn_state(engine: Engine) -> None:
+    import json
+
+    import httpx
+
+    engine.deploy("hello", HELLO, vars={"GREETING": "before"})
+    async with served(engine) as server:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        answers: list[tuple[int, str]] = []
+        stop = asyncio.Event()
+
+        async def hammer() -> None:
+            async with httpx.AsyncClient(base_url=server.dispatch_url, headers={"Host": "hello.example.com"}) as client:
+                while not stop.is_set():
+                    response = await client.get("/")
+                    answers.append((response.status_code, response.text))
+
+        async def deploy(greeting: str) -> httpx.Response:
+            async with httpx.AsyncClient(base_url=server.admin_url, headers=headers) as admin:
+                return await admin.put(
+                    "/namespaces/default/scripts/hello",
+                    data={"metadata": json.dumps({"vars": {"GREETING": greeting}})},
+                    files={"module": ("hello.wasm", HELLO.read_bytes(), "application/wasm")},
+                )
+
+        load = [asyncio.create_task(hammer()) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        first, second = await asyncio.gather(deploy("first"), deploy("second"))
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*load)
+    assert first.status_code == 200 and second.status_code == 200
+    versions = sorted([first.json()["result"]["version"], second.json()["result"]["version"]])
+    assert versions == [2, 3]  # both landed, one after the other
+    last = "first" if first.json()["result"]["version"] == 3 else "second"
+    assert engine.worker("hello").vars == {"GREETING": last}  # the last wins
+    assert answers and all(status == 200 for status, _ in answers)
+    assert {text for _, text in answers} <= {"before\n", "first\n", "second\n"}  # never a torn or failed answer
+    assert answers[-1][1] == f"{last}\n"
