@@ -495,3 +495,15 @@ def test_trace_detail_lists_subrequests_and_consumed_events() -> None:
         cpu_time=1, wall_time=2, consumed=[item],
     )
     assert "Consumed events (1)\n  shop" in summary(tail, timezone.utc).plain
+
+
+def test_a_tail_event_line_says_what_it_consumed() -> None:
+    from console.widgets.tail_pane import TraceRow
+    from engine.traces import tail_event_item
+
+    consumed = [new_item(script_name=name, namespace="default", outcome="ok", event_timestamp=0, cpu_time=0, wall_time=0,
+                         url="http://x/", method="GET", headers=[], status=200) for name in ("shop", "dispatcher", "shop")]
+    item = tail_event_item(script_name="audit", script_version=1, script_tags=(), namespace="default", outcome="ok",
+                           event_timestamp=0, cpu_time=1, wall_time=2, consumed=consumed)
+    row = TraceRow(item, 1, timezone.utc)
+    assert (row.method, row.url, row.worker) == ("TAIL", "3 event(s): dispatcher, shop", "audit")

@@ -201,8 +201,13 @@ class TraceRow:
         self.seq = seq
         self.namespace: str | None = item.get("dispatchNamespace")
         self.time = clock_time(int(item.get("eventTimestamp") or 0), tz)
-        self.method = str(request.get("method") or "?")
-        self.url = str(request.get("url") or "")
+        consumed = event.get("consumedEvents")
+        if consumed is not None:  # a Tail Worker's invocation: what it consumed instead of a request
+            self.method = "TAIL"
+            self.url = f"{len(consumed)} event(s): " + ", ".join(sorted({str(c.get('scriptName')) for c in consumed}))
+        else:
+            self.method = str(request.get("method") or "?")
+            self.url = str(request.get("url") or "")
         self.status: int | None = response.get("status")
         self.outcome = str(item.get("outcome") or "?")
         wall = int(item.get("wallTime") or 0)
