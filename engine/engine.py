@@ -275,6 +275,10 @@ class Engine:
     def worker(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
         return self.store.worker(namespace, name)
 
+    def module_bytes(self, worker: WorkerVersion) -> bytes:
+        """The module a worker version runs, as deployed."""
+        return self.store.module_bytes(worker.sha256)
+
     def versions(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> list[WorkerVersion]:
         return self.store.versions(namespace, name)
 

@@ -35,7 +35,7 @@ from .errors import InvalidInput, WasmdeckError
 from .limits import CAMEL, FIELDS, Limits
 from .metering import meter
 from .outbound import OutboundSetting, check_template
-from .store import DEFAULT_NAMESPACE, ROUTING_MODES, TailConsumer
+from .store import DEFAULT_NAMESPACE, ROUTING_MODES, TailConsumer, Worker
 from .validation import check_name, check_tag, check_tags, check_vars
 from .wasm_module import DEFAULT_MAX_MODULE_BYTES, validate_worker_module
 
@@ -716,10 +716,10 @@ def module_path(namespace: str, worker: str) -> str:
     return f"{MODULES_DIR}/{namespace}/{worker}.wasm"
 
 
-def platform_document(engine: Engine) -> tuple[dict[str, Any], dict[str, str]]:
-    """The current platform as manifest data, and {module path: sha256} for the modules it names."""
+def platform_document(engine: Engine) -> tuple[dict[str, Any], dict[str, Worker]]:
+    """The current platform as manifest data, and {module path: worker} for the modules it names."""
     document: dict[str, Any] = {}
-    modules: dict[str, str] = {}
+    modules: dict[str, Worker] = {}
     limits = {
         tag: {key: value for key, value in limits.as_dict().items() if value is not None}
         for tag, limits in sorted(engine.limits().items())
@@ -753,7 +753,7 @@ def platform_document(engine: Engine) -> tuple[dict[str, Any], dict[str, str]]:
                 item["vars"] = dict(sorted(worker.vars.items()))
             item["abi"] = worker.abi
             workers[worker.name] = item
-            modules[path] = worker.sha256
+            modules[path] = worker
         if workers:
             entry["workers"] = workers
         consumers = []
@@ -844,10 +844,10 @@ def export_manifest(engine: Engine, directory: str | os.PathLike[str]) -> Path:
     document, modules = platform_document(engine)
     text = render_manifest(document)
     folder.mkdir(parents=True, exist_ok=True)
-    for relative, sha256 in modules.items():
+    for relative, worker in modules.items():
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(engine.store.module_bytes(sha256))
+        target.write_bytes(engine.module_bytes(worker))
     manifest = folder / MANIFEST_FILE
     manifest.write_text(text, encoding="utf-8")
     return manifest

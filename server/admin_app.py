@@ -415,7 +415,7 @@ class AdminApi:
 
     async def get_content(self, request: Request) -> Response:
         worker = self.engine.worker(request.path_params["name"], namespace=request.path_params["ns"])
-        data = self.engine.store.module_bytes(worker.sha256)
+        data = self.engine.module_bytes(worker)
         return Response(data, media_type="application/wasm", headers={"ETag": f'"{worker.sha256}"'})
 
     async def get_tags(self, request: Request) -> Response:
