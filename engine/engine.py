@@ -4,42 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
-import re
 import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import protocol, wcgi
 from .egress import EgressPolicy
-from .errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
-from .http import Request, Response
+from .errors import InvalidInput, InvalidModule, WasmdeckError
+from .http import Request, Response, limit_response, text_response
 from .metering import meter
-from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, resolve
-from .network import FetchFailed, FetchResponse, Network
+from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, looks_out_of_memory, resolve
+from .network import Network
 from .outbound import OutboundSetting, check_outbound_values
-from .protocol import Frame, ProtocolViolation
-from .protocol_session import SessionResult, converse
+from .protocol_host import Invocation, ProtocolHost
 from .router import DispatchFunction, route
-from .runtime import GuestRun, GuestStartFailed, LoadShed, Runtime
+from .runtime import GuestRun, LoadShed, Runtime
 from .stderr_capture import RuntimeStderr
 from .store import DEFAULT_NAMESPACE, Namespace, Store, TailConsumer, Worker, WorkerVersion, now_ms
 from .tail_workers import TailDelivery
 from .trace_bus import Subscription, TraceBus
-from .traces import TraceFilter, exception_entry, is_tail_event, log_entries, new_item, tail_event_item
+from .traces import TraceFilter, exception_entry, log_entries, new_item
 from .validation import check_name, check_tag, check_tags, check_vars
 from .wasm_module import DEFAULT_MAX_MODULE_BYTES, memory_limit_pages, validate_worker_module
 
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
-_OUT_OF_MEMORY = re.compile(
-    r"out of memory|memory allocation of \d+ bytes failed|cannot allocate memory|failed to allocate|std::bad_alloc|\boom\b",
-    re.IGNORECASE,
-)
 
 
 def default_db_path() -> Path:
@@ -53,26 +45,11 @@ def default_db_path() -> Path:
 ABIS = (wcgi.ABI, protocol.ABI)
 
 
-@dataclass
-class _Invocation:
-    """What one protocol invocation may do, and what it did."""
-
-    namespace: Namespace
-    worker: Worker
-    role: str  # "user", "outbound", "dispatcher", "tail"
-    limits: EffectiveLimits
-    request: Request | None = None
-    outbound_values: Mapping[str, str] = field(default_factory=dict)
-    fetches: int = 0
-    subrequests: list[dict[str, Any]] = field(default_factory=list)
-    dispatched: list[dict[str, Any]] = field(default_factory=list)  # user Workers' trace items (dispatcher only)
-
-
 def default_concurrency() -> int:
     return max(16, 4 * (os.cpu_count() or 2))
 
 
-class Engine:
+class Engine(ProtocolHost):
     """Hosts many tenants' WebAssembly Workers in dispatch namespaces backed by one SQLite file.
 
     Store operations (deploy, list, limits...) are plain methods; running Workers is async
@@ -496,7 +473,7 @@ class Engine:
         if wall_cap_ms is not None:
             limits = limits.tightened(Limits(wall_ms=max(1, wall_cap_ms)), source="caller")
         if worker.abi == protocol.ABI:
-            invocation = _Invocation(ns, worker, "user", limits, request, dict(outbound_values or {}))
+            invocation = Invocation(ns, worker, "user", limits, request, dict(outbound_values or {}))
             return await self._run_protocol_fetch(invocation, timestamp, started, gated=gated)
         env = wcgi.environment(request, script_name=script_name, path_info=path_info, variables=worker.vars)
         budget_ms = min(limits.cpu_ms, limits.wall_ms)
@@ -521,335 +498,14 @@ class Engine:
     def _start_failure(self, error: Exception) -> tuple[str, Response, list[dict[str, Any]]]:
         """The outcome, response and exceptions when a guest could not even start."""
         if isinstance(error, LoadShed):
-            return "loadShed", _limit_response(503, "the engine is overloaded; try again shortly", "concurrency", str(error)), [
+            return "loadShed", limit_response(503, "the engine is overloaded; try again shortly", "concurrency", str(error)), [
                 exception_entry("LoadShed", str(error), self.clock())]
         if isinstance(error, InvalidModule):
-            return "exceededMemory", _limit_response(503, "Worker exceeded its memory limit", "memoryMb", str(error)), [
+            return "exceededMemory", limit_response(503, "Worker exceeded its memory limit", "memoryMb", str(error)), [
                 exception_entry("ExceededMemory", str(error), self.clock())]
         # a runtime failure must never take the caller down
-        return "internalError", _text_response(500, f"Internal error while running the Worker: {error}"), [
+        return "internalError", text_response(500, f"Internal error while running the Worker: {error}"), [
             exception_entry("InternalError", str(error), self.clock())]
-
-    # -- the Worker protocol -----------------------------------------------------
-
-    async def _converse(
-        self, invocation: _Invocation, event: bytes, final_type: str, env: dict[str, str], gated: bool
-    ) -> tuple[SessionResult, bytes, bool]:
-        """Run one protocol invocation; returns the session's result and the guest's stderr."""
-        worker, limits = invocation.worker, invocation.limits
-        async with self.runtime.session(
-            f"{invocation.namespace.name}/{worker.name}",
-            worker.sha256,
-            lambda: self.store.module_bytes(worker.sha256),
-            memory_pages=memory_limit_pages(limits.memory_mb),
-            env=env,
-            timeout_s=limits.wall_ms / 1000 + 1.0,
-            queue_timeout_s=limits.wall_ms / 1000,
-            gated=gated,
-        ) as guest:
-            result = await converse(
-                guest, event, final_type=final_type, cpu_ms=limits.cpu_ms, wall_ms=limits.wall_ms, clock=self.clock,
-                on_call=lambda frame, left: self._serve_call(invocation, frame, left),
-            )
-        return result, bytes(guest.stderr), guest.stderr_truncated
-
-    async def _run_protocol_fetch(
-        self, invocation: _Invocation, timestamp: int, started: float, *, gated: bool, extra_env: Mapping[str, str] | None = None
-    ) -> Response:
-        request, ns, worker = invocation.request, invocation.namespace, invocation.worker
-        assert request is not None
-        try:
-            event = protocol.encode(
-                {
-                    "type": "fetch",
-                    "protocol": protocol.VERSION,
-                    "request": {"method": request.method, "url": request.url, "headers": [list(h) for h in request.headers]},
-                    "worker": worker.name,
-                    "namespace": ns.name,
-                },
-                request.body,
-            )
-        except ValueError as error:
-            return self._finish(
-                request, ns.name, worker, worker.name, "exception", timestamp, started, 0,
-                _text_response(413, f"the request is too large for a Worker-protocol Worker: {error}"),
-                exceptions=[exception_entry("RequestTooLarge", str(error), self.clock())],
-            )
-        try:
-            result, stderr, stderr_truncated = await self._converse(
-                invocation, event, "response", {**worker.vars, **(extra_env or {})}, gated
-            )
-        except Exception as error:
-            outcome, response, exceptions = self._start_failure(error)
-            return self._finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response,
-                                exceptions=exceptions, subrequests=invocation.subrequests)
-        outcome, logs, exceptions, truncated, failure = self._session_outcome(invocation, result, stderr, stderr_truncated)
-        response = failure
-        if response is None:
-            assert result.final is not None
-            try:
-                response = _protocol_response(result.final, request.method)
-            except ProtocolViolation as violation:
-                outcome = "exception"
-                exceptions.append(exception_entry("ProtocolError", str(violation), self.clock()))
-                response = _text_response(502, f"Worker threw an exception: {violation}")
-        return self._finish(
-            request, ns.name, worker, worker.name, outcome, timestamp, started, round(result.cpu_ms), response,
-            logs=logs, exceptions=exceptions, truncated=truncated, subrequests=invocation.subrequests,
-        )
-
-    def _session_outcome(
-        self, invocation: _Invocation, result: SessionResult, stderr: bytes, stderr_truncated: bool
-    ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], bool, Response | None]:
-        """Outcome, logs, exceptions, truncated, and the error response (None when the guest answered)."""
-        end = self.clock()
-        limits = invocation.limits
-        stderr_logs, logs_truncated = log_entries(stderr, end)
-        logs = result.logs + stderr_logs
-        truncated = result.logs_truncated or logs_truncated or stderr_truncated
-        exceptions: list[dict[str, Any]] = []
-        if result.exit_error:
-            exceptions.append(exception_entry("ExitStatus", result.exit_error, end))
-        if result.failure is None and result.final is not None and result.final.type == "exception":
-            name = str(result.final.meta.get("name") or "Error")[:200]
-            message = str(result.final.meta.get("message") or "")
-            exceptions.append(exception_entry(name, message, end))
-            return "exception", logs, exceptions, truncated, _text_response(500, f"Worker threw an exception: {name}: {message}")
-        if result.failure is None:
-            return "ok", logs, exceptions, truncated, None
-        outcome, message = result.failure, result.message
-        if outcome == "exceededCpu":
-            message = f"{message} (limit from {limits.sources['cpu_ms']})"
-            response = _limit_response(503, "Worker exceeded its CPU time limit", "cpuMs", message, limits.cpu_ms)
-        elif outcome == "exceededWallTime":
-            message = f"Worker exceeded its wall-time limit of {limits.wall_ms} ms (limit from {limits.sources['wall_ms']})"
-            response = _limit_response(503, "Worker exceeded its wall-time limit", "wallMs", message, limits.wall_ms)
-        elif _OUT_OF_MEMORY.search(message) or _OUT_OF_MEMORY.search(stderr.decode("utf-8", "replace")):
-            outcome = "exceededMemory"
-            message = f"Worker ran out of memory under its {limits.memory_mb} MiB limit (limit from {limits.sources['memory_mb']}): {message}"
-            response = _limit_response(503, "Worker exceeded its memory limit", "memoryMb", message, limits.memory_mb)
-        elif outcome == "internalError":
-            response = _text_response(500, f"Internal error while running the Worker: {message}")
-        else:
-            first_line = message.splitlines()[0] if message else "unknown failure"
-            response = _text_response(500 if result.exception_name != "ProtocolError" else 502, f"Worker threw an exception: {first_line}")
-        exceptions.append(exception_entry(result.exception_name or "Error", message, end))
-        return outcome, logs, exceptions, truncated, response
-
-    async def _serve_call(self, invocation: _Invocation, frame: Frame, seconds_left: float) -> bytes:
-        if frame.type == "fetch":
-            return await self._serve_fetch(invocation, frame, seconds_left)
-        return await self._serve_dispatch(invocation, frame, seconds_left)
-
-    async def _serve_fetch(self, invocation: _Invocation, frame: Frame, seconds_left: float) -> bytes:
-        """A guest's fetch(): subrequest limit, egress policy, then the Outbound Worker or the network."""
-        call_id = frame.meta.get("id")
-        began = time.perf_counter()
-        raw = frame.meta.get("request")
-        url = str(raw.get("url", "")) if isinstance(raw, dict) else ""
-        method = str(raw.get("method") or "GET").upper() if isinstance(raw, dict) else "GET"
-        invocation.fetches += 1
-
-        def record(via: str, status: int | None = None, error: str | None = None) -> None:
-            entry: dict[str, Any] = {"url": url, "method": method, "via": via, "durationMs": round((time.perf_counter() - began) * 1000, 1)}
-            if status is not None:
-                entry["status"] = status
-            if error is not None:
-                entry["error"] = error
-            invocation.subrequests.append(entry)
-
-        def refuse(name: str, message: str, via: str = "refused") -> bytes:
-            record(via, error=f"{name}: {message}")
-            return protocol.encode({"type": "fetch_error", "id": call_id, "name": name, "message": message})
-
-        limits = invocation.limits
-        if invocation.fetches > limits.sub_requests:
-            return refuse(
-                "TooManySubrequests",
-                f"this invocation may make at most {limits.sub_requests} subrequests (limit from {limits.sources['sub_requests']})",
-            )
-        try:
-            if not isinstance(raw, dict):
-                raise InvalidInput("the fetch call has no request object")
-            subrequest = Request(url=url, method=method, headers=protocol.headers_from(raw.get("headers"), "the fetch request's"), body=frame.body)
-        except (InvalidInput, ProtocolViolation) as error:
-            return refuse("InvalidRequest", str(error))
-        blocked = invocation.namespace.egress.check(subrequest.url)
-        if blocked is not None:
-            return refuse("EgressBlocked", f"the egress policy of namespace {invocation.namespace.name!r} refused {subrequest.url}: {blocked}")
-        via = "outbound" if invocation.role == "user" and invocation.namespace.outbound is not None else "network"
-        try:
-            if via == "outbound":
-                got = await self._through_outbound(invocation, subrequest, seconds_left)
-            else:
-                got = await self.network.fetch(subrequest.method, subrequest.url, subrequest.headers, subrequest.body, max(0.001, seconds_left))
-        except FetchFailed as failure:
-            return refuse(failure.name, str(failure), via)
-        record(via, status=got.status)
-        return protocol.encode(
-            {"type": "fetch_result", "id": call_id, "status": got.status, "headers": [list(h) for h in got.headers]}, got.body
-        )
-
-    async def _through_outbound(self, invocation: _Invocation, subrequest: Request, seconds_left: float) -> FetchResponse:
-        """Hand a user Worker's subrequest to the namespace's Outbound Worker; its answer is the fetch's."""
-        ns = invocation.namespace
-        setting = ns.outbound
-        assert setting is not None
-        outbound = self._find_worker(ns.name, setting.service)
-        if outbound is None:
-            raise FetchFailed("OutboundError", f"the namespace's Outbound Worker {setting.service!r} is not deployed")
-        if outbound.abi != protocol.ABI:
-            raise FetchFailed("OutboundError", f"the Outbound Worker {setting.service!r} is a {outbound.abi} Worker and cannot receive fetches")
-        parameters = setting.environment(
-            invocation.outbound_values, worker=invocation.worker.name, namespace=ns.name, url=subrequest.url, tags=invocation.worker.tags
-        )
-        limits = self._limits_for(ns, outbound).tightened(Limits(wall_ms=max(1, int(seconds_left * 1000))), source="caller")
-        hop = _Invocation(ns, outbound, "outbound", limits, subrequest)
-        response = await self._run_protocol_fetch(hop, self.clock(), time.perf_counter(), gated=False, extra_env=parameters)
-        assert response.trace is not None
-        self._offer_to_tails(ns, [response.trace])
-        outcome = response.trace["outcome"]
-        if outcome != "ok":
-            detail = (response.trace.get("exceptions") or [{}])[-1].get("message", "")
-            raise FetchFailed("OutboundError", f"the Outbound Worker {outbound.name!r} failed ({outcome})" + (f": {detail}" if detail else ""))
-        return FetchResponse(response.status, response.headers, response.body)
-
-    async def _serve_dispatch(self, invocation: _Invocation, frame: Frame, seconds_left: float) -> bytes:
-        """A dispatch Worker's dispatch(name, {limits, outbound}): run a user Worker of the namespace."""
-        call_id = frame.meta.get("id")
-
-        def refuse(name: str, message: str) -> bytes:
-            return protocol.encode({"type": "dispatch_error", "id": call_id, "name": name, "message": message})
-
-        ns = invocation.namespace
-        if invocation.role != "dispatcher":
-            return refuse("NotAllowed", "only the namespace's dispatch Worker can call dispatch")
-        name = frame.meta.get("name")
-        options = frame.meta.get("options") or {}
-        try:
-            check_name(name if isinstance(name, str) else repr(name))
-            if not isinstance(options, dict):
-                raise InvalidInput("dispatch options must be an object")
-            unknown = set(options) - {"limits", "outbound"}
-            if unknown:
-                raise InvalidInput(f"unknown dispatch option {sorted(unknown)[0]!r}; the options are limits and outbound")
-            limits = Limits.from_dict(options.get("limits") or {})
-            values = check_outbound_values(options.get("outbound") or {}, ns.outbound)
-            raw = frame.meta.get("request")
-            if raw is None:
-                request = invocation.request
-            elif isinstance(raw, dict):
-                request = Request(
-                    url=str(raw.get("url", "")), method=str(raw.get("method") or "GET"),
-                    headers=protocol.headers_from(raw.get("headers"), "the dispatched request's"), body=frame.body,
-                )
-            else:
-                raise InvalidInput("the dispatched request must be an object")
-        except (InvalidInput, ProtocolViolation) as error:
-            return refuse("InvalidRequest", str(error))
-        assert request is not None
-        if name == invocation.worker.name:
-            return refuse("NotAllowed", "a dispatch Worker cannot dispatch to itself")
-        response = await self._run_user(
-            request, ns, name, self.clock(), time.perf_counter(),
-            limits_override=limits, outbound_values=values, gated=False, wall_cap_ms=int(seconds_left * 1000),
-        )
-        assert response.trace is not None
-        invocation.dispatched.append(response.trace)
-        return protocol.encode(
-            {
-                "type": "dispatch_result",
-                "id": call_id,
-                "outcome": response.trace["outcome"],
-                "status": response.status,
-                "headers": [list(h) for h in response.headers],
-            },
-            response.body,
-        )
-
-    async def _dispatch_through_worker(self, request: Request, ns: Namespace, timestamp: int, started: float) -> Response:
-        assert ns.dispatch_worker is not None
-        dispatcher = self._find_worker(ns.name, ns.dispatch_worker)
-        if dispatcher is None or dispatcher.abi != protocol.ABI:
-            problem = "is not deployed" if dispatcher is None else f"is a {dispatcher.abi} Worker, not a Worker-protocol one"
-            message = f"the namespace's dispatch Worker {ns.dispatch_worker!r} {problem}"
-            return self._finish(
-                request, ns.name, dispatcher, ns.dispatch_worker, "internalError", timestamp, started, 0,
-                _text_response(500, message), exceptions=[exception_entry("InternalError", message, self.clock())],
-            )
-        invocation = _Invocation(ns, dispatcher, "dispatcher", self._limits_for(ns, dispatcher), request)
-        response = await self._run_protocol_fetch(invocation, timestamp, started, gated=True)
-        assert response.trace is not None
-        self._offer_to_tails(ns, [response.trace, *invocation.dispatched], from_dispatcher=True)
-        return response
-
-    # -- Tail Workers ----------------------------------------------------------------
-
-    def _offer_to_tails(self, ns: Namespace, items: list[dict[str, Any] | None], *, from_dispatcher: bool = False) -> None:
-        consumers = self._cached(("tail_consumers", ns.name), lambda: self.store.tail_consumers(ns.name), checked=True)
-        if not consumers:
-            return
-        batches: dict[str, list[dict[str, Any]]] = {}
-        for consumer in consumers:
-            batch = batches.setdefault(consumer.consumer, [])
-            for item in items:
-                if item is None or is_tail_event(item) or item.get("scriptName") == consumer.consumer:
-                    continue  # no consumer ever receives tail events, so none can loop
-                wanted = (
-                    consumer.scope == "namespace"
-                    or (consumer.scope == "worker" and item.get("scriptName") == consumer.worker)
-                    or (consumer.scope == "dispatcher" and from_dispatcher)
-                )
-                if wanted and not any(existing is item for existing in batch):
-                    batch.append(item)
-        for consumer_name, batch in batches.items():
-            if batch:
-                self.tail_delivery.offer(ns.name, consumer_name, batch)
-
-    async def _deliver_tail(self, namespace: str, consumer: str, items: list[dict[str, Any]]) -> None:
-        """Run `consumer`'s tail handler on a batch; its own trace item is published, never delivered."""
-        if self._closed:
-            return
-        self._check_config()
-        try:
-            ns = self._cached(("namespace", namespace), lambda: self.store.namespace(namespace), checked=True)
-        except NotFound:
-            return
-        worker = self._find_worker(namespace, consumer)
-        if worker is None or worker.abi != protocol.ABI:
-            return
-        body = json.dumps(items, separators=(",", ":")).encode()
-        if len(body) > protocol.MAX_BODY_BYTES:
-            if len(items) > 1:
-                half = len(items) // 2
-                await self._deliver_tail(namespace, consumer, items[:half])
-                await self._deliver_tail(namespace, consumer, items[half:])
-                return
-            items = [{k: items[0].get(k) for k in ("scriptName", "outcome", "eventTimestamp", "dispatchNamespace")} | {"truncated": True}]
-            body = json.dumps(items).encode()
-        timestamp, started = self.clock(), time.perf_counter()
-        invocation = _Invocation(ns, worker, "tail", self._limits_for(ns, worker))
-        event = protocol.encode(
-            {"type": "tail", "protocol": protocol.VERSION, "count": len(items), "worker": worker.name, "namespace": namespace}, body
-        )
-        cpu = 0
-        try:
-            result, stderr, stderr_truncated = await self._converse(invocation, event, "done", dict(worker.vars), gated=True)
-        except Exception as error:
-            outcome, _, exceptions = self._start_failure(error)
-            logs: list[dict[str, Any]] = []
-            truncated = False
-        else:
-            outcome, logs, exceptions, truncated, _ = self._session_outcome(invocation, result, stderr, stderr_truncated)
-            cpu = round(result.cpu_ms)
-        self.traces.publish(
-            tail_event_item(
-                script_name=worker.name, script_version=worker.version, script_tags=worker.tags, namespace=namespace,
-                outcome=outcome, event_timestamp=timestamp, cpu_time=cpu,
-                wall_time=round((time.perf_counter() - started) * 1000), consumed=items, logs=logs,
-                exceptions=exceptions, truncated=truncated, subrequests=invocation.subrequests,
-            )
-        )
 
     def _complete(
         self,
@@ -884,35 +540,35 @@ class Engine:
             if limits.cpu_ms <= limits.wall_ms:
                 message = f"Worker exceeded its CPU time limit of {limits.cpu_ms} ms (limit from {limits.sources['cpu_ms']})"
                 exceptions.append(exception_entry("ExceededCpu", message, end))
-                return finish("exceededCpu", _limit_response(503, "Worker exceeded its CPU time limit", "cpuMs", message, limits.cpu_ms))
+                return finish("exceededCpu", limit_response(503, "Worker exceeded its CPU time limit", "cpuMs", message, limits.cpu_ms))
             message = f"Worker exceeded its wall-time limit of {limits.wall_ms} ms (limit from {limits.sources['wall_ms']})"
             exceptions.append(exception_entry("ExceededWallTime", message, end))
-            return finish("exceededWallTime", _limit_response(503, "Worker exceeded its wall-time limit", "wallMs", message, limits.wall_ms))
+            return finish("exceededWallTime", limit_response(503, "Worker exceeded its wall-time limit", "wallMs", message, limits.wall_ms))
         if run.outcome in ("trap", "exited") and (run.outcome == "trap" or run.exit_code != 0):
             failure = run.error or f"the Worker exited with status {run.exit_code}"
-            if _OUT_OF_MEMORY.search(stderr_text) or _OUT_OF_MEMORY.search(failure):
+            if looks_out_of_memory(stderr_text) or looks_out_of_memory(failure):
                 message = f"Worker ran out of memory under its {limits.memory_mb} MiB limit (limit from {limits.sources['memory_mb']})"
                 exceptions.append(exception_entry("ExceededMemory", f"{message}: {failure}", end))
-                return finish("exceededMemory", _limit_response(503, "Worker exceeded its memory limit", "memoryMb", message, limits.memory_mb))
+                return finish("exceededMemory", limit_response(503, "Worker exceeded its memory limit", "memoryMb", message, limits.memory_mb))
             if run.outcome == "trap":
                 name, _, detail = failure.removeprefix("command execution failed: ").partition(": ")
                 exceptions.append(exception_entry("WasmTrap", failure.removeprefix("command execution failed: "), end))
                 first_line = failure.removeprefix("command execution failed: ").splitlines()[0]
-                return finish("exception", _text_response(500, f"Worker threw an exception: the guest trapped ({first_line})"))
+                return finish("exception", text_response(500, f"Worker threw an exception: the guest trapped ({first_line})"))
             exceptions.append(exception_entry("ExitStatus", failure, end))
-            return finish("exception", _text_response(500, f"Worker threw an exception: {failure}"))
+            return finish("exception", text_response(500, f"Worker threw an exception: {failure}"))
         if run.outcome == "failed":
             exceptions.append(exception_entry("InternalError", run.error or "the guest failed", end))
-            return finish("internalError", _text_response(500, f"Internal error while running the Worker: {run.error}"))
+            return finish("internalError", text_response(500, f"Internal error while running the Worker: {run.error}"))
         if run.stdout_truncated:
             message = f"the Worker's response exceeds the {self.max_response_bytes // 2**20} MiB limit"
             exceptions.append(exception_entry("ResponseTooLarge", message, end))
-            return finish("exception", _text_response(502, f"Worker threw an exception: {message}"))
+            return finish("exception", text_response(502, f"Worker threw an exception: {message}"))
         try:
             parsed = wcgi.parse_response(run.stdout)
         except wcgi.InvalidResponse as error:
             exceptions.append(exception_entry("InvalidResponse", str(error), end))
-            return finish("exception", _text_response(502, f"Worker threw an exception: {error}"))
+            return finish("exception", text_response(502, f"Worker threw an exception: {error}"))
         return finish("ok", Response(parsed.status, parsed.headers, b"" if request.method == "HEAD" else parsed.body))
 
     def _finish(
@@ -1029,23 +685,3 @@ class Engine:
         finally:
             if subscription is not None:
                 subscription.close()
-
-
-def _text_response(status: int, message: str) -> Response:
-    return Response(status, [("Content-Type", "text/plain; charset=utf-8")], (message.rstrip("\n") + "\n").encode())
-
-
-def _protocol_response(final: Frame, method: str) -> Response:
-    """The Response a guest's `response` frame describes (raises ProtocolViolation if malformed)."""
-    status = final.meta.get("status")
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise ProtocolViolation(f"the Worker's response status {status!r} is not a number from 100 to 599")
-    headers = protocol.headers_from(final.meta.get("headers"), "the response's")
-    return Response(status, headers, b"" if method == "HEAD" else final.body)
-
-
-def _limit_response(status: int, error: str, limit: str, detail: str, value: int | None = None) -> Response:
-    body = {"error": error, "limit": limit, "detail": detail}
-    if value is not None:
-        body["value"] = value
-    return Response(status, [("Content-Type", "application/json")], (json.dumps(body) + "\n").encode())

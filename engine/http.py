@@ -114,3 +114,16 @@ class Response:
             "bodyEncoding": encoding,
             "trace": self.trace,
         }
+
+
+def text_response(status: int, message: str) -> Response:
+    """A plain-text answer the engine itself gives (not found, an exception, an internal error)."""
+    return Response(status, [("Content-Type", "text/plain; charset=utf-8")], (message.rstrip("\n") + "\n").encode())
+
+
+def limit_response(status: int, error: str, limit: str, detail: str, value: int | None = None) -> Response:
+    """The JSON answer for an invocation stopped by a limit: which one, and why."""
+    body: dict[str, Any] = {"error": error, "limit": limit, "detail": detail}
+    if value is not None:
+        body["value"] = value
+    return Response(status, [("Content-Type", "application/json")], (json.dumps(body) + "\n").encode())

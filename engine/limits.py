@@ -7,6 +7,7 @@ engine's default. A dispatcher may then tighten (never loosen) the result per re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -55,6 +56,17 @@ class Limits:
                 raise InvalidInput(f"unknown limit {key!r}; known limits are cpuMs, memoryMb, subRequests, wallMs")
             values[by_key[key]] = value
         return cls(**values)
+
+
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|memory allocation of \d+ bytes failed|cannot allocate memory|failed to allocate|std::bad_alloc|\boom\b",
+    re.IGNORECASE,
+)
+
+
+def looks_out_of_memory(text: str) -> bool:
+    """Whether a guest's failure reads like running out of memory (C, Rust and C++ runtimes say so)."""
+    return bool(_OUT_OF_MEMORY.search(text))
 
 
 # The engine's defaults, used for any field that neither a tag nor the namespace sets.
