@@ -182,7 +182,7 @@ async def serve(
         app,
         host=host,
         port=port,
-        http="h11",
+        http="httptools",
         lifespan="on",
         access_log=False,  # ours has the outcome and the wall time
         log_config=None,  # logging is configured above
