@@ -22,7 +22,7 @@ from engine.errors import InvalidInput
 from engine.http import parse_header_line
 from engine.limits import CAMEL, FIELDS
 from engine.validation import parse_var_assignment
-from server.runner import add_serve_arguments
+from server.runner import add_serve_arguments, whole_number
 
 from .platform_commands import COMMANDS as PLATFORM_COMMANDS, register as register_platform_commands
 
@@ -36,14 +36,7 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
+_positive = whole_number(0)
 
 
 def build_parser() -> Parser:

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,34 +37,26 @@ GRACEFUL_SHUTDOWN_S = 30.0  # the engine's default wallMs: a request still runni
 log = logging.getLogger("wasmdeck.server")
 
 
-def _byte_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
+def whole_number(minimum: int = 0, maximum: int | None = None, noun: str = "whole number") -> Callable[[str], int]:
+    """An argparse type: a whole number from `minimum` (to `maximum`), else one sentence saying why not."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
+        if maximum is not None and not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{text} is not a {noun} ({minimum}-{maximum})")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is negative" if minimum == 0 else f"{text} is less than {minimum}")
+        return value
+
+    return parse
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is less than 1")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-65535)")
-    return value
+_byte_count = whole_number(0, noun="whole number of bytes")
+_at_least_one = whole_number(1)
+_port = whole_number(1, 65535, noun="port number")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
