@@ -463,3 +463,24 @@ async def test_dispatch_calls_with_bad_options_are_refused_and_a_given_request_i
     assert result["outcome"] == "ok" and result["status"] == 200
     (echo,) = await traces_of(engine, "echo")
     assert echo["event"]["request"]["method"] == "PUT" and echo["event"]["request"]["url"] == "http://echo.example.com/given?x=1"
+
+
+async def test_concurrent_fetches_through_the_outbound_worker_all_complete(engine: Engine, deploy_protocol, origin):
+    import asyncio
+
+    deploy_protocol("fetcher")
+    deploy_protocol("outbound-logger")
+    engine.set_egress(allow=[origin.netloc])
+    engine.set_outbound("outbound-logger", ["customer_name"])
+    url = fetch_url(origin, "/c", count="2")
+    gate = asyncio.Semaphore(16)
+
+    async def one() -> tuple[int, str]:
+        async with gate:
+            response = await engine.request(url)
+            return response.status, response.text
+
+    answers = await asyncio.gather(*(one() for _ in range(120)))
+    assert all(status == 200 and text.startswith("1 200 14\n2 200 14\n") for status, text in answers), answers[:3]
+    assert len(origin.seen) == 240
+    assert engine.runtime.running == 0 and engine.runtime.waiting == 0
