@@ -201,7 +201,8 @@ class ProtocolHost:
         if invocation.fetches > limits.sub_requests:
             return refuse(
                 "TooManySubrequests",
-                f"this invocation may make at most {limits.sub_requests} subrequests (limit from {limits.sources['sub_requests']})",
+                f"this invocation may make at most {limits.sub_requests} subrequest{'' if limits.sub_requests == 1 else 's'} "
+                f"(limit from {limits.sources['sub_requests']})",
             )
         try:
             if not isinstance(raw, dict):

@@ -484,3 +484,14 @@ async def test_concurrent_fetches_through_the_outbound_worker_all_complete(engin
     assert all(status == 200 and text.startswith("1 200 14\n2 200 14\n") for status, text in answers), answers[:3]
     assert len(origin.seen) == 240
     assert engine.runtime.running == 0 and engine.runtime.waiting == 0
+
+
+async def test_a_python_dispatch_function_can_tighten_subrequests(db_path, wasmer_cache, origin):
+    target = DispatchTarget("fetcher", limits={"subRequests": 1})
+    async with Engine(db_path, cache_dir=wasmer_cache, dispatch_function=lambda request, ns: target) as engine:
+        engine.deploy("fetcher", protocol_module("fetcher"))
+        engine.set_egress(allow=[origin.netloc])
+        response = await engine.request(fetch_url(origin, count="2"))
+        lines = response.text.splitlines()
+        assert lines[0].startswith("1 200")
+        assert lines[1].startswith("2 error TooManySubrequests: this invocation may make at most 1 subrequest (limit from dispatch)")
