@@ -58,6 +58,10 @@ def protocol_response(final: Frame, method: str) -> Response:
 
 
 class ProtocolHost:
+    """Engine's Worker-protocol half. Besides the attributes below, it uses Engine's `_finish`
+    (publish a trace item), `_run_user` (run a user Worker of either ABI), `_find_worker`,
+    `_limits_for`, `_start_failure` and the config cache (`_cached`, `_check_config`)."""
+
     # provided by Engine
     runtime: "Runtime"
     store: Store
