@@ -22,6 +22,7 @@ from .messages import LimitsChanged, NamespaceChanged, PlatformChanged, WorkersC
 from .screens.limits import LimitsView
 from .screens.outbound import OutboundView
 from .screens.requests import RequestsView
+from .screens.tail_workers import TailWorkersView
 from .screens.tail import TailView
 from .screens.workers import WorkersView
 from .widgets.help import HelpScreen
@@ -30,7 +31,7 @@ from .widgets.status_bar import StatusBar
 
 PUMP_INTERVAL_S = 0.05
 STATS_REFRESH_S = 2.0
-TABS = ("workers", "limits", "outbound", "requests", "tail")
+TABS = ("workers", "limits", "outbound", "tail-workers", "requests", "tail")
 
 Traffic = Callable[[EngineClient, Callable[[], str]], Awaitable[None]]
 
@@ -41,14 +42,15 @@ class WasmdeckApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "wasmdeck"
     ENABLE_COMMAND_PALETTE = True
-    # start on the workers table, never in the filter box (where 1-5 would be typed, not obeyed)
+    # start on the workers table, never in the filter box (where 1-6 would be typed, not obeyed)
     AUTO_FOCUS = "#workers-table"
     BINDINGS = [
         Binding("1", "show_tab('workers')", "Workers", id="app.workers", show=False),
         Binding("2", "show_tab('limits')", "Limits", id="app.limits", show=False),
         Binding("3", "show_tab('outbound')", "Outbound", id="app.outbound", show=False),
-        Binding("4", "show_tab('requests')", "Requests", id="app.requests", show=False),
-        Binding("5", "show_tab('tail')", "Tail", id="app.tail", show=False),
+        Binding("4", "show_tab('tail-workers')", "Tail Workers", id="app.tail_workers", show=False),
+        Binding("5", "show_tab('requests')", "Requests", id="app.requests", show=False),
+        Binding("6", "show_tab('tail')", "Tail", id="app.tail", show=False),
         Binding("n", "choose_namespace", "Namespace", id="app.namespace"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
@@ -86,9 +88,11 @@ class WasmdeckApp(App[None]):
                 yield LimitsView(id="limits-view")
             with TabPane("3 Outbound", id="outbound"):
                 yield OutboundView(id="outbound-view")
-            with TabPane("4 Requests", id="requests"):
+            with TabPane("4 Tail Workers", id="tail-workers"):
+                yield TailWorkersView(id="tail-workers-view")
+            with TabPane("5 Requests", id="requests"):
                 yield RequestsView(id="requests-view")
-            with TabPane("5 Tail", id="tail"):
+            with TabPane("6 Tail", id="tail"):
                 yield TailView(id="tail-view")
         yield StatusBar(self.clock, self.client.description, id="status-bar")
         yield Footer(compact=True)
@@ -100,6 +104,7 @@ class WasmdeckApp(App[None]):
         self.workers_view = self.query_one(WorkersView)
         self.limits_view = self.query_one(LimitsView)
         self.outbound_view = self.query_one(OutboundView)
+        self.tail_workers_view = self.query_one(TailWorkersView)
         self.tabs = self.query_one("#tabs", TabbedContent)
         self.status_bar.namespace = self.namespace
         self._stream = self.client.stream(TraceFilter())
@@ -202,6 +207,7 @@ class WasmdeckApp(App[None]):
         self.workers_view.reload()
         self.limits_view.reload()
         self.outbound_view.reload()
+        self.tail_workers_view.reload()
         self.notify(f"Showing namespace {namespace}", title="Namespace")
         self.post_message(NamespaceChanged(namespace))
 
@@ -209,6 +215,7 @@ class WasmdeckApp(App[None]):
     def workers_changed(self) -> None:
         self.limits_view.reload()
         self.outbound_view.reload()
+        self.tail_workers_view.reload()
 
     @on(PlatformChanged)
     def platform_changed(self) -> None:
@@ -252,12 +259,17 @@ class WasmdeckApp(App[None]):
             "Edit outbound settings", "Choose the Outbound Worker, its parameters and the egress policy",
             self._go(self.outbound_view.focus_main, "outbound"),
         )
+        yield SystemCommand(
+            "Attach a Tail Worker", "Deliver a Worker's, the dispatcher's or the namespace's trace items to a tail handler",
+            self._go(lambda: self.run_worker(self.tail_workers_view.action_add()), "tail-workers"),
+        )
         requests = self.query_one(RequestsView)
         yield SystemCommand("Compose a request", "Send a request through dispatch", self._go(requests.focus_main, "requests"))
         yield SystemCommand("New tail pane", "Open another live tail pane", self._go(tail.action_add_pane, "tail"))
         yield SystemCommand("Switch namespace", "Choose the namespace the console shows", self.action_choose_namespace)
         for tab in TABS:
-            yield SystemCommand(f"Go to {tab.title()}", f"Show the {tab} tab", lambda tab=tab: self.action_show_tab(tab))
+            title = tab.replace("-", " ")
+            yield SystemCommand(f"Go to {title.title()}", f"Show the {title} tab", lambda tab=tab: self.action_show_tab(tab))
 
     def _go(self, action: Callable[[], object], tab: str) -> Callable[[], None]:
         def run() -> None:

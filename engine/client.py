@@ -17,7 +17,7 @@ from typing import Any
 from .engine import Engine
 from .http import Request, Response
 from .limits import EffectiveLimits, Limits
-from .store import Namespace, Worker, WorkerVersion
+from .store import Namespace, TailConsumer, Worker, WorkerVersion
 from .traces import TraceFilter
 
 
@@ -74,6 +74,16 @@ class EngineClient(abc.ABC):
 
     @abc.abstractmethod
     async def set_egress(self, allow: Iterable[str], block: Iterable[str], namespace: str) -> Namespace: ...
+
+    @abc.abstractmethod
+    async def tail_consumers(self, namespace: str) -> list[TailConsumer]: ...
+
+    @abc.abstractmethod
+    async def add_tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> TailConsumer:
+        """Deliver trace items of `worker`, of the dispatcher, or (neither) of the namespace to `consumer`."""
+
+    @abc.abstractmethod
+    async def remove_tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> None: ...
 
     @abc.abstractmethod
     async def workers(self, namespace: str, tags: Iterable[str] = ()) -> list[WorkerRow]: ...
@@ -227,6 +237,15 @@ class LocalClient(EngineClient):
 
     async def set_egress(self, allow: Iterable[str], block: Iterable[str], namespace: str) -> Namespace:
         return self.engine.set_egress(allow=list(allow), block=list(block), namespace=namespace)
+
+    async def tail_consumers(self, namespace: str) -> list[TailConsumer]:
+        return self.engine.tail_consumers(namespace)
+
+    async def add_tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> TailConsumer:
+        return self.engine.add_tail_consumer(consumer, worker=worker, dispatcher=dispatcher, namespace=namespace)
+
+    async def remove_tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> None:
+        self.engine.remove_tail_consumer(consumer, worker=worker, dispatcher=dispatcher, namespace=namespace)
 
     async def limits(self) -> dict[str, Limits]:
         return self.engine.limits()

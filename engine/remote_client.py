@@ -36,7 +36,7 @@ from .client import EngineClient, TraceStream, WorkerRow
 from .errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
 from .http import Request, Response
 from .limits import CAMEL, FIELDS, EffectiveLimits, Limits
-from .store import Namespace, Worker, WorkerVersion
+from .store import Namespace, TailConsumer, Worker, WorkerVersion
 from .traces import OUTCOMES, TraceFilter
 from .validation import check_name, check_tags, check_vars
 
@@ -206,6 +206,19 @@ class RemoteClient(EngineClient):
     async def set_egress(self, allow: Iterable[str], block: Iterable[str], namespace: str) -> Namespace:
         body = {"allow": list(allow), "block": list(block)}
         return _namespace(await self._call("PUT", f"/namespaces/{_quoted(namespace)}/egress", json=body))
+
+    async def tail_consumers(self, namespace: str) -> list[TailConsumer]:
+        return [TailConsumer(**item) for item in await self._call("GET", f"/namespaces/{_quoted(namespace)}/tail-consumers")]
+
+    async def add_tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> TailConsumer:
+        body: dict[str, Any] = {"consumer": consumer, "dispatcher": dispatcher}
+        if worker is not None:
+            body["worker"] = worker
+        return TailConsumer(**await self._call("POST", f"/namespaces/{_quoted(namespace)}/tail-consumers", json=body))
+
+    async def remove_tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> None:
+        params = {"dispatcher": "true" if dispatcher else "false", **({"worker": worker} if worker is not None else {})}
+        await self._call("DELETE", f"/namespaces/{_quoted(namespace)}/tail-consumers/{_quoted(consumer)}", params=params)
 
     async def namespaces(self) -> list[Namespace]:
         return [_namespace(item) for item in await self._call("GET", "/namespaces")]

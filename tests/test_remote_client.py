@@ -147,6 +147,19 @@ async def test_outbound_and_egress_settings_over_http(engine: Engine, remote: Re
     with pytest.raises(InvalidInput, match="without a scheme or path"):
         await remote.set_egress(["http://x"], [], "default")
     assert (await remote.set_outbound(None, [], "default")).outbound is None
+
+    engine.deploy("audit", protocol_module("tail-collector"))
+    added = await remote.add_tail_consumer("audit", "hello", False, "default")
+    await remote.add_tail_consumer("audit", None, True, "default")
+    assert await remote.tail_consumers("default") == await LocalClient(engine).tail_consumers("default") == engine.tail_consumers("default")
+    assert added in engine.tail_consumers("default")
+    with pytest.raises(InvalidInput, match="cannot be its own tail consumer"):
+        await remote.add_tail_consumer("audit", "audit", False, "default")
+    await remote.remove_tail_consumer("audit", "hello", False, "default")
+    await remote.remove_tail_consumer("audit", None, True, "default")
+    assert engine.tail_consumers("default") == []
+    with pytest.raises(NotFound):
+        await remote.remove_tail_consumer("audit", None, True, "default")
     assert engine.namespace().egress.as_dict() == {"allow": ["*.example.com"], "block": ["evil.example.com"]}
 
 
