@@ -49,6 +49,21 @@ def default_concurrency() -> int:
     return max(16, 4 * (os.cpu_count() or 2))
 
 
+def read_module(module: bytes | bytearray | str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
+    """A module given as bytes or a file path; a missing, non-file or (with `max_bytes`) oversized file is refused."""
+    if isinstance(module, (bytes, bytearray, memoryview)):
+        return bytes(module)
+    path = Path(module)
+    if not path.exists():
+        raise InvalidInput(f"module file {path} does not exist")
+    if not path.is_file():
+        raise InvalidInput(f"module path {path} is not a file")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidModule(f"the module is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
+    return path.read_bytes()
+
+
 class Engine(ProtocolHost):
     """Hosts many tenants' WebAssembly Workers in dispatch namespaces backed by one SQLite file.
 
@@ -198,19 +213,7 @@ class Engine(ProtocolHost):
     # -- workers ------------------------------------------------------------------
 
     def _read_module(self, module: bytes | bytearray | str | os.PathLike[str]) -> bytes:
-        if isinstance(module, (bytes, bytearray, memoryview)):
-            return bytes(module)
-        path = Path(module)
-        if not path.exists():
-            raise InvalidInput(f"module file {path} does not exist")
-        if not path.is_file():
-            raise InvalidInput(f"module path {path} is not a file")
-        size = path.stat().st_size
-        if size > self.max_module_bytes:
-            raise InvalidModule(
-                f"the module is {size / 2**20:.1f} MiB, over the {self.max_module_bytes / 2**20:.0f} MiB limit"
-            )
-        return path.read_bytes()
+        return read_module(module, self.max_module_bytes)
 
     def deploy(
         self,

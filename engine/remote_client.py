@@ -34,6 +34,7 @@ import httpx
 
 from .client import EngineClient, TraceStream, WorkerRow
 from .errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
+from .engine import read_module
 from .http import Request, Response
 from .limits import CAMEL, FIELDS, EffectiveLimits, Limits
 from .store import Namespace, TailConsumer, Worker, WorkerVersion
@@ -121,15 +122,9 @@ def _filter_params(trace_filter: TraceFilter | None) -> list[tuple[str, str]]:
 
 
 def _read_module(module: bytes | str | os.PathLike[str]) -> tuple[bytes, str]:
-    """The module's bytes and a file name for the upload; the same sentences as the engine's deploy."""
-    if isinstance(module, (bytes, bytearray, memoryview)):
-        return bytes(module), "module.wasm"
-    path = Path(module)
-    if not path.exists():
-        raise InvalidInput(f"module file {path} does not exist")
-    if not path.is_file():
-        raise InvalidInput(f"module path {path} is not a file")
-    return path.read_bytes(), path.name
+    """The module's bytes (read as the engine's deploy reads them; the server checks the size) and a file name."""
+    name = "module.wasm" if isinstance(module, (bytes, bytearray, memoryview)) else Path(module).name
+    return read_module(module), name
 
 
 # -- the client --------------------------------------------------------------------------------

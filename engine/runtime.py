@@ -454,10 +454,6 @@ class GuestSession:
         """The next stdout chunk; None once stdout is closed."""
         return await self._stdout.get()
 
-    @property
-    def exited(self) -> bool:
-        return self._waiter.done()
-
     async def exit(self, timeout: float | None = None) -> GuestExit | None:
         """How the process ended, waiting up to `timeout` seconds (None if it is still running)."""
         done, _ = await asyncio.wait([self._waiter], timeout=timeout)

@@ -20,8 +20,7 @@ class TailDelivery:
         self._max_queued = max_queued
         self._queues: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.dropped = 0
-        self.delivered = 0
+        self.dropped = 0  # items a full queue refused
 
     def offer(self, namespace: str, consumer: str, items: list[dict[str, Any]]) -> None:
         key = (namespace, consumer)
@@ -44,11 +43,6 @@ class TailDelivery:
                 await self._deliver(key[0], key[1], batch)
             except Exception:  # the consumer's own trace item records its failure
                 pass
-            self.delivered += len(batch)
-
-    @property
-    def pending(self) -> int:
-        return sum(len(queue) for queue in self._queues.values()) + sum(1 for task in self._tasks.values() if not task.done())
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything offered so far has been delivered (or `timeout` passes)."""

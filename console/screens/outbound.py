@@ -16,7 +16,6 @@ from engine.outbound import OutboundSetting
 from ..messages import PlatformChanged
 from ..widgets.modals import ErrorLine, FormScreen
 
-NO_OUTBOUND = "-"
 
 
 def parse_hosts(text: str) -> list[str]:
@@ -180,7 +179,7 @@ class OutboundView(Vertical):
     async def action_save(self) -> None:
         error = self.query_one("#outbound-error", ErrorLine)
         value = self.query_one("#outbound-service", Select).value
-        service = value if isinstance(value, str) and value != NO_OUTBOUND else None
+        service = value if isinstance(value, str) else None
         allow = parse_hosts(self.query_one("#egress-allow", Input).value)
         block = parse_hosts(self.query_one("#egress-block", Input).value)
         client = self.app.client  # type: ignore[attr-defined]
