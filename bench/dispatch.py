@@ -43,11 +43,11 @@ if not os.environ.get("PYTHONPATH") and str(ROOT) not in sys.path:
 
 from wasmer_sdk import ExitReason, Wasmer  # noqa: E402
 
-import engine as engine_package  # noqa: E402
-from engine import Engine  # noqa: E402
-from engine import wcgi  # noqa: E402
-from engine.engine import default_concurrency  # noqa: E402
-from engine.http import Request  # noqa: E402
+import wasmdeck.engine as engine_package  # noqa: E402
+from wasmdeck.engine import Engine  # noqa: E402
+from wasmdeck.engine import wcgi  # noqa: E402
+from wasmdeck.engine.engine import default_concurrency  # noqa: E402
+from wasmdeck.engine.http import Request  # noqa: E402
 
 HELLO = ROOT / "fixtures" / "wcgi" / "hello.wasm"
 URL = "http://hello.bench/"

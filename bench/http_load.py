@@ -183,7 +183,7 @@ class HttpSide:
         self.log = db.with_suffix(".serve.log")
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "--db", str(db), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                [sys.executable, "-m", "wasmdeck.cli.main", "--db", str(db), "serve", "--host", "127.0.0.1", "--port", str(self.port),
                  "--no-access-log"],
                 cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
             )
@@ -287,14 +287,14 @@ class Totals:
 
 async def _server_outcomes(db: Path) -> dict[str, Any]:
     """What the server stored: request and error counts per worker (read as another process would)."""
-    from engine import Engine
+    from wasmdeck.engine import Engine
 
     async with Engine(db, capture_runtime_stderr=False) as engine:
         return engine.worker_stats()
 
 
 async def measure(tmp: Path, args: argparse.Namespace, generator: PythonGenerator | WrkGenerator) -> dict[str, Any]:
-    from engine import Engine
+    from wasmdeck.engine import Engine
 
     async with Engine(tmp / "serve.db") as setup:
         setup.deploy("hello", ROOT / "fixtures" / "wcgi" / "hello.wasm")

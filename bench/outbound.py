@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if not os.environ.get("PYTHONPATH") and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine import Engine  # noqa: E402
+from wasmdeck.engine import Engine  # noqa: E402
 
 FETCHES = 3
 

@@ -53,9 +53,9 @@ from textual import events  # noqa: E402
 from textual._compositor import CompositorUpdate  # noqa: E402  (the frame headless mode leaves unencoded)
 from textual.app import App, ComposeResult  # noqa: E402
 
-from console.screens.tail import TailView  # noqa: E402
-from console.widgets.tail_pane import DEFAULT_CAPACITY, TraceLog  # noqa: E402
-from engine.traces import exception_entry, new_item  # noqa: E402
+from wasmdeck.console.screens.tail import TailView  # noqa: E402
+from wasmdeck.console.widgets.tail_pane import DEFAULT_CAPACITY, TraceLog  # noqa: E402
+from wasmdeck.engine.traces import exception_entry, new_item  # noqa: E402
 
 TICK_S = 0.05
 UPSTREAM_BUFFER = 10_000

@@ -1,4 +1,4 @@
-"""`wasmdeck demo` and `console --demo`: the demo platform (fixtures/demo/platform.toml), a
+"""`wasmdeck demo` and `console --demo`: the demo platform (`wasmdeck.demo`, package data), a
 stand-in upstream API on 127.0.0.1 for its tenants' fetches, and a trickle of traffic."""
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ import json
 import random
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
-from engine import Engine, Request, WasmdeckError, format_pretty
-from engine.client import EngineClient
-from engine.errors import NotFound
-from engine.manifest import apply_manifest
+from wasmdeck.engine import Engine, Request, WasmdeckError, format_pretty
+from wasmdeck.client import EngineClient
+from wasmdeck.engine.manifest import apply_manifest
 
-DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "platform.toml"
+from ..demo import demo_manifest
+
 
 
 class _UpstreamAPI(http.server.BaseHTTPRequestHandler):
@@ -76,12 +75,11 @@ def demo_requests() -> list[tuple[str, str]]:
 
 
 def setup_demo_platform(engine: Engine, report: Callable[[str], None] = lambda _line: None) -> None:
-    """Apply fixtures/demo/platform.toml: tenants on `free` and `pro`, a dispatch Worker, an
-    Outbound Worker, a Tail Worker."""
-    if not DEMO_MANIFEST.is_file():
-        raise NotFound(f"the demo manifest is not at {DEMO_MANIFEST}; run the demo from a source checkout (pip install -e .)")
-    for line in apply_manifest(engine, DEMO_MANIFEST):
-        report(line)
+    """Apply the demo platform (`wasmdeck/demo/platform.toml`): tenants on `free` and `pro`, a
+    dispatch Worker, an Outbound Worker, a Tail Worker."""
+    with demo_manifest() as manifest:
+        for line in apply_manifest(engine, manifest):
+            report(line)
 
 
 def _body_for(method: str) -> tuple[bytes, list[tuple[str, str]]]:

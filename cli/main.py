@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from engine import Engine, Limits, Request, TraceFilter, WasmdeckError, format_pretty
-from engine.engine import default_db_path
-from engine.errors import InvalidInput
-from engine.http import parse_header_line
-from engine.limits import CAMEL, FIELDS
-from engine.validation import parse_var_assignment
-from server.runner import add_serve_arguments, whole_number
+from wasmdeck.engine import Engine, Limits, Request, TraceFilter, WasmdeckError, format_pretty
+from wasmdeck.engine.engine import default_db_path
+from wasmdeck.engine.errors import InvalidInput
+from wasmdeck.engine.http import parse_header_line
+from wasmdeck.engine.limits import CAMEL, FIELDS
+from wasmdeck.engine.validation import parse_var_assignment
+from wasmdeck.server.runner import add_serve_arguments, whole_number
 
 from .platform_commands import COMMANDS as PLATFORM_COMMANDS, register as register_platform_commands
 
@@ -376,8 +376,8 @@ async def cmd_retention(engine: Engine, args: argparse.Namespace) -> int:
 
 
 async def cmd_console(engine: Engine, args: argparse.Namespace) -> int:
-    from console.app import WasmdeckApp
-    from engine.client import LocalClient
+    from wasmdeck.console.app import WasmdeckApp
+    from wasmdeck.client import LocalClient
 
     from .demo import demo_traffic, setup_demo_platform
 
@@ -396,8 +396,8 @@ def _admin_token(args: argparse.Namespace) -> str | None:
 
 async def run_remote_console(args: argparse.Namespace) -> int:
     """`console --remote`: the same console over the admin API; no local database is opened."""
-    from console.app import WasmdeckApp
-    from engine.remote_client import RemoteClient
+    from wasmdeck.console.app import WasmdeckApp
+    from wasmdeck.client.remote import RemoteClient
 
     if args.demo:
         print("wasmdeck: --demo runs a local throwaway platform and cannot be combined with --remote", file=sys.stderr)
@@ -424,7 +424,7 @@ async def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
-    from server.runner import cmd_serve as serve  # uvicorn loads only here
+    from wasmdeck.server.runner import cmd_serve as serve  # uvicorn loads only here
 
     return await serve(engine, args)
 

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine import Engine
-from engine.errors import InvalidInput
-from engine.manifest import apply_manifest, export_manifest, load_manifest, manifest_text, platform_document
-from engine.store import DEFAULT_NAMESPACE, Namespace, TailConsumer
+from wasmdeck.engine import Engine
+from wasmdeck.engine.errors import InvalidInput
+from wasmdeck.engine.manifest import apply_manifest, export_manifest, load_manifest, manifest_text, platform_document
+from wasmdeck.engine.store import DEFAULT_NAMESPACE, Namespace, TailConsumer
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:

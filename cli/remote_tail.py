@@ -11,7 +11,7 @@ import sys
 from typing import Any, TextIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from engine.traces import format_pretty
+from wasmdeck.engine.traces import format_pretty
 
 
 def tail_url(url: str, params: dict[str, Any]) -> str:

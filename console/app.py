@@ -14,9 +14,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from engine.client import EngineClient, TraceStream
-from engine.errors import WasmdeckError
-from engine.traces import TraceFilter
+from wasmdeck.client import EngineClient, TraceStream
+from wasmdeck.engine.errors import WasmdeckError
+from wasmdeck.engine.traces import TraceFilter
 
 from .messages import LimitsChanged, NamespaceChanged, PlatformChanged, WorkersChanged
 from .screens.limits import LimitsView

@@ -1,4 +1,4 @@
-"""`python -m server [--db PATH] [serve options]`: the same as `wasmdeck serve`, without the CLI."""
+"""`python -m wasmdeck.server [--db PATH] [serve options]`: the same as `wasmdeck serve`, without the CLI."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from engine import Engine, WasmdeckError
-from engine.engine import default_db_path
+from wasmdeck.engine import Engine, WasmdeckError
+from wasmdeck.engine.engine import default_db_path
 
 from .runner import add_serve_arguments, cmd_serve
 
@@ -22,7 +22,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server", description="Serve HTTP traffic through wasmdeck's dispatch.")
+    parser = argparse.ArgumentParser(prog="python -m wasmdeck.server", description="Serve HTTP traffic through wasmdeck's dispatch.")
     parser.add_argument("--db", help=f"database file (default: $WASMDECK_DB, else {default_db_path()})")
     add_serve_arguments(parser)
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ with 400 (bad input; `field` names what to fix), 401 (no or wrong bearer token: 
 anything else, so nothing changes), 404 (unknown namespace, script, version, limit or path),
 405, 409 (already exists / not empty) or 413 (too large). `code` says which engine error it was:
 `invalid_input`, `invalid_module` (the module was refused), `not_found`, `conflict`, `too_large`,
-`unauthorized`, so a remote client (`engine.remote_client`) raises what the engine raises in-process.
+`unauthorized`, so a remote client (`wasmdeck.client.remote`) raises what the engine raises in-process.
 
 Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see `server.auth`).
 
@@ -55,11 +55,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from engine.egress import EgressPolicy
-from engine import DEFAULT_NAMESPACE, Engine, InvalidInput, InvalidModule, Limits, NotFound, Worker
-from engine.limits import CAMEL, FIELDS
-from engine.validation import check_name, check_tag, check_tags, check_vars
-from engine.engine import ABIS
+from wasmdeck.engine.egress import EgressPolicy
+from wasmdeck.engine import DEFAULT_NAMESPACE, Engine, InvalidInput, InvalidModule, Limits, NotFound, Worker
+from wasmdeck.engine.limits import CAMEL, FIELDS
+from wasmdeck.engine.validation import check_name, check_tag, check_tags, check_vars
+from wasmdeck.engine.engine import ABIS
 
 from .auth import token_matches
 from .tail_stream import FILTER_PARAMETERS, MAX_HISTORY, InvalidParameter, TailEndpoint, parse_trace_filter

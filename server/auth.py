@@ -14,7 +14,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from engine import WasmdeckError
+from wasmdeck.engine import WasmdeckError
 
 TOKEN_SUFFIX = ".admin-token"
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from engine import DEFAULT_NAMESPACE, Engine, InvalidInput, Request, Response, WasmdeckError
+from wasmdeck.engine import DEFAULT_NAMESPACE, Engine, InvalidInput, Request, Response, WasmdeckError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import DEFAULT_NAMESPACE, Engine, InvalidInput
+from wasmdeck.engine import DEFAULT_NAMESPACE, Engine, InvalidInput
 
 from .dispatch_app import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, DispatchApp
 

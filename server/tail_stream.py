@@ -53,8 +53,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from engine import Engine, InvalidInput
-from engine.traces import TraceFilter
+from wasmdeck.engine import Engine, InvalidInput
+from wasmdeck.engine.traces import TraceFilter
 
 from .auth import token_matches
 

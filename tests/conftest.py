@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine
+from wasmdeck.engine import Engine
 
 # Times shown by the CLI and the console are local times: pin the zone so output is the same everywhere.
 os.environ["TZ"] = "UTC"

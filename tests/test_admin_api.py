@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import Engine, Limits
-from server.admin_app import OPENAPI, DispatchListener, create_admin_app
-from server.auth import TokenFileError, default_token_path, load_or_create_token, token_matches
+from wasmdeck.engine import Engine, Limits
+from wasmdeck.server.admin_app import OPENAPI, DispatchListener, create_admin_app
+from wasmdeck.server.auth import TokenFileError, default_token_path, load_or_create_token, token_matches
 
 from .conftest import ROOT, fixture_module, protocol_module
 
@@ -449,9 +449,9 @@ async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.
 SERVE_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys, uvicorn
-    from engine import Engine
-    from server.admin_app import create_admin_app
-    from server.auth import default_token_path, load_or_create_token
+    from wasmdeck.engine import Engine
+    from wasmdeck.server.admin_app import create_admin_app
+    from wasmdeck.server.auth import default_token_path, load_or_create_token
 
     async def main(db, port):
         token, created = load_or_create_token(default_token_path(db))

@@ -46,8 +46,8 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
 def wasmdeck(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None, input: str | None = None, db: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m cli.main [--db tmp_path/w.db] ARGS...` from the repo root."""
-    command = [sys.executable, "-m", "cli.main"]
+    """Run `python -m wasmdeck.cli.main [--db tmp_path/w.db] ARGS...` from the repo root."""
+    command = [sys.executable, "-m", "wasmdeck.cli.main"]
     if db:
         command += ["--db", str(tmp_path / "w.db")]
     return subprocess.run(
@@ -471,7 +471,7 @@ def test_tail_history_filters_and_pretty_format(tmp_path: Path) -> None:
 def test_live_tail_sees_requests_from_other_processes(tmp_path: Path) -> None:
     ok(tmp_path, "deploy", "hello", fixture("hello"))
     tail = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "--db", str(tmp_path / "w.db"), "tail", "--format", "json"],
+        [sys.executable, "-m", "wasmdeck.cli.main", "--db", str(tmp_path / "w.db"), "tail", "--format", "json"],
         cwd=REPO,
         env=_env(None),
         stdout=subprocess.PIPE,
@@ -597,7 +597,7 @@ def test_database_paths_that_are_not_databases(tmp_path: Path) -> None:
     directory = tmp_path / "dbdir"
     directory.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--db", str(directory), "list"],
+        [sys.executable, "-m", "wasmdeck.cli.main", "--db", str(directory), "list"],
         cwd=REPO, env=_env(None), capture_output=True, text=True, timeout=TIMEOUT,
     )
     assert_refused(result, "a directory as --db", mentions="directory")
@@ -607,7 +607,7 @@ def test_database_paths_that_are_not_databases(tmp_path: Path) -> None:
     text.write_text("just some notes\n")
     for args in (["list"], ["deploy", "hello", fixture("hello")]):
         result = subprocess.run(
-            [sys.executable, "-m", "cli.main", "--db", str(text), *args],
+            [sys.executable, "-m", "wasmdeck.cli.main", "--db", str(text), *args],
             cwd=REPO, env=_env(None), capture_output=True, text=True, timeout=TIMEOUT,
         )
         assert_refused(result, f"a text file as --db ({args[0]})", mentions="not a wasmdeck database")

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, OptionList, TextArea
 
-from console.app import WasmdeckApp
-from console.screens.tail import TailView
-from console.widgets.help import HelpScreen
-from console.widgets.modals import ConfirmScreen, EditWorkerScreen, ErrorLine, UploadScreen, VersionsScreen
-from engine import Engine, Request
-from engine.client import LocalClient
+from wasmdeck.console.app import WasmdeckApp
+from wasmdeck.console.screens.tail import TailView
+from wasmdeck.console.widgets.help import HelpScreen
+from wasmdeck.console.widgets.modals import ConfirmScreen, EditWorkerScreen, ErrorLine, UploadScreen, VersionsScreen
+from wasmdeck.engine import Engine, Request
+from wasmdeck.client import LocalClient
 
 from .conftest import FIXED_CLOCK_MS, FIXTURES, fixture_module
 
@@ -276,7 +276,7 @@ def test_console_refuses_an_unknown_namespace(tmp_path: Path) -> None:
     from .conftest import ROOT
 
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--db", str(tmp_path / "w.db"), "console", "--namespace", "ghost"],
+        [sys.executable, "-m", "wasmdeck.cli.main", "--db", str(tmp_path / "w.db"), "console", "--namespace", "ghost"],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )
     assert result.returncode == 1

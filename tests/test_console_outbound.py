@@ -9,8 +9,8 @@ import pytest
 from textual.widgets import DataTable, Input, Select
 from textual.widgets.select import InvalidSelectValueError
 
-from console.widgets.modals import ErrorLine
-from engine import Engine, Request
+from wasmdeck.console.widgets.modals import ErrorLine
+from wasmdeck.engine import Engine, Request
 
 from .conftest import fixture_module, protocol_module
 from .test_console_app import SIZE, fixed_engine, make_app, rows, settle  # noqa: F401 (fixed_engine is a fixture)

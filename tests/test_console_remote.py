@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from textual.widgets import Input, TextArea
 
-from cli.main import main as wasmdeck_main
-from console.app import WasmdeckApp
-from console.screens.requests import RequestsView
-from console.screens.tail import TailView
-from console.widgets.modals import ErrorLine, UploadScreen
-from engine import Engine, WasmdeckError
-from engine.client import LocalClient
-from engine.remote_client import RemoteClient
+from wasmdeck.cli.main import main as wasmdeck_main
+from wasmdeck.console.app import WasmdeckApp
+from wasmdeck.console.screens.requests import RequestsView
+from wasmdeck.console.screens.tail import TailView
+from wasmdeck.console.widgets.modals import ErrorLine, UploadScreen
+from wasmdeck.engine import Engine, WasmdeckError
+from wasmdeck.client import LocalClient
+from wasmdeck.client.remote import RemoteClient
 
 from .conftest import FIXTURES, fixture_module
 from .test_console_app import SIZE, rows, settle

@@ -13,9 +13,9 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
 
-from console.screens.requests import RequestsView
-from console.widgets.request_form import RequestDraft, parse_headers
-from console.widgets.response_panel import (
+from wasmdeck.console.screens.requests import RequestsView
+from wasmdeck.console.widgets.request_form import RequestDraft, parse_headers
+from wasmdeck.console.widgets.response_panel import (
     ResponsePanel,
     body_view,
     elapsed_text,
@@ -24,8 +24,8 @@ from console.widgets.response_panel import (
     status_colour,
     status_label,
 )
-from engine import Engine, InvalidInput, Request, Response, WasmdeckError
-from engine.client import LocalClient
+from wasmdeck.engine import Engine, InvalidInput, Request, Response, WasmdeckError
+from wasmdeck.client import LocalClient
 
 from .conftest import fixture_module
 

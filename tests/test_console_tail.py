@@ -9,15 +9,15 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Footer, Input, Static
 
-from console.screens.tail import TailView
-from console.widgets.modals import ErrorLine
-from console.widgets.tail_pane import TailPane, column_layout, fit_url, middle_truncate, parse_filter
-from console.widgets.trace_detail import TraceDetailScreen
-from engine import Engine
-from engine.client import LocalClient
-from engine.errors import InvalidInput
-from engine.http import Request
-from engine.traces import exception_entry, new_item
+from wasmdeck.console.screens.tail import TailView
+from wasmdeck.console.widgets.modals import ErrorLine
+from wasmdeck.console.widgets.tail_pane import TailPane, column_layout, fit_url, middle_truncate, parse_filter
+from wasmdeck.console.widgets.trace_detail import TraceDetailScreen
+from wasmdeck.engine import Engine
+from wasmdeck.client import LocalClient
+from wasmdeck.engine.errors import InvalidInput
+from wasmdeck.engine.http import Request
+from wasmdeck.engine.traces import exception_entry, new_item
 
 from .conftest import fixture_module
 
@@ -475,8 +475,8 @@ def test_trace_detail_snapshot(snap_compare) -> None:
 
 
 def test_trace_detail_lists_subrequests_and_consumed_events() -> None:
-    from console.widgets.trace_detail import summary
-    from engine.traces import tail_event_item
+    from wasmdeck.console.widgets.trace_detail import summary
+    from wasmdeck.engine.traces import tail_event_item
 
     item = new_item(
         script_name="shop", namespace="default", outcome="ok", event_timestamp=0, cpu_time=1, wall_time=5,
@@ -498,8 +498,8 @@ def test_trace_detail_lists_subrequests_and_consumed_events() -> None:
 
 
 def test_a_tail_event_line_says_what_it_consumed() -> None:
-    from console.widgets.tail_pane import TraceRow
-    from engine.traces import tail_event_item
+    from wasmdeck.console.widgets.tail_pane import TraceRow
+    from wasmdeck.engine.traces import tail_event_item
 
     consumed = [new_item(script_name=name, namespace="default", outcome="ok", event_timestamp=0, cpu_time=0, wall_time=0,
                          url="http://x/", method="GET", headers=[], status=200) for name in ("shop", "dispatcher", "shop")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from textual.widgets import Select
 
-from console.widgets.modals import ErrorLine
-from engine import Engine, Request, TraceFilter
+from wasmdeck.console.widgets.modals import ErrorLine
+from wasmdeck.engine import Engine, Request, TraceFilter
 
 from .conftest import fixture_module, protocol_module
 from .test_console_app import SIZE, fixed_engine, make_app, rows, settle  # noqa: F401 (fixed_engine is a fixture)

@@ -1,20 +1,22 @@
-"""The demo platform (fixtures/demo/platform.toml) as `wasmdeck demo` and `console --demo` use it."""
+"""The demo platform (wasmdeck/demo/platform.toml) as `wasmdeck demo` and `console --demo` use it."""
 
 from __future__ import annotations
 
 import json
 
-from cli.demo import DEMO_MANIFEST, demo_requests, run_demo, setup_demo_platform
-from engine import Engine
-from engine.manifest import apply_manifest
-from engine.traces import TraceFilter
+from wasmdeck.cli.demo import demo_requests, run_demo, setup_demo_platform
+from wasmdeck.engine import Engine
+from wasmdeck.engine.manifest import apply_manifest
+from wasmdeck.demo import demo_manifest
+from wasmdeck.engine.traces import TraceFilter
 
 
 async def test_the_demo_manifest_applies_once_and_then_changes_nothing(engine: Engine):
     lines: list[str] = []
     setup_demo_platform(engine, lines.append)
     assert any("dispatch Worker none -> dispatcher" in line for line in lines)
-    assert apply_manifest(engine, DEMO_MANIFEST) == []
+    with demo_manifest() as manifest:
+        assert apply_manifest(engine, manifest) == []
     namespace = engine.namespace()
     assert namespace.dispatch_worker == "dispatcher" and namespace.outbound and namespace.outbound.service == "gateway"
     assert {w.abi for w in engine.workers()} == {"wcgi", "protocol"}

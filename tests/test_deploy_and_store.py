@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, InvalidInput, InvalidModule, NotFound
-from engine.store import SCHEMA_VERSION, Store
+from wasmdeck.engine import Engine, InvalidInput, InvalidModule, NotFound
+from wasmdeck.engine.store import SCHEMA_VERSION, Store
 
 from .conftest import ROOT, fixture_module
 from .wasm_builder import HEADER, module_importing
@@ -232,8 +232,8 @@ KILLED_DEPLOY = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {root!r})
-    from engine import Engine
-    from engine import store as store_module
+    from wasmdeck.engine import Engine
+    from wasmdeck.engine import store as store_module
 
     original = store_module.Store._new_version
 
@@ -271,7 +271,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {root!r})
-    from engine import Engine
+    from wasmdeck.engine import Engine
     engine = Engine({db!r})
     for i in range(25):
         engine.deploy("w{index}", {module!r}, vars={{"N": str(i)}})

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine import DispatchTarget, Engine, Limits, Request, Response
+from wasmdeck.engine import DispatchTarget, Engine, Limits, Request, Response
 
 from .conftest import fixture_module
 
@@ -258,7 +258,7 @@ async def test_async_dispatch_function(db_path, wasmer_cache) -> None:
     ],
 )
 def test_malformed_requests_are_refused(bad: dict) -> None:
-    from engine import InvalidInput
+    from wasmdeck.engine import InvalidInput
 
     with pytest.raises(InvalidInput):
         Request(**bad)

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from engine import ENGINE_DEFAULTS, Engine, InvalidInput, Limits
-from engine.limits import resolve
+from wasmdeck.engine import ENGINE_DEFAULTS, Engine, InvalidInput, Limits
+from wasmdeck.engine.limits import resolve
 
 
 def test_strictest_tag_wins_per_field_then_namespace_then_engine() -> None:
@@ -160,7 +160,7 @@ async def test_a_guest_over_its_cpu_limit_stops_burning(engine: Engine, deploy) 
 
 
 def test_a_module_that_cannot_be_metered_is_refused(engine: Engine) -> None:
-    from engine import InvalidModule
+    from wasmdeck.engine import InvalidModule
 
     from .wasm_builder import functype, module, name, section, uleb, vec
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine import Engine
+from wasmdeck.engine import Engine
 
 from .conftest import ROOT, fixture_module
 from .test_server import start_server

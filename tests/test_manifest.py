@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, Limits
-from engine.errors import InvalidInput
-from engine.manifest import (
+from wasmdeck.engine import Engine, Limits
+from wasmdeck.engine.errors import InvalidInput
+from wasmdeck.engine.manifest import (
     ManifestError,
     apply_manifest,
     export_manifest,
@@ -21,7 +21,7 @@ from engine.manifest import (
     manifest_text,
     parse_manifest,
 )
-from engine.store import TailConsumer
+from wasmdeck.engine.store import TailConsumer
 
 from .conftest import fixture_module
 from .wasm_builder import custom, functype, module, name, section, uleb, vec

@@ -14,9 +14,9 @@ import pytest
 
 from .wasm_builder import custom, functype, module, name, section, sleb, uleb, vec
 
-from engine.errors import InvalidInput, InvalidModule
-from engine.metering import YIELD_EVERY, meter
-from engine.wasm_module import inspect_module, validate_worker_module
+from wasmdeck.engine.errors import InvalidInput, InvalidModule
+from wasmdeck.engine.metering import YIELD_EVERY, meter
+from wasmdeck.engine.wasm_module import inspect_module, validate_worker_module
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "wcgi"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from cli.main import main
-from engine import Engine
+from wasmdeck.cli.main import main
+from wasmdeck.engine import Engine
 
 from .conftest import ROOT, fixture_module
 from .test_manifest import protocol_module, write_platform
@@ -216,7 +216,7 @@ def test_deploy_abi(cli: CLI) -> None:
 def test_the_entry_point_as_a_subprocess(tmp_path: Path) -> None:
     manifest = write_platform(tmp_path / "repo")
     db = tmp_path / "sub.db"
-    command = [sys.executable, "-m", "cli.main", "apply", str(manifest), "--db", str(db)]
+    command = [sys.executable, "-m", "wasmdeck.cli.main", "apply", str(manifest), "--db", str(db)]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0 and first.stdout.endswith("changes made\n"), first.stderr
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from engine import protocol
-from engine.protocol import FrameDecoder, ProtocolViolation, encode, headers_from, log_level
+from wasmdeck.engine import protocol
+from wasmdeck.engine.protocol import FrameDecoder, ProtocolViolation, encode, headers_from, log_level
 
 
 def raw_frame(meta: bytes, body: bytes = b"") -> bytes:

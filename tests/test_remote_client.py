@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import uvicorn
 
-from engine import Engine, InvalidInput, InvalidModule, Limits, NotFound, Request, TraceFilter, WasmdeckError
-from engine.client import EngineClient, LocalClient
-from engine.remote_client import REQUEST_ID_HEADER, RemoteClient, RemoteError
-from server import DEFAULT_MAX_BODY_BYTES, DispatchApp
-from server.admin_app import DispatchListener, create_admin_app
-from server.tail_stream import TailEndpoint
+from wasmdeck.engine import Engine, InvalidInput, InvalidModule, Limits, NotFound, Request, TraceFilter, WasmdeckError
+from wasmdeck.client import EngineClient, LocalClient
+from wasmdeck.client.remote import REQUEST_ID_HEADER, RemoteClient, RemoteError
+from wasmdeck.server import DEFAULT_MAX_BODY_BYTES, DispatchApp
+from wasmdeck.server.admin_app import DispatchListener, create_admin_app
+from wasmdeck.server.tail_stream import TailEndpoint
 
 from .conftest import fixture_module
 

@@ -19,11 +19,11 @@ from starlette.routing import Mount, WebSocketRoute
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from cli.remote_tail import remote_tail, tail_url
-from engine import Engine, Request
-from engine.traces import new_item
-from server.admin_app import create_admin_app
-from server.tail_stream import TailEndpoint
+from wasmdeck.cli.remote_tail import remote_tail, tail_url
+from wasmdeck.engine import Engine, Request
+from wasmdeck.engine.traces import new_item
+from wasmdeck.server.admin_app import create_admin_app
+from wasmdeck.server.tail_stream import TailEndpoint
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -284,7 +284,7 @@ def test_tail_remote_takes_the_token_from_the_environment(tmp_path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "cli.main", "--db", str(tmp_path / "x.db"), "tail", "--remote", f"http://127.0.0.1:{port}"]
+    command = [sys.executable, "-m", "wasmdeck.cli.main", "--db", str(tmp_path / "x.db"), "tail", "--remote", f"http://127.0.0.1:{port}"]
     env = {k: v for k, v in os.environ.items() if k not in ("WASMDECK_TOKEN", "WASMDECK_ADMIN_TOKEN")}
     missing = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 2 and "needs the admin token (--token or $WASMDECK_TOKEN)" in missing.stderr

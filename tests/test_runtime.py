@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from engine import Engine
+from wasmdeck.engine import Engine
 
 from .conftest import ROOT, fixture_module
 
@@ -144,7 +144,7 @@ TRAP_IN_CHILD = textwrap.dedent(
     """
     import asyncio, sys
     sys.path.insert(0, {root!r})
-    from engine import Engine
+    from wasmdeck.engine import Engine
     async def main():
         async with Engine({db!r}) as engine:
             engine.deploy("trap", {module!r})
@@ -166,7 +166,7 @@ def test_runtime_backtraces_never_reach_the_terminal(tmp_path) -> None:
 
 
 async def test_fd2_capture_is_released_on_close(db_path, wasmer_cache) -> None:
-    from engine.stderr_capture import RuntimeStderr
+    from wasmdeck.engine.stderr_capture import RuntimeStderr
 
     before = os.fstat(2)
     async with Engine(db_path, cache_dir=wasmer_cache) as engine:

@@ -19,8 +19,8 @@ from urllib.parse import quote
 
 import pytest
 
-from engine.metering import meter
-from engine.wasm_module import validate_worker_module
+from wasmdeck.engine.metering import meter
+from wasmdeck.engine.wasm_module import validate_worker_module
 
 from .conftest import ROOT
 from .protocol_driver import MAX_BODY, MAX_META, Driver, encode_frame

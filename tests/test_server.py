@@ -36,11 +36,11 @@ ACCESS_LINE = re.compile(r" (GET|POST|HEAD) (\S+) (\S+) (\d{3}) (\w+) \d+\.\dms$
 
 
 def _serve_command(db: Path, *args: str) -> list[str]:
-    """`wasmdeck --db DB serve ARGS`; `python -m server` (the same code) until the CLI has `serve`."""
-    from cli import main as cli_main
+    """`wasmdeck --db DB serve ARGS`; `python -m wasmdeck.server` (the same code) until the CLI has `serve`."""
+    from wasmdeck.cli import main as cli_main
 
     if "serve" in cli_main.COMMANDS:
-        return [sys.executable, "-m", "cli.main", "--db", str(db), "serve", *args]
+        return [sys.executable, "-m", "wasmdeck.cli.main", "--db", str(db), "serve", *args]
     return [sys.executable, "-m", "server", "--db", str(db), *args]
 
 
@@ -322,7 +322,7 @@ def test_a_busy_port_is_one_line_and_exit_1(platform: Path, tmp_path: Path) -> N
 
 
 async def test_app_builds_the_request_from_the_scope(engine: Any, deploy: Any) -> None:
-    from server import DispatchApp
+    from wasmdeck.server import DispatchApp
 
     deploy("echo")
     app = DispatchApp(engine, access_log=False)
@@ -377,7 +377,7 @@ def test_tail_remote_through_the_cli(platform: Path, tmp_path: Path) -> None:
     try:
         assert server.get("/?remote=1", host="hello.example.com").status_code == 200
         token = token_file.read_text().strip()
-        command = [sys.executable, "-m", "cli.main", "tail", "--remote", f"http://127.0.0.1:{admin_port}",
+        command = [sys.executable, "-m", "wasmdeck.cli.main", "tail", "--remote", f"http://127.0.0.1:{admin_port}",
                    "--worker", "hello", "--history", "50", "--no-follow", "--format", "json"]
         result = subprocess.run([*command, "--token", token], capture_output=True, text=True, cwd=REPO, timeout=60)
         assert result.returncode == 0, result.stderr

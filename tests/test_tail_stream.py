@@ -16,11 +16,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from cli.main import main as wasmdeck_main
-from cli.remote_tail import tail_url
-from engine import Engine, TraceFilter
-from engine.traces import new_item
-from server.tail_stream import _Follower, _Outbox
+from wasmdeck.cli.main import main as wasmdeck_main
+from wasmdeck.cli.remote_tail import tail_url
+from wasmdeck.engine import Engine, TraceFilter
+from wasmdeck.engine.traces import new_item
+from wasmdeck.server.tail_stream import _Follower, _Outbox
 
 from .conftest import fixture_module
 from .test_remote_client import TOKEN, served

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from engine import Engine, InvalidInput, TraceFilter, format_pretty
-from engine.traces import log_entries, new_item, redact_headers
+from wasmdeck.engine import Engine, InvalidInput, TraceFilter, format_pretty
+from wasmdeck.engine.traces import log_entries, new_item, redact_headers
 
 from .conftest import fixture_module
 
@@ -213,8 +213,8 @@ async def test_tail_without_follow_returns_history_only(engine: Engine) -> None:
 async def test_flush_ends_under_steady_traffic(tmp_path) -> None:
     import asyncio
 
-    from engine.store import Store
-    from engine.trace_bus import TraceBus
+    from wasmdeck.engine.store import Store
+    from wasmdeck.engine.trace_bus import TraceBus
 
     store = Store(tmp_path / "bus.db")
     bus = TraceBus(store, "test-origin")

@@ -10,8 +10,8 @@ import pytest
 
 from .wasm_builder import HEADER, custom, functype, module, name, section, uleb, vec
 
-from engine.errors import InvalidInput, InvalidModule
-from engine.wasm_module import (
+from wasmdeck.engine.errors import InvalidInput, InvalidModule
+from wasmdeck.engine.wasm_module import (
     DEFAULT_MAX_MODULE_BYTES,
     WASI_PREVIEW1_FUNCTIONS,
     WASI_PREVIEW1_MODULE,

@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import pytest
 
-from engine import DispatchTarget, Engine, InvalidInput, NotFound
-from engine.traces import TraceFilter, format_pretty
+from wasmdeck.engine import DispatchTarget, Engine, InvalidInput, NotFound
+from wasmdeck.engine.traces import TraceFilter, format_pretty
 
 from .conftest import fixture_module, protocol_module
 

@@ -9,9 +9,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select
 
-from engine.errors import InvalidInput, WasmdeckError
-from engine.limits import CAMEL, FIELDS, Limits
-from engine.validation import check_tag
+from wasmdeck.engine.errors import InvalidInput, WasmdeckError
+from wasmdeck.engine.limits import CAMEL, FIELDS, Limits
+from wasmdeck.engine.validation import check_tag
 
 from ..messages import LimitsChanged
 from ..widgets.modals import ConfirmScreen, ErrorLine, FormScreen

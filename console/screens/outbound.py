@@ -9,9 +9,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select
 
-from engine.egress import EgressPolicy
-from engine.errors import InvalidInput, WasmdeckError
-from engine.outbound import OutboundSetting
+from wasmdeck.engine.egress import EgressPolicy
+from wasmdeck.engine.errors import InvalidInput, WasmdeckError
+from wasmdeck.engine.outbound import OutboundSetting
 
 from ..messages import PlatformChanged
 from ..widgets.modals import ErrorLine, FormScreen

@@ -16,8 +16,8 @@ from textual.events import Resize
 from textual.message import Message
 from textual.widgets import DataTable
 
-from engine.errors import WasmdeckError
-from engine.http import Request, Response
+from wasmdeck.engine.errors import WasmdeckError
+from wasmdeck.engine.http import Request, Response
 
 from ..widgets.request_form import RequestDraft, RequestForm
 from ..widgets.response_panel import ResponsePanel, outcome_text, status_colour

@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Label, Select
 
-from engine.errors import InvalidInput, WasmdeckError
-from engine.store import TailConsumer
+from wasmdeck.engine.errors import InvalidInput, WasmdeckError
+from wasmdeck.engine.store import TailConsumer
 
 from ..messages import PlatformChanged
 from ..widgets.modals import ConfirmScreen, ErrorLine, FormScreen

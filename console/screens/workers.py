@@ -11,8 +11,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
-from engine.client import WorkerRow
-from engine.errors import WasmdeckError
+from wasmdeck.client import WorkerRow
+from wasmdeck.engine.errors import WasmdeckError
 
 from ..messages import WorkersChanged
 from ..widgets.modals import ConfirmScreen, EditWorkerScreen, UploadScreen, VersionsScreen

@@ -13,9 +13,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static, TextArea
 
-from engine.errors import WasmdeckError
-from engine.store import Worker, WorkerVersion
-from engine.validation import parse_var_assignment
+from wasmdeck.engine.errors import WasmdeckError
+from wasmdeck.engine.store import Worker, WorkerVersion
+from wasmdeck.engine.validation import parse_var_assignment
 
 from .path_suggester import PathSuggester
 
@@ -150,7 +150,7 @@ class EditWorkerScreen(FormScreen):
             variables = parse_vars(self.query_one("#edit-vars", TextArea).text)
             worker = self.worker
             # validate both before changing either, so a bad var never leaves new tags behind
-            from engine.validation import check_tags, check_vars
+            from wasmdeck.engine.validation import check_tags, check_vars
 
             check_tags(tags)
             check_vars(variables)

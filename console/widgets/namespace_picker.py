@@ -9,7 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
-from engine.store import Namespace
+from wasmdeck.engine.store import Namespace
 
 
 class NamespacePicker(ModalScreen[str | None]):

@@ -15,8 +15,8 @@ from textual.markup import escape
 from textual.message import Message
 from textual.widgets import Button, Input, Select, TextArea
 
-from engine.errors import InvalidInput
-from engine.http import Request, parse_header_line
+from wasmdeck.engine.errors import InvalidInput
+from wasmdeck.engine.http import Request, parse_header_line
 
 from .modals import ErrorLine
 

@@ -16,7 +16,7 @@ from textual.content import Content
 from textual.highlight import highlight
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
-from engine.http import Response
+from wasmdeck.engine.http import Response
 
 MAX_SHOWN_BODY = 128 * 1024
 HEXDUMP_BYTES = 512

@@ -10,7 +10,7 @@ from typing import Any
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from engine.traces import ERROR_OUTCOMES
+from wasmdeck.engine.traces import ERROR_OUTCOMES
 
 WINDOW_S = 10.0
 

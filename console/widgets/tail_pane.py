@@ -41,8 +41,8 @@ from textual.strip import Strip
 from textual.timer import Timer
 from textual.widgets import Input
 
-from engine.errors import InvalidInput
-from engine.traces import ERROR_OUTCOMES, TraceFilter
+from wasmdeck.engine.errors import InvalidInput
+from wasmdeck.engine.traces import ERROR_OUTCOMES, TraceFilter
 
 from ..messages import ShowTrace
 from .modals import ErrorLine

@@ -14,7 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from engine.traces import ERROR_OUTCOMES, LOG_LEVELS
+from wasmdeck.engine.traces import ERROR_OUTCOMES, LOG_LEVELS
 
 OUTCOME_STYLES = {"ok": "bold green", "scriptNotFound": "bold yellow", "canceled": "bold yellow"}
 LEVEL_STYLES = {"debug": "dim", "info": "cyan", "log": "", "warn": "yellow", "error": "bold red"}

@@ -32,14 +32,14 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from .client import EngineClient, TraceStream, WorkerRow
-from .errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
-from .engine import read_module
-from .http import Request, Response
-from .limits import CAMEL, FIELDS, EffectiveLimits, Limits
-from .store import Namespace, TailConsumer, Worker, WorkerVersion
-from .traces import OUTCOMES, TraceFilter
-from .validation import check_name, check_tags, check_vars
+from .interface import EngineClient, TraceStream, WorkerRow
+from ..engine.errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
+from ..engine.engine import read_module
+from ..engine.http import Request, Response
+from ..engine.limits import CAMEL, FIELDS, EffectiveLimits, Limits
+from ..engine.store import Namespace, TailConsumer, Worker, WorkerVersion
+from ..engine.traces import OUTCOMES, TraceFilter
+from ..engine.validation import check_name, check_tags, check_vars
 
 REQUEST_ID_HEADER = "X-Wasmdeck-Request-Id"
 ADMIN_TIMEOUT_S = 60.0  # a deploy uploads up to 25 MiB
