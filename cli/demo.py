@@ -117,6 +117,8 @@ async def run_demo(engine: Engine) -> int:
         print(f"{response.status} {method} {url}")
         print(f"    body: {preview[:100]}{'...' if len(preview) > 100 else ''}")
         print("    " + format_pretty(response.trace).replace("\n", "\n    "))
+        if response.dispatcher_trace is not None and response.dispatcher_trace is not response.trace:
+            print("    via " + format_pretty(response.dispatcher_trace).replace("\n", "\n    "))
     await engine.flush_tail_deliveries()
     await engine.flush_traces()
     print()

@@ -329,7 +329,7 @@ async def cmd_request(engine: Engine, args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(response.body)
         sys.stdout.flush()
     if args.fail and response.status >= 400:
-        print(f"wasmdeck: {response.status} from {args.url} (outcome {response.trace['outcome']})", file=sys.stderr)
+        print(f"wasmdeck: {response.status} from {args.url} (outcome {response.outcome})", file=sys.stderr)
         return 22
     return 0
 

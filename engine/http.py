@@ -80,12 +80,27 @@ class Request:
 
 @dataclass
 class Response:
-    """What dispatch answers: status, headers, body, and the invocation's trace item."""
+    """What dispatch answers: status, headers, body, and trace items.
+
+    `trace` is the item of the Worker the request was for: the user Worker's, also when a
+    dispatch Worker fronts the namespace and dispatched to it (the last one, if it dispatched
+    more than once); the dispatch Worker's own item when it answered without dispatching.
+    `dispatcher_trace` is the dispatch Worker's item whenever one handled the request.
+    """
 
     status: int
     headers: Headers = field(default_factory=list)
     body: bytes = b""
     trace: dict[str, Any] = field(default_factory=dict)
+    dispatcher_trace: dict[str, Any] | None = None
+
+    @property
+    def outcome(self) -> str:
+        """The outcome to report for the whole request: the dispatch Worker's when it failed,
+        else that of the Worker the request was for."""
+        if self.dispatcher_trace is not None and self.dispatcher_trace.get("outcome") != "ok":
+            return str(self.dispatcher_trace.get("outcome"))
+        return str(self.trace.get("outcome", "-"))
 
     def header(self, name: str) -> str | None:
         return find_header(self.headers, name)
@@ -113,6 +128,7 @@ class Response:
             "body": body,
             "bodyEncoding": encoding,
             "trace": self.trace,
+            **({"dispatcherTrace": self.dispatcher_trace} if self.dispatcher_trace is not None else {}),
         }
 
 

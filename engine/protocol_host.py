@@ -321,6 +321,9 @@ class ProtocolHost:
         response = await self._run_protocol_fetch(invocation, timestamp, started, gated=True)
         assert response.trace is not None
         self._offer_to_tails(ns, [response.trace, *invocation.dispatched], from_dispatcher=True)
+        response.dispatcher_trace = response.trace
+        if invocation.dispatched:
+            response.trace = invocation.dispatched[-1]
         return response
 
     # -- Tail Workers ----------------------------------------------------------------

@@ -62,6 +62,7 @@ from wasmdeck.engine.validation import check_name, check_tag, check_tags, check_
 from wasmdeck.engine.engine import ABIS
 
 from .auth import token_matches
+from .envelope import envelope_error, ok
 from .tail_stream import FILTER_PARAMETERS, MAX_HISTORY, InvalidParameter, TailEndpoint, parse_trace_filter
 
 Scope = MutableMapping[str, Any]
@@ -78,8 +79,6 @@ MULTIPART_SLACK_BYTES = 1024 * 1024  # room for the metadata part and the multip
 METADATA_KEYS = ("main_module", "tags", "vars", "abi", "message")
 DEFAULT_MODULE_PART = "module"
 
-_CODES = {400: "invalid_input", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 413: "too_large", 500: "internal_error"}
 
 
 class ApiError(Exception):
@@ -105,16 +104,6 @@ class DispatchListener:
         return {"url": self.url, "namespace": self.namespace, "maxBodyBytes": self.max_body_bytes}
 
 
-def envelope_error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None,
-                   code: str | None = None) -> JSONResponse:
-    error: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
-    if field is not None:
-        error["field"] = field
-    return JSONResponse({"success": False, "errors": [error], "result": None}, status_code=status, headers=headers)
-
-
-def ok(result: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse({"success": True, "errors": [], "result": result}, status_code=status)
 
 
 def _checked(field: str, check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -138,7 +138,7 @@ class DispatchApp:
         except WasmdeckError as error:  # e.g. the engine is closing, or the namespace was deleted
             return _plain(503, f"The server cannot dispatch right now: {str(error).rstrip('.')}."), "unavailable"
         response.headers = [(k, v) for k, v in response.headers if k.lower() not in _SERVER_HEADERS]
-        return response, str(response.trace.get("outcome", "-"))
+        return response, response.outcome
 
     def _request(self, scope: Scope, method: str, headers: list[tuple[str, str]], host: str, body: bytes) -> Request:
         if not host or not _HOST.match(host):

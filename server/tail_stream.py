@@ -57,6 +57,7 @@ from wasmdeck.engine import Engine, InvalidInput
 from wasmdeck.engine.traces import TraceFilter
 
 from .auth import token_matches
+from .envelope import envelope_error
 
 DEFAULT_PER_WORKER = 8
 DEFAULT_TOTAL = 64
@@ -301,8 +302,6 @@ class TailEndpoint:
         await self.handle(WebSocket(scope, receive, send))
 
     async def _refuse(self, websocket: WebSocket, status: int, message: str, field: str | None = None) -> None:
-        from .admin_app import envelope_error  # late: admin_app imports this module
-
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
             headers = {"WWW-Authenticate": 'Bearer realm="wasmdeck-admin"'} if status == 401 else None
             await websocket.send_denial_response(envelope_error(status, message, field, headers=headers))

@@ -247,7 +247,11 @@ async def test_dispatch_worker_answers_itself_or_routes(platform, origin):
     response = await platform.request("http://hello.example.com/")
     assert response.status == 200 and response.text == "Hello from wasmdeck!\n"
     assert response.header("x-dispatched-by") == "dispatcher"
-    assert response.trace["scriptName"] == "dispatcher"
+    # the request's trace is the user Worker's; the dispatch Worker's item is beside it
+    assert response.trace["scriptName"] == "hello" and response.dispatcher_trace is not None
+    assert response.dispatcher_trace["scriptName"] == "dispatcher"
+    response = await platform.request("http://anything.example.com/__dispatcher/health")
+    assert response.trace["scriptName"] == "dispatcher" and response.dispatcher_trace is response.trace
     response = await platform.request(fetch_url(origin).replace("fetcher.", "shop."))
     assert response.text.startswith("1 200")
 
