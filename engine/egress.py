@@ -201,7 +201,7 @@ class Destination:
         except (httpx.InvalidURL, TypeError, ValueError) as error:
             raise UnreadableURL(f"it cannot be read as a URL: {error}") from None
         host = canonical_host(parsed.raw_host.decode("ascii"))
-        port = parsed.port or DEFAULT_PORTS.get(parsed.scheme, 0)
+        port = parsed.port if parsed.port is not None else DEFAULT_PORTS.get(parsed.scheme, 0)
         if not 1 <= port <= 65535:
             raise UnreadableURL(f"its port {port} cannot be connected to")
         return cls(parsed, parsed.scheme, host, port)
