@@ -210,6 +210,15 @@ class Destination:
         return f"{self.host}:{self.port}"
 
 
+def canonical_hostname(url: str) -> str:
+    """`url`'s canonical host as text (a name, or an address without brackets), "" if unreadable."""
+    try:
+        host = Destination.parse(url).host
+    except UnreadableURL:
+        return ""
+    return host.name if host.name is not None else str(host.address)
+
+
 def closed_range(address: Address) -> tuple[Address, str] | None:
     """(the address, what it is) when `address`, or the IPv4 address it carries, is closed."""
     for candidate in (address, embedded_ipv4(address)):

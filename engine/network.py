@@ -85,22 +85,27 @@ class Network:
             )
         )
 
-    async def _pool_for(self, scheme: str, server_name: str) -> _Pool:
-        """Plain HTTP shares one pool (its connections are keyed by address and port); TLS has
-        one pool per server name."""
+    def _acquire(self, scheme: str, server_name: str) -> _Pool:
+        """The pool for a fetch, counted as in use. Plain HTTP shares one pool (its connections
+        are keyed by address and port); TLS has one pool per server name."""
         if scheme == "http":
             if self._plain is None:
                 self._plain = self._transport_pool()
-            return self._plain
-        pool = self._tls.get(server_name)
-        if pool is not None:
+            pool = self._plain
+        else:
+            pool = self._tls.get(server_name) or self._transport_pool()
+            self._tls[server_name] = pool
             self._tls.move_to_end(server_name)
-            return pool
-        pool = self._tls[server_name] = self._transport_pool()
-        idle = [name for name, other in self._tls.items() if other.in_use == 0 and other is not pool]
-        for name in idle[: max(0, len(self._tls) - MAX_TLS_POOLS)]:
-            await self._tls.pop(name).transport.aclose()
+        pool.in_use += 1
         return pool
+
+    async def _trim(self) -> None:
+        """Close the least recently used idle TLS pools beyond MAX_TLS_POOLS."""
+        excess = len(self._tls) - MAX_TLS_POOLS
+        idle = [name for name, pool in self._tls.items() if pool.in_use == 0][: max(0, excess)]
+        closing = [self._tls.pop(name) for name in idle]
+        for pool in closing:
+            await pool.transport.aclose()
 
     async def _addresses(self, destination: Destination, policy: EgressPolicy, deadline: float) -> list[tuple[Address, str]]:
         """The addresses to try, each checked: the literal address, or every address the name resolves to."""
@@ -151,8 +156,7 @@ class Network:
         given = {name.lower() for name, _ in sent}
         sent = [("host", host_header), *sent, *((name, value) for name, value in _DEFAULT_REQUEST if name not in given)]
         server_name = host.name or str(host.address)
-        pool = await self._pool_for(destination.scheme, server_name)
-        pool.in_use += 1
+        pool = self._acquire(destination.scheme, server_name)
         try:
             failure: FetchFailed | None = None
             for address, zone in addresses:
@@ -180,6 +184,7 @@ class Network:
             raise failure or FetchFailed("NetworkError", f"{url} did not answer within {timeout_s:.1f} s")
         finally:
             pool.in_use -= 1
+            await self._trim()
 
     @staticmethod
     async def _read(url: str, response: httpx.Response, timeout_s: float) -> FetchResponse:

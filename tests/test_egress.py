@@ -22,6 +22,8 @@ import trustme
 
 from wasmdeck.engine import Engine, InvalidInput
 from wasmdeck.engine.egress import CLOSED_RANGES, Destination, EgressPolicy, HostPattern, UnreadableURL, parse_ipv4
+from wasmdeck.engine import network as network_module
+from wasmdeck.engine.outbound import OutboundSetting
 from wasmdeck.engine.network import FetchFailed, Network, system_resolver
 
 from .conftest import protocol_module
@@ -133,6 +135,13 @@ def test_hosts_that_cannot_be_canonicalised_are_refused_with_a_sentence(url: str
         Destination.parse(url)
     reason = EgressPolicy.parse(["*"]).check(url)
     assert reason is not None and "cannot be fetched: " in reason
+
+
+def test_the_outbound_request_host_parameter_is_the_canonical_host() -> None:
+    setting = OutboundSetting.parse("gateway", [("HOST", "{request.host}")])
+    for url, host in (("http://127.1:8080/", "127.0.0.1"), ("http://EVIL。Test./x", "evil.test"),
+                      ("https://[::ffff:10.0.0.1]/", "10.0.0.1"), ("http://[::1]/", "::1"), ("http://a..b/", "")):
+        assert setting.environment({}, worker="w", namespace="n", url=url, tags=()) == {"HOST": host}, url
 
 
 def test_entries_are_canonical_too() -> None:
@@ -358,12 +367,12 @@ class TLSOrigin:
 
 @pytest.fixture
 def tls_origin() -> Iterator[tuple[TLSOrigin, ssl.SSLContext]]:
-    """An HTTPS origin on 127.0.0.1 whose certificate names secure.test only; /set answers a
+    """An HTTPS origin on 127.0.0.1 whose certificate names secure.test and n0.test to n4.test; /set answers a
     cookie; it records each TLS server name and each request's path and headers. Yields it and
     a client context that trusts its CA."""
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("secure.test").configure_cert(server_context)
+    ca.issue_cert("secure.test", *(f"n{i}.test" for i in range(5))).configure_cert(server_context)
     record = TLSOrigin(0)
     server_context.sni_callback = lambda sock, name, context: record.server_names.append(name)
 
@@ -429,3 +438,19 @@ async def test_an_https_fetch_through_the_engine_is_verified_for_its_name(fetche
     line = await fetch_line(fetcher, f"https://127.0.0.1:{record.port}/")  # no certificate for the address
     assert line.startswith("1 error NetworkError"), line
     assert record.server_names == ["secure.test", None]  # an address is never sent as a TLS server name
+
+
+async def test_tls_pools_per_name_are_bounded(tls_origin, monkeypatch) -> None:
+    record, client_context = tls_origin
+    monkeypatch.setattr(network_module, "MAX_TLS_POOLS", 2)
+    names = [f"n{i}.test" for i in range(5)]
+    network = Network(resolver=Hosts({name: ["127.0.0.1"] for name in names}), ssl_context=client_context)
+    policy = EgressPolicy.parse(names)
+    try:
+        for name in names + names[:1]:
+            got = await network.fetch("GET", f"https://{name}:{record.port}/", [], b"", 5, policy=policy)
+            assert got.status == 200
+            assert len(network._tls) <= 2
+    finally:
+        await network.close()
+    assert [headers["host"] for _, headers in record.requests] == [f"{name}:{record.port}" for name in names + names[:1]]
