@@ -3,8 +3,9 @@ and the parameters that Worker finds in its environment.
 
 Each parameter's value for an invocation comes from the dispatcher when it gives one,
 else from the operator's template: literal text with `{worker}`, `{namespace}`,
-`{request.url}`, `{request.host}` and `{tag:NAME}` (`yes` when the user Worker has tag
-NAME, else empty); `{{` and `}}` are literal braces.
+`{request.url}`, `{request.host}` (the canonical host the egress policy judged: `127.1` is
+`127.0.0.1`) and `{tag:NAME}` (`yes` when the user Worker has tag NAME, else empty); `{{` and
+`}}` are literal braces.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from .egress import canonical_hostname
 from .errors import InvalidInput
 from .validation import VAR_NAME, check_name, check_tag
 
@@ -68,7 +69,7 @@ class OutboundParameter:
             if field == "request.url":
                 return url
             if field == "request.host":
-                return urlsplit(url).hostname or ""
+                return canonical_hostname(url)
             return "yes" if field[4:] in tag_set else ""
 
         return _PLACEHOLDER.sub(value, self.template)

@@ -222,9 +222,9 @@ class ProtocolHost:
             if via == "outbound":
                 got = await self._through_outbound(invocation, subrequest, seconds_left)
             else:
-                got = await self.network.fetch(subrequest.method, subrequest.url, subrequest.headers, subrequest.body, max(0.001, seconds_left))
+                got = await self.network.fetch(subrequest.method, subrequest.url, subrequest.headers, subrequest.body, max(0.001, seconds_left), policy=invocation.namespace.egress)
         except FetchFailed as failure:
-            return refuse(failure.name, str(failure), via)
+            return refuse(failure.name, str(failure), "refused" if failure.name == "EgressBlocked" else via)
         record(via, status=got.status)
         return protocol.encode(
             {"type": "fetch_result", "id": call_id, "status": got.status, "headers": [list(h) for h in got.headers]}, got.body
