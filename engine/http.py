@@ -49,7 +49,10 @@ class Request:
         self.method = (self.method or "GET").upper()
         if self.method not in METHODS and not _token_ok(self.method):
             raise InvalidInput(f"{self.method!r} is not an HTTP method")
-        parts = urlsplit(self.url)
+        try:
+            parts = urlsplit(self.url)
+        except ValueError as error:  # e.g. an unclosed IPv6 bracket: 'http://[::1/'
+            raise InvalidInput(f"{self.url!r} is not a valid URL ({error})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInput(f"{self.url!r} is not an http:// or https:// URL with a host")
         try:
