@@ -190,8 +190,9 @@ def _limit_cell(value: int | None) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    # a one-shot request cannot learn which modules trap, so it always keeps pre-trap log lines
-    engine = Engine(args.db, always_keep_trap_logs=args.command == "request")
+    # these serve only the requests their user makes, one at a time: keep every trap's log lines
+    # (`serve` takes the faster path that keeps them from a module's second trap on)
+    engine = Engine(args.db, always_keep_trap_logs=args.command in ("request", "demo", "console"))
     try:
         return await COMMANDS[args.command](engine, args)
     finally:
@@ -263,7 +264,7 @@ async def cmd_limits(engine: Engine, args: argparse.Namespace) -> int:
         if args.json:
             _print_json(effective.as_dict())
             return 0
-        rows = [[CAMEL[f], str(getattr(effective, f)), effective.sources[f]] for f in FIELDS]
+        rows = [[CAMEL[f], str(getattr(effective, f)), effective.sources[CAMEL[f]]] for f in FIELDS]
         print(_table(rows, ["LIMIT", "VALUE", "FROM"]))
         return 0
     tag_limits = engine.limits()

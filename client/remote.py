@@ -87,8 +87,7 @@ def _limits(data: Mapping[str, Any]) -> Limits:
 
 
 def _effective_limits(data: Mapping[str, Any]) -> EffectiveLimits:
-    by_camel = {camel: name for name, camel in CAMEL.items()}
-    sources = {by_camel[camel]: source for camel, source in data["sources"].items()}
+    sources = {CAMEL[name]: str(data["sources"][CAMEL[name]]) for name in FIELDS}
     return EffectiveLimits(**{name: data[CAMEL[name]] for name in FIELDS}, sources=sources)
 
 
