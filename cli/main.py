@@ -37,6 +37,7 @@ class Parser(argparse.ArgumentParser):
 
 
 _positive = whole_number(0)
+NO_FOLLOW_HISTORY = 20  # what `tail --no-follow` prints without --history
 
 
 def build_parser() -> Parser:
@@ -114,7 +115,7 @@ def build_parser() -> Parser:
     request.add_argument("--namespace", default="default")
     request.add_argument("--json", action="store_true", help="print {status, headers, body, trace}")
     request.add_argument("-i", "--include", action="store_true", help="print the status line and headers too")
-    request.add_argument("--fail", action="store_true", help="exit 22 when the status is 400 or more")
+    request.add_argument("--fail", action="store_true", help="exit 1 (with one line on stderr) when the status is 400 or more")
 
     tail = commands.add_parser("tail", help="print trace items as they happen")
     tail.add_argument("--namespace", default=None)
@@ -125,8 +126,10 @@ def build_parser() -> Parser:
     tail.add_argument("--header", default=None, help="only items with this request header (NAME or NAME:VALUE)")
     tail.add_argument("--sampling-rate", type=float, default=None)
     tail.add_argument("--format", choices=["json", "pretty"], default="pretty")
-    tail.add_argument("--history", type=_positive, default=0, help="first print the N newest stored items that match")
-    tail.add_argument("--no-follow", action="store_true", help="exit after the history")
+    tail.add_argument("--history", type=_positive, default=None, metavar="N",
+                      help=f"first print the N newest stored items that match (default: {NO_FOLLOW_HISTORY} with --no-follow, else none)")
+    tail.add_argument("--no-follow", action="store_true",
+                      help=f"print the stored history (the {NO_FOLLOW_HISTORY} newest matching items unless --history says) and exit")
     tail.add_argument("--remote", metavar="URL", default=None,
                       help="tail a server's admin listener (e.g. http://127.0.0.1:8788) instead of the local database")
     tail.add_argument("--token", default=None, help="the admin token for --remote (default: $WASMDECK_TOKEN, else $WASMDECK_ADMIN_TOKEN)")
@@ -331,7 +334,7 @@ async def cmd_request(engine: Engine, args: argparse.Namespace) -> int:
         sys.stdout.flush()
     if args.fail and response.status >= 400:
         print(f"wasmdeck: {response.status} from {args.url} (outcome {response.outcome})", file=sys.stderr)
-        return 22
+        return 1
     return 0
 
 
@@ -349,9 +352,16 @@ async def cmd_tail(engine: Engine, args: argparse.Namespace) -> int:
     def dropped(count: int) -> None:
         print(f"wasmdeck: {count} trace items dropped (output too slow)", file=sys.stderr)
 
-    async for item in engine.tail(trace_filter, history=args.history, follow=not args.no_follow, on_dropped=dropped):
+    async for item in engine.tail(trace_filter, history=_tail_history(args), follow=not args.no_follow, on_dropped=dropped):
         print(json.dumps(item, separators=(",", ":")) if args.format == "json" else format_pretty(item), flush=True)
     return 0
+
+
+def _tail_history(args: argparse.Namespace) -> int:
+    """--history N, else the newest NO_FOLLOW_HISTORY items with --no-follow (which would print nothing otherwise)."""
+    if args.history is not None:
+        return int(args.history)
+    return NO_FOLLOW_HISTORY if args.no_follow else 0
 
 
 async def run_remote_tail(args: argparse.Namespace) -> int:
@@ -365,7 +375,7 @@ async def run_remote_tail(args: argparse.Namespace) -> int:
     return await remote_tail(
         args.remote, token, namespace=args.namespace, worker=args.worker, status=args.status, method=tuple(args.method),
         search=args.search, header=args.header, sampling_rate=args.sampling_rate, format=args.format,
-        history=args.history, follow=not args.no_follow,
+        history=_tail_history(args), follow=not args.no_follow,
     )
 
 
