@@ -435,7 +435,7 @@ class RemoteTraceStream(TraceStream):
             self._on_close(self)
 
 
-def _refusal(status: int, body: bytes | None) -> str:
+def _refusal(status: int, body: bytes | bytearray | None) -> str:
     try:
         return json.loads(body or b"")["errors"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError):

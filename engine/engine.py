@@ -610,9 +610,9 @@ class Engine:
                 return
             next_poll = time.monotonic() + poll_interval
             while True:
-                item = await subscription.get(timeout=max(0.0, next_poll - time.monotonic()))
-                if item is not None:
-                    yield item
+                live = await subscription.get(timeout=max(0.0, next_poll - time.monotonic()))
+                if live is not None:
+                    yield live
                 elif subscription.closed:
                     return  # the engine is closing
                 dropped = subscription.take_dropped()

@@ -179,17 +179,17 @@ class ProtocolHost:
             return self.recorder.finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response,
                                 exceptions=exceptions, subrequests=invocation.subrequests)
         ended = self._session_outcome(invocation, result, stderr, stderr_truncated)
-        outcome, exceptions, response = ended.outcome, ended.exceptions, ended.response
-        if response is None:
+        outcome, exceptions, answer = ended.outcome, ended.exceptions, ended.response
+        if answer is None:
             assert result.final is not None
             try:
-                response = protocol_response(result.final, request.method)
+                answer = protocol_response(result.final, request.method)
             except ProtocolViolation as violation:
                 outcome = "exception"
                 exceptions.append(exception_entry("ProtocolError", str(violation), self.clock()))
-                response = text_response(502, f"Worker threw an exception: {violation}")
+                answer = text_response(502, f"Worker threw an exception: {violation}")
         return self.recorder.finish(
-            request, ns.name, worker, worker.name, outcome, timestamp, started, round(result.cpu_ms), response,
+            request, ns.name, worker, worker.name, outcome, timestamp, started, round(result.cpu_ms), answer,
             logs=ended.logs, exceptions=exceptions, truncated=ended.truncated, subrequests=invocation.subrequests,
         )
 
