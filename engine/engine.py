@@ -75,6 +75,10 @@ class Engine:
     Store operations (deploy, list, limits...) are plain methods; running Workers is async
     (`await engine.dispatch(...)`). Use `async with Engine(path) as engine:` or call
     `await engine.close()` so sandboxes are closed and pending traces are stored.
+
+    The engine routes requests and runs WCGI Workers itself; Worker-protocol invocations (and the
+    dispatch, Outbound and Tail Workers built on them) run in `self.protocol`, a `ProtocolHost`
+    given the parts it shares with the engine (see its docstring for both sides' contract).
     """
 
     def __init__(
@@ -114,12 +118,12 @@ class Engine:
             always_keep_logs=always_keep_trap_logs,
         )
         self.network = Network()
-        self.config = ConfigCache(self.store, engine_defaults)
+        self.config_cache = ConfigCache(self.store, engine_defaults)
         self.recorder = Recorder(self.traces, clock)
         self.protocol = ProtocolHost(
             runtime=self.runtime,
             network=self.network,
-            config=self.config,
+            config=self.config_cache,
             recorder=self.recorder,
             module_bytes=self.store.module_bytes,
             run_user=self._run_dispatched,
@@ -175,19 +179,19 @@ class Engine:
     def create_namespace(self, name: str, *, routing: str = "host", defaults: Limits | None = None) -> Namespace:
         check_name(name, "namespace name")
         namespace = self.store.create_namespace(name, routing, defaults)
-        self.config.changed()
+        self.config_cache.changed()
         return namespace
 
     def update_namespace(
         self, name: str, *, routing: str | None = None, defaults: Limits | None = None, clear: Iterable[str] = ()
     ) -> Namespace:
         namespace = self.store.update_namespace(name, routing, defaults, tuple(clear))
-        self.config.changed()
+        self.config_cache.changed()
         return namespace
 
     def delete_namespace(self, name: str) -> None:
         self.store.delete_namespace(name)
-        self.config.changed()
+        self.config_cache.changed()
 
     # -- workers ------------------------------------------------------------------
 
@@ -224,7 +228,7 @@ class Engine:
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
         worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message)
-        self.config.changed()
+        self.config_cache.changed()
         return worker
 
     def workers(self, namespace: str = DEFAULT_NAMESPACE, *, tags: Iterable[str] = ()) -> list[Worker]:
@@ -243,22 +247,22 @@ class Engine:
 
     def rollback(self, name: str, version: int, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
         worker = self.store.rollback(namespace, name, version)
-        self.config.changed()
+        self.config_cache.changed()
         return worker
 
     def delete(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.store.delete_worker(namespace, name)
         self.runtime.forget_worker(f"{namespace}/{name}")
-        self.config.changed()
+        self.config_cache.changed()
 
     def set_tags(self, name: str, tags: Iterable[str], *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
         worker = self.store.update_settings(namespace, name, check_tags(tags), None, "tags changed")
-        self.config.changed()
+        self.config_cache.changed()
         return worker
 
     def set_vars(self, name: str, vars: Mapping[str, str], *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
         worker = self.store.update_settings(namespace, name, None, check_vars(dict(vars)), "vars changed")
-        self.config.changed()
+        self.config_cache.changed()
         return worker
 
     def worker_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
@@ -271,12 +275,12 @@ class Engine:
         check_tag(tag)
         given = limits or Limits(**values)
         result = self.store.set_tag_limits(tag, given, tuple(clear))
-        self.config.changed()
+        self.config_cache.changed()
         return result
 
     def delete_limits(self, tag: str) -> None:
         self.store.delete_tag_limits(tag)
-        self.config.changed()
+        self.config_cache.changed()
 
     def limits(self) -> dict[str, Limits]:
         return self.store.tag_limits()
@@ -303,7 +307,7 @@ class Engine:
             check_name(name)
             self._protocol_worker(name, namespace, "dispatch Worker")
         result = self.store.set_dispatch_worker(namespace, name)
-        self.config.changed()
+        self.config_cache.changed()
         return result
 
     def set_outbound(
@@ -323,7 +327,7 @@ class Engine:
             setting = OutboundSetting.parse(service, parameters)
             self._protocol_worker(service, namespace, "Outbound Worker")
         result = self.store.set_outbound(namespace, setting)
-        self.config.changed()
+        self.config_cache.changed()
         return result
 
     def set_egress(
@@ -332,7 +336,7 @@ class Engine:
         """Replace the namespace's egress policy (hosts its Workers' fetches may reach)."""
         policy = EgressPolicy.parse(allow, block)
         result = self.store.set_egress(namespace, policy)
-        self.config.changed()
+        self.config_cache.changed()
         return result
 
     def _tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> TailConsumer:
@@ -354,14 +358,14 @@ class Engine:
         self.store.namespace(namespace)
         self._protocol_worker(consumer, namespace, "tail consumer")
         result = self.store.add_tail_consumer(entry)
-        self.config.changed()
+        self.config_cache.changed()
         return result
 
     def remove_tail_consumer(
         self, consumer: str, *, worker: str | None = None, dispatcher: bool = False, namespace: str = DEFAULT_NAMESPACE
     ) -> None:
         self.store.remove_tail_consumer(self._tail_consumer(consumer, worker, dispatcher, namespace))
-        self.config.changed()
+        self.config_cache.changed()
 
     def tail_consumers(self, namespace: str | None = None) -> list[TailConsumer]:
         if namespace is not None:
@@ -399,15 +403,15 @@ class Engine:
         self.capture_runtime_output()
         started = time.perf_counter()
         timestamp = self.clock()
-        self.config.refresh()  # once per dispatch; the lookups below reuse it
-        ns = self.config.namespace(namespace)
+        self.config_cache.refresh()  # once per dispatch; the lookups below reuse it
+        ns = self.config_cache.namespace(namespace)
         if ns.dispatch_worker is not None and self.dispatch_function is None:
             return await self.protocol.dispatch_through_worker(request, ns, timestamp, started)
         target = await route(request, ns, self.dispatch_function)
         if target.response is not None:
             return target.response
         if self.dispatch_function is not None:  # it may have awaited while another task changed the config
-            self.config.refresh()
+            self.config_cache.refresh()
         outbound_values = check_outbound_values(target.outbound or {}, ns.outbound)
         response = await self._run_user(
             request, ns, target.worker, timestamp, started,
@@ -448,13 +452,13 @@ class Engine:
         The namespace's platform Workers (its dispatch, Outbound and Tail Workers) are no user
         Workers: a request for one is answered as for a Worker that does not exist.
         """
-        worker = self.config.worker(ns.name, name) if name is not None else None
+        worker = self.config_cache.worker(ns.name, name) if name is not None else None
         if worker is None or name is None:
             return self._not_found(request, ns, name, None, timestamp, started)
-        role = self.config.platform_role(ns, name)
+        role = self.config_cache.platform_role(ns, name)
         if role is not None:
             return self._not_found(request, ns, name, role, timestamp, started)
-        limits = self.config.limits(ns, worker).tightened(limits_override)
+        limits = self.config_cache.limits(ns, worker).tightened(limits_override)
         if wall_cap_ms is not None:
             limits = limits.tightened(Limits(wall_ms=max(1, wall_cap_ms)), source="caller")
         if worker.abi == protocol.ABI:
