@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from wasmdeck.engine import Engine, Limits, Request, TraceFilter, WasmdeckError, format_pretty
 from wasmdeck.engine.engine import default_db_path
@@ -32,11 +32,12 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         raise UsageError(f"{self.prog}: {message}")
 
 
 _positive = whole_number(0)
+NO_FOLLOW_HISTORY = 20  # what `tail --no-follow` prints without --history
 
 
 def build_parser() -> Parser:
@@ -114,7 +115,7 @@ def build_parser() -> Parser:
     request.add_argument("--namespace", default="default")
     request.add_argument("--json", action="store_true", help="print {status, headers, body, trace}")
     request.add_argument("-i", "--include", action="store_true", help="print the status line and headers too")
-    request.add_argument("--fail", action="store_true", help="exit 22 when the status is 400 or more")
+    request.add_argument("--fail", action="store_true", help="exit 1 (with one line on stderr) when the status is 400 or more")
 
     tail = commands.add_parser("tail", help="print trace items as they happen")
     tail.add_argument("--namespace", default=None)
@@ -125,8 +126,10 @@ def build_parser() -> Parser:
     tail.add_argument("--header", default=None, help="only items with this request header (NAME or NAME:VALUE)")
     tail.add_argument("--sampling-rate", type=float, default=None)
     tail.add_argument("--format", choices=["json", "pretty"], default="pretty")
-    tail.add_argument("--history", type=_positive, default=0, help="first print the N newest stored items that match")
-    tail.add_argument("--no-follow", action="store_true", help="exit after the history")
+    tail.add_argument("--history", type=_positive, default=None, metavar="N",
+                      help=f"first print the N newest stored items that match (default: {NO_FOLLOW_HISTORY} with --no-follow, else none)")
+    tail.add_argument("--no-follow", action="store_true",
+                      help=f"print the stored history (the {NO_FOLLOW_HISTORY} newest matching items unless --history says) and exit")
     tail.add_argument("--remote", metavar="URL", default=None,
                       help="tail a server's admin listener (e.g. http://127.0.0.1:8788) instead of the local database")
     tail.add_argument("--token", default=None, help="the admin token for --remote (default: $WASMDECK_TOKEN, else $WASMDECK_ADMIN_TOKEN)")
@@ -190,8 +193,9 @@ def _limit_cell(value: int | None) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    # a one-shot request cannot learn which modules trap, so it always keeps pre-trap log lines
-    engine = Engine(args.db, always_keep_trap_logs=args.command == "request")
+    # these serve only the requests their user makes, one at a time: keep every trap's log lines
+    # (`serve` takes the faster path that keeps them from a module's second trap on)
+    engine = Engine(args.db, always_keep_trap_logs=args.command in ("request", "demo", "console"))
     try:
         return await COMMANDS[args.command](engine, args)
     finally:
@@ -263,7 +267,7 @@ async def cmd_limits(engine: Engine, args: argparse.Namespace) -> int:
         if args.json:
             _print_json(effective.as_dict())
             return 0
-        rows = [[CAMEL[f], str(getattr(effective, f)), effective.sources[f]] for f in FIELDS]
+        rows = [[CAMEL[f], str(getattr(effective, f)), effective.sources[CAMEL[f]]] for f in FIELDS]
         print(_table(rows, ["LIMIT", "VALUE", "FROM"]))
         return 0
     tag_limits = engine.limits()
@@ -330,7 +334,7 @@ async def cmd_request(engine: Engine, args: argparse.Namespace) -> int:
         sys.stdout.flush()
     if args.fail and response.status >= 400:
         print(f"wasmdeck: {response.status} from {args.url} (outcome {response.outcome})", file=sys.stderr)
-        return 22
+        return 1
     return 0
 
 
@@ -348,9 +352,16 @@ async def cmd_tail(engine: Engine, args: argparse.Namespace) -> int:
     def dropped(count: int) -> None:
         print(f"wasmdeck: {count} trace items dropped (output too slow)", file=sys.stderr)
 
-    async for item in engine.tail(trace_filter, history=args.history, follow=not args.no_follow, on_dropped=dropped):
+    async for item in engine.tail(trace_filter, history=_tail_history(args), follow=not args.no_follow, on_dropped=dropped):
         print(json.dumps(item, separators=(",", ":")) if args.format == "json" else format_pretty(item), flush=True)
     return 0
+
+
+def _tail_history(args: argparse.Namespace) -> int:
+    """--history N, else the newest NO_FOLLOW_HISTORY items with --no-follow (which would print nothing otherwise)."""
+    if args.history is not None:
+        return int(args.history)
+    return NO_FOLLOW_HISTORY if args.no_follow else 0
 
 
 async def run_remote_tail(args: argparse.Namespace) -> int:
@@ -364,7 +375,7 @@ async def run_remote_tail(args: argparse.Namespace) -> int:
     return await remote_tail(
         args.remote, token, namespace=args.namespace, worker=args.worker, status=args.status, method=tuple(args.method),
         search=args.search, header=args.header, sampling_rate=args.sampling_rate, format=args.format,
-        history=args.history, follow=not args.no_follow,
+        history=_tail_history(args), follow=not args.no_follow,
     )
 
 

@@ -102,7 +102,7 @@ async def remote_tail(
         return 1
 
 
-def _envelope_message(body: bytes | None) -> str | None:
+def _envelope_message(body: bytes | bytearray | None) -> str | None:
     try:
         return json.loads(body or b"")["errors"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError):

@@ -87,8 +87,7 @@ def _limits(data: Mapping[str, Any]) -> Limits:
 
 
 def _effective_limits(data: Mapping[str, Any]) -> EffectiveLimits:
-    by_camel = {camel: name for name, camel in CAMEL.items()}
-    sources = {by_camel[camel]: source for camel, source in data["sources"].items()}
+    sources = {CAMEL[name]: str(data["sources"][CAMEL[name]]) for name in FIELDS}
     return EffectiveLimits(**{name: data[CAMEL[name]] for name in FIELDS}, sources=sources)
 
 
@@ -436,7 +435,7 @@ class RemoteTraceStream(TraceStream):
             self._on_close(self)
 
 
-def _refusal(status: int, body: bytes | None) -> str:
+def _refusal(status: int, body: bytes | bytearray | None) -> str:
     try:
         return json.loads(body or b"")["errors"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError):

@@ -15,23 +15,28 @@ from typing import Any
 from . import protocol, wcgi
 from .egress import EgressPolicy
 from .errors import InvalidInput, InvalidModule, WasmdeckError
+from .config_cache import ConfigCache
 from .http import Request, Response, limit_response, text_response
 from .metering import meter
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, looks_out_of_memory, resolve
 from .network import Network
 from .outbound import OutboundSetting, check_outbound_values
 from .protocol_host import Invocation, ProtocolHost
+from .recorder import Recorder
 from .router import DispatchFunction, route
-from .runtime import GuestRun, LoadShed, Runtime
+from .runtime import GuestRun, Runtime
 from .stderr_capture import RuntimeStderr
 from .store import DEFAULT_NAMESPACE, Namespace, Store, TailConsumer, Worker, WorkerVersion, now_ms
-from .tail_workers import TailDelivery
 from .trace_bus import Subscription, TraceBus
-from .traces import TraceFilter, exception_entry, log_entries, new_item
+from .traces import TraceFilter, exception_entry, log_entries
 from .validation import check_name, check_tag, check_tags, check_vars
 from .wasm_module import DEFAULT_MAX_MODULE_BYTES, memory_limit_pages, validate_worker_module
 
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+FIRST_TRAP_NOTE = (
+    "(the Worker's first trap since the engine started: what it wrote before the trap was not kept; "
+    "from its next trap on its log lines are)"
+)
 
 
 def default_db_path() -> Path:
@@ -64,12 +69,16 @@ def read_module(module: bytes | bytearray | str | os.PathLike[str], max_bytes: i
     return path.read_bytes()
 
 
-class Engine(ProtocolHost):
+class Engine:
     """Hosts many tenants' WebAssembly Workers in dispatch namespaces backed by one SQLite file.
 
     Store operations (deploy, list, limits...) are plain methods; running Workers is async
     (`await engine.dispatch(...)`). Use `async with Engine(path) as engine:` or call
     `await engine.close()` so sandboxes are closed and pending traces are stored.
+
+    The engine routes requests and runs WCGI Workers itself; Worker-protocol invocations (and the
+    dispatch, Outbound and Tail Workers built on them) run in `self.protocol`, a `ProtocolHost`
+    given the parts it shares with the engine (see its docstring for both sides' contract).
     """
 
     def __init__(
@@ -109,12 +118,18 @@ class Engine(ProtocolHost):
             always_keep_logs=always_keep_trap_logs,
         )
         self.network = Network()
-        self.tail_delivery = TailDelivery(self._deliver_tail)
+        self.config_cache = ConfigCache(self.store, engine_defaults)
+        self.recorder = Recorder(self.traces, clock)
+        self.protocol = ProtocolHost(
+            runtime=self.runtime,
+            network=self.network,
+            config=self.config_cache,
+            recorder=self.recorder,
+            module_bytes=self.store.module_bytes,
+            run_user=self._run_dispatched,
+        )
         self._capture_stderr = capture_runtime_stderr
         self._capturing = False
-        self._config: dict[Any, Any] = {}
-        self._config_version: int | None = None
-        self._data_version: int | None = None
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
@@ -128,7 +143,7 @@ class Engine(ProtocolHost):
     async def close(self) -> None:
         if self._closed:
             return
-        await self.tail_delivery.close()
+        await self.protocol.close()
         self._closed = True
         await self.traces.close()
         await self.runtime.close()
@@ -151,39 +166,7 @@ class Engine(ProtocolHost):
 
     async def flush_tail_deliveries(self, timeout: float = 30.0) -> None:
         """Wait until the trace items produced so far have reached their Tail Workers."""
-        await self.tail_delivery.flush(timeout)
-
-    # -- configuration cache ------------------------------------------------------
-
-    def _check_config(self) -> None:
-        """Drop cached config if any process changed a config table since the last check.
-
-        `PRAGMA data_version` is cheap and changes on any commit by another connection,
-        including this engine's own trace writer; only then is the config counter read.
-        """
-        data_version = self.store.db.execute("PRAGMA data_version").fetchone()[0]
-        if data_version == self._data_version:
-            return
-        self._data_version = data_version
-        version = self.store.config_version()
-        if version != self._config_version:
-            self._config.clear()
-            self._config_version = version
-
-    def _cached(self, key: Any, load: Callable[[], Any], *, checked: bool = False) -> Any:
-        """Config read through a cache that any commit to the database (by any process) invalidates."""
-        if not checked:
-            self._check_config()
-        try:
-            return self._config[key]
-        except KeyError:
-            value = self._config[key] = load()
-            return value
-
-    def _changed(self) -> None:
-        self._config.clear()
-        self._config_version = None
-        self._data_version = None
+        await self.protocol.flush_tail_deliveries(timeout)
 
     # -- namespaces ---------------------------------------------------------------
 
@@ -196,19 +179,19 @@ class Engine(ProtocolHost):
     def create_namespace(self, name: str, *, routing: str = "host", defaults: Limits | None = None) -> Namespace:
         check_name(name, "namespace name")
         namespace = self.store.create_namespace(name, routing, defaults)
-        self._changed()
+        self.config_cache.changed()
         return namespace
 
     def update_namespace(
         self, name: str, *, routing: str | None = None, defaults: Limits | None = None, clear: Iterable[str] = ()
     ) -> Namespace:
         namespace = self.store.update_namespace(name, routing, defaults, tuple(clear))
-        self._changed()
+        self.config_cache.changed()
         return namespace
 
     def delete_namespace(self, name: str) -> None:
         self.store.delete_namespace(name)
-        self._changed()
+        self.config_cache.changed()
 
     # -- workers ------------------------------------------------------------------
 
@@ -245,7 +228,7 @@ class Engine(ProtocolHost):
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
         worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message)
-        self._changed()
+        self.config_cache.changed()
         return worker
 
     def workers(self, namespace: str = DEFAULT_NAMESPACE, *, tags: Iterable[str] = ()) -> list[Worker]:
@@ -264,22 +247,22 @@ class Engine(ProtocolHost):
 
     def rollback(self, name: str, version: int, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
         worker = self.store.rollback(namespace, name, version)
-        self._changed()
+        self.config_cache.changed()
         return worker
 
     def delete(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.store.delete_worker(namespace, name)
         self.runtime.forget_worker(f"{namespace}/{name}")
-        self._changed()
+        self.config_cache.changed()
 
     def set_tags(self, name: str, tags: Iterable[str], *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
         worker = self.store.update_settings(namespace, name, check_tags(tags), None, "tags changed")
-        self._changed()
+        self.config_cache.changed()
         return worker
 
     def set_vars(self, name: str, vars: Mapping[str, str], *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
         worker = self.store.update_settings(namespace, name, None, check_vars(dict(vars)), "vars changed")
-        self._changed()
+        self.config_cache.changed()
         return worker
 
     def worker_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
@@ -292,12 +275,12 @@ class Engine(ProtocolHost):
         check_tag(tag)
         given = limits or Limits(**values)
         result = self.store.set_tag_limits(tag, given, tuple(clear))
-        self._changed()
+        self.config_cache.changed()
         return result
 
     def delete_limits(self, tag: str) -> None:
         self.store.delete_tag_limits(tag)
-        self._changed()
+        self.config_cache.changed()
 
     def limits(self) -> dict[str, Limits]:
         return self.store.tag_limits()
@@ -324,7 +307,7 @@ class Engine(ProtocolHost):
             check_name(name)
             self._protocol_worker(name, namespace, "dispatch Worker")
         result = self.store.set_dispatch_worker(namespace, name)
-        self._changed()
+        self.config_cache.changed()
         return result
 
     def set_outbound(
@@ -344,7 +327,7 @@ class Engine(ProtocolHost):
             setting = OutboundSetting.parse(service, parameters)
             self._protocol_worker(service, namespace, "Outbound Worker")
         result = self.store.set_outbound(namespace, setting)
-        self._changed()
+        self.config_cache.changed()
         return result
 
     def set_egress(
@@ -353,7 +336,7 @@ class Engine(ProtocolHost):
         """Replace the namespace's egress policy (hosts its Workers' fetches may reach)."""
         policy = EgressPolicy.parse(allow, block)
         result = self.store.set_egress(namespace, policy)
-        self._changed()
+        self.config_cache.changed()
         return result
 
     def _tail_consumer(self, consumer: str, worker: str | None, dispatcher: bool, namespace: str) -> TailConsumer:
@@ -375,14 +358,14 @@ class Engine(ProtocolHost):
         self.store.namespace(namespace)
         self._protocol_worker(consumer, namespace, "tail consumer")
         result = self.store.add_tail_consumer(entry)
-        self._changed()
+        self.config_cache.changed()
         return result
 
     def remove_tail_consumer(
         self, consumer: str, *, worker: str | None = None, dispatcher: bool = False, namespace: str = DEFAULT_NAMESPACE
     ) -> None:
         self.store.remove_tail_consumer(self._tail_consumer(consumer, worker, dispatcher, namespace))
-        self._changed()
+        self.config_cache.changed()
 
     def tail_consumers(self, namespace: str | None = None) -> list[TailConsumer]:
         if namespace is not None:
@@ -420,32 +403,33 @@ class Engine(ProtocolHost):
         self.capture_runtime_output()
         started = time.perf_counter()
         timestamp = self.clock()
-        self._check_config()  # once per dispatch; the lookups below reuse it
-        ns = self._cached(("namespace", namespace), lambda: self.store.namespace(namespace), checked=True)
+        self.config_cache.refresh()  # once per dispatch; the lookups below reuse it
+        ns = self.config_cache.namespace(namespace)
         if ns.dispatch_worker is not None and self.dispatch_function is None:
-            return await self._dispatch_through_worker(request, ns, timestamp, started)
+            return await self.protocol.dispatch_through_worker(request, ns, timestamp, started)
         target = await route(request, ns, self.dispatch_function)
         if target.response is not None:
             return target.response
         if self.dispatch_function is not None:  # it may have awaited while another task changed the config
-            self._check_config()
+            self.config_cache.refresh()
         outbound_values = check_outbound_values(target.outbound or {}, ns.outbound)
         response = await self._run_user(
             request, ns, target.worker, timestamp, started,
             limits_override=target.limits, outbound_values=outbound_values,
             script_name=target.script_name, path_info=target.path_info,
         )
-        self._offer_to_tails(ns, [response.trace])
+        self.protocol.offer_to_tails(ns, [response.trace])
         return response
 
-    def _find_worker(self, namespace: str, name: str) -> Worker | None:
-        return self._cached(("worker", namespace, name), lambda: self.store.find_worker(namespace, name), checked=True)
-
-    def _limits_for(self, ns: Namespace, worker: Worker) -> EffectiveLimits:
-        return self._cached(
-            ("limits", ns.name, worker.name, worker.version),
-            lambda: resolve(worker.tags, self._cached("tag_limits", self.store.tag_limits, checked=True), ns.defaults, self.engine_defaults),
-            checked=True,
+    async def _run_dispatched(
+        self, request: Request, namespace: Namespace, name: str, *,
+        limits: Limits | None, outbound_values: Mapping[str, str], wall_cap_ms: int,
+    ) -> Response:
+        """A dispatch Worker's `dispatch()` call (the protocol host's `RunUser`): not gated, its
+        caller holds the guest slot."""
+        return await self._run_user(
+            request, namespace, name, self.clock(), time.perf_counter(),
+            limits_override=limits, outbound_values=outbound_values, gated=False, wall_cap_ms=wall_cap_ms,
         )
 
     async def _run_user(
@@ -463,21 +447,23 @@ class Engine(ProtocolHost):
         gated: bool = True,
         wall_cap_ms: int | None = None,
     ) -> Response:
-        """Run the user Worker `name` (either ABI) for `request`; its trace item is published."""
-        worker = self._find_worker(ns.name, name) if name is not None else None
-        if worker is None:
-            return self._finish(
-                request, ns.name, None, name, "scriptNotFound", timestamp, started, 0,
-                Response(404, [("Content-Type", "text/plain; charset=utf-8")],
-                         f"Worker not found: no worker named {name!r} in namespace {ns.name!r}\n".encode()
-                         if name else b"Worker not found: the request names no worker\n"),
-            )
-        limits = self._limits_for(ns, worker).tightened(limits_override)
+        """Run the user Worker `name` (either ABI) for `request`; its trace item is published.
+
+        The namespace's platform Workers (its dispatch, Outbound and Tail Workers) are no user
+        Workers: a request for one is answered as for a Worker that does not exist.
+        """
+        worker = self.config_cache.worker(ns.name, name) if name is not None else None
+        if worker is None or name is None:
+            return self._not_found(request, ns, name, None, timestamp, started)
+        role = self.config_cache.platform_role(ns, name)
+        if role is not None:
+            return self._not_found(request, ns, name, role, timestamp, started)
+        limits = self.config_cache.limits(ns, worker).tightened(limits_override)
         if wall_cap_ms is not None:
             limits = limits.tightened(Limits(wall_ms=max(1, wall_cap_ms)), source="caller")
         if worker.abi == protocol.ABI:
             invocation = Invocation(ns, worker, "user", limits, request, dict(outbound_values or {}))
-            return await self._run_protocol_fetch(invocation, timestamp, started, gated=gated)
+            return await self.protocol.run_fetch(invocation, timestamp, started, gated=gated)
         env = wcgi.environment(request, script_name=script_name, path_info=path_info, variables=worker.vars)
         budget_ms = min(limits.cpu_ms, limits.wall_ms)
         try:
@@ -494,21 +480,27 @@ class Engine(ProtocolHost):
                 gated=gated,
             )
         except Exception as error:
-            outcome, response, exceptions = self._start_failure(error)
-            return self._finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response, exceptions=exceptions)
+            outcome, response, exceptions = self.recorder.start_failure(error)
+            return self.recorder.finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response, exceptions=exceptions)
         return self._complete(request, ns.name, worker, limits, run, timestamp, started)
 
-    def _start_failure(self, error: Exception) -> tuple[str, Response, list[dict[str, Any]]]:
-        """The outcome, response and exceptions when a guest could not even start."""
-        if isinstance(error, LoadShed):
-            return "loadShed", limit_response(503, "the engine is overloaded; try again shortly", "concurrency", str(error)), [
-                exception_entry("LoadShed", str(error), self.clock())]
-        if isinstance(error, InvalidModule):
-            return "exceededMemory", limit_response(503, "Worker exceeded its memory limit", "memoryMb", str(error)), [
-                exception_entry("ExceededMemory", str(error), self.clock())]
-        # a runtime failure must never take the caller down
-        return "internalError", text_response(500, f"Internal error while running the Worker: {error}"), [
-            exception_entry("InternalError", str(error), self.clock())]
+    def _not_found(
+        self, request: Request, ns: Namespace, name: str | None, role: str | None, timestamp: int, started: float
+    ) -> Response:
+        """404 `Worker not found`, outcome scriptNotFound. For a platform Worker (`role`) the caller
+        learns nothing more; the operator's trace item says why."""
+        body = (
+            f"Worker not found: no worker named {name!r} in namespace {ns.name!r}\n"
+            if name else "Worker not found: the request names no worker\n"
+        )
+        exceptions = None
+        if role is not None:
+            why = f"{name!r} is the namespace's {role}; platform Workers are never routed to as tenants"
+            exceptions = [exception_entry("PlatformWorker", why, self.clock())]
+        return self.recorder.finish(
+            request, ns.name, None, name, "scriptNotFound", timestamp, started, 0,
+            Response(404, [("Content-Type", "text/plain; charset=utf-8")], body.encode()), exceptions=exceptions,
+        )
 
     def _complete(
         self,
@@ -523,41 +515,41 @@ class Engine(ProtocolHost):
         end = self.clock()
         logs, logs_truncated = log_entries(run.stderr, end)
         truncated = logs_truncated or run.stderr_truncated
-        if run.output_lost:
-            # the single-call fast path loses what a trapping guest wrote; this module now runs on
-            # the path that keeps it (see Runtime), so its next trap shows its log lines
-            logs.append({"timestamp": end, "level": "warn", "message": [
-                "log lines written before this trap were lost; they are kept from this worker's next trap on"]})
-            truncated = True
         cpu = round(run.duration_ms)
         exceptions: list[dict[str, Any]] = []
         stderr_text = run.stderr.decode("utf-8", "replace")
 
         def finish(outcome: str, response: Response) -> Response:
-            return self._finish(
+            return self.recorder.finish(
                 request, namespace, worker, worker.name, outcome, timestamp, started, cpu, response,
                 logs=logs, exceptions=exceptions, truncated=truncated,
             )
 
+        def failed(name: str, message: str) -> None:
+            if run.output_lost:
+                # nothing was cut (`truncated` stays false): the fast path keeps no output of a
+                # trapping guest, so whether it wrote anything is unknown; say so where the trap is
+                message = f"{message}\n{FIRST_TRAP_NOTE}"
+            exceptions.append(exception_entry(name, message, end))
+
         if run.outcome == "timeout":
             if limits.cpu_ms <= limits.wall_ms:
-                message = f"Worker exceeded its CPU time limit of {limits.cpu_ms} ms (limit from {limits.sources['cpu_ms']})"
+                message = f"Worker exceeded its CPU time limit of {limits.cpu_ms} ms (limit from {limits.sources['cpuMs']})"
                 exceptions.append(exception_entry("ExceededCpu", message, end))
                 return finish("exceededCpu", limit_response(503, "Worker exceeded its CPU time limit", "cpuMs", message, limits.cpu_ms))
-            message = f"Worker exceeded its wall-time limit of {limits.wall_ms} ms (limit from {limits.sources['wall_ms']})"
+            message = f"Worker exceeded its wall-time limit of {limits.wall_ms} ms (limit from {limits.sources['wallMs']})"
             exceptions.append(exception_entry("ExceededWallTime", message, end))
             return finish("exceededWallTime", limit_response(503, "Worker exceeded its wall-time limit", "wallMs", message, limits.wall_ms))
         if run.outcome in ("trap", "exited") and (run.outcome == "trap" or run.exit_code != 0):
             failure = run.error or f"the Worker exited with status {run.exit_code}"
             if looks_out_of_memory(stderr_text) or looks_out_of_memory(failure):
-                message = f"Worker ran out of memory under its {limits.memory_mb} MiB limit (limit from {limits.sources['memory_mb']})"
-                exceptions.append(exception_entry("ExceededMemory", f"{message}: {failure}", end))
+                message = f"Worker ran out of memory under its {limits.memory_mb} MiB limit (limit from {limits.sources['memoryMb']})"
+                failed("ExceededMemory", f"{message}: {failure}")
                 return finish("exceededMemory", limit_response(503, "Worker exceeded its memory limit", "memoryMb", message, limits.memory_mb))
             if run.outcome == "trap":
-                name, _, detail = failure.removeprefix("command execution failed: ").partition(": ")
-                exceptions.append(exception_entry("WasmTrap", failure.removeprefix("command execution failed: "), end))
-                first_line = failure.removeprefix("command execution failed: ").splitlines()[0]
-                return finish("exception", text_response(500, f"Worker threw an exception: the guest trapped ({first_line})"))
+                trap = failure.removeprefix("command execution failed: ")
+                failed("WasmTrap", trap)
+                return finish("exception", text_response(500, f"Worker threw an exception: the guest trapped ({trap.splitlines()[0]})"))
             exceptions.append(exception_entry("ExitStatus", failure, end))
             return finish("exception", text_response(500, f"Worker threw an exception: {failure}"))
         if run.outcome == "failed":
@@ -573,44 +565,6 @@ class Engine(ProtocolHost):
             exceptions.append(exception_entry("InvalidResponse", str(error), end))
             return finish("exception", text_response(502, f"Worker threw an exception: {error}"))
         return finish("ok", Response(parsed.status, parsed.headers, b"" if request.method == "HEAD" else parsed.body))
-
-    def _finish(
-        self,
-        request: Request,
-        namespace: str,
-        worker: Worker | None,
-        script_name: str | None,
-        outcome: str,
-        timestamp: int,
-        started: float,
-        cpu_ms: int,
-        response: Response,
-        *,
-        logs: list[dict[str, Any]] | None = None,
-        exceptions: list[dict[str, Any]] | None = None,
-        truncated: bool = False,
-        subrequests: list[dict[str, Any]] | None = None,
-    ) -> Response:
-        response.trace = new_item(
-            script_name=script_name,
-            script_version=worker.version if worker else None,
-            script_tags=worker.tags if worker else (),
-            namespace=namespace,
-            outcome=outcome,
-            event_timestamp=timestamp,
-            cpu_time=cpu_ms,
-            wall_time=round((time.perf_counter() - started) * 1000),
-            url=request.url,
-            method=request.method,
-            headers=request.headers,
-            status=response.status,
-            logs=logs,
-            exceptions=exceptions,
-            truncated=truncated,
-            subrequests=subrequests,
-        )
-        self.traces.publish(response.trace)
-        return response
 
     # -- traces -------------------------------------------------------------------
 
@@ -660,9 +614,9 @@ class Engine(ProtocolHost):
                 return
             next_poll = time.monotonic() + poll_interval
             while True:
-                item = await subscription.get(timeout=max(0.0, next_poll - time.monotonic()))
-                if item is not None:
-                    yield item
+                live = await subscription.get(timeout=max(0.0, next_poll - time.monotonic()))
+                if live is not None:
+                    yield live
                 elif subscription.closed:
                     return  # the engine is closing
                 dropped = subscription.take_dropped()

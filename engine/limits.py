@@ -75,7 +75,9 @@ ENGINE_DEFAULTS = Limits(cpu_ms=5_000, memory_mb=128, sub_requests=50, wall_ms=3
 
 @dataclass(frozen=True)
 class EffectiveLimits:
-    """Fully resolved limits, with where each value came from ("tag:free", "namespace", "engine", "dispatch")."""
+    """Fully resolved limits. `sources` says where each value came from ("tag:free", "namespace",
+    "engine", "dispatch", "caller"), keyed by the limit's API name (`cpuMs`, `memoryMb`,
+    `subRequests`, `wallMs`) like everything else wasmdeck shows."""
 
     cpu_ms: int
     memory_mb: int
@@ -85,7 +87,7 @@ class EffectiveLimits:
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {CAMEL[name]: getattr(self, name) for name in FIELDS}
-        data["sources"] = {CAMEL[name]: self.sources[name] for name in FIELDS}
+        data["sources"] = {CAMEL[name]: self.sources[CAMEL[name]] for name in FIELDS}
         return data
 
     def tightened(self, override: Limits | None, source: str = "dispatch") -> "EffectiveLimits":
@@ -98,7 +100,7 @@ class EffectiveLimits:
             wanted = getattr(override, name)
             if wanted is not None and wanted < getattr(self, name):
                 changes[name] = wanted
-                sources[name] = source
+                sources[CAMEL[name]] = source
         return replace(self, **changes, sources=sources)
 
 
@@ -123,7 +125,7 @@ def resolve(
         if best is None:
             best, best_source = getattr(engine_defaults, name), "engine"
         values[name] = best
-        sources[name] = best_source
+        sources[CAMEL[name]] = best_source
     return EffectiveLimits(**values, sources=sources)
 
 

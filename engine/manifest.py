@@ -24,8 +24,9 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import tomli_w
 
@@ -113,8 +114,8 @@ class NamespaceSpec:
     key: KeyPath
     routing: str | None = None
     defaults: Limits | None = None
-    dispatch_worker: str | bool | None = None  # False: no dispatch Worker
-    outbound: OutboundSetting | bool | None = None  # False: no Outbound Worker
+    dispatch_worker: str | Literal[False] | None = None  # False: no dispatch Worker
+    outbound: OutboundSetting | Literal[False] | None = None  # False: no Outbound Worker
     egress: EgressPolicy | None = None
     workers: dict[str, WorkerSpec] = field(default_factory=dict)
     tail_consumers: tuple[TailSpec, ...] | None = None
@@ -289,7 +290,7 @@ class _Reader:
             spec["tail_consumers"] = self.tail_consumers(name, table["tail_consumers"], path + ("tail_consumers",))
         return NamespaceSpec(**spec)
 
-    def worker_reference(self, value: Any, path: KeyPath, role: str) -> str | bool:
+    def worker_reference(self, value: Any, path: KeyPath, role: str) -> str | Literal[False]:
         if value is False:
             return False
         if not isinstance(value, str):
@@ -310,7 +311,7 @@ class _Reader:
         with self.at(path):
             return EgressPolicy.parse(lists["allow"], lists["block"])
 
-    def outbound(self, value: Any, path: KeyPath) -> OutboundSetting | bool:
+    def outbound(self, value: Any, path: KeyPath) -> OutboundSetting | Literal[False]:
         if value is False:
             return False
         table = self.table(value, path, _OUTBOUND_KEYS)
@@ -576,19 +577,19 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
             detail = f"routing by {routing}" + (f", default limits {_limits_text(defaults)}" if not defaults.is_empty() else "")
             changes.append(Change(
                 f"create namespace {ns.name} ({detail})",
-                lambda ns=ns, routing=routing, defaults=defaults: engine.create_namespace(ns.name, routing=routing, defaults=defaults),
+                partial(engine.create_namespace, ns.name, routing=routing, defaults=defaults),
             ))
             continue
         if ns.routing is not None and ns.routing != current.routing:
             changes.append(Change(
                 f"namespace {ns.name}: routing {current.routing} -> {ns.routing}",
-                lambda ns=ns: engine.update_namespace(ns.name, routing=ns.routing),
+                partial(engine.update_namespace, ns.name, routing=ns.routing),
             ))
         if ns.defaults is not None and ns.defaults != current.defaults:
             clear = [name for name in FIELDS if getattr(ns.defaults, name) is None]
             changes.append(Change(
                 f"namespace {ns.name}: default limits {_limits_text(current.defaults)} -> {_limits_text(ns.defaults)}",
-                lambda ns=ns, clear=clear: engine.update_namespace(ns.name, defaults=ns.defaults, clear=clear),
+                partial(engine.update_namespace, ns.name, defaults=ns.defaults, clear=clear),
             ))
 
     # 2. workers: a new version only when the module, tags, vars or ABI differ from the serving one
@@ -614,8 +615,8 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
                 what = "; ".join(differences)
             changes.append(Change(
                 f"deploy {spec.name} in namespace {ns.name}: {what}",
-                lambda spec=spec: engine.deploy(
-                    spec.name, spec.data, namespace=spec.namespace, tags=spec.tags, vars=spec.vars,
+                partial(
+                    engine.deploy, spec.name, spec.data, namespace=spec.namespace, tags=spec.tags, vars=spec.vars,
                     abi=spec.abi, message=f"applied from {source}",
                 ),
             ))
@@ -623,18 +624,18 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
     # 3. tag limits
     current_limits = engine.limits()
     for tag, limits in manifest.limits.items():
-        current = current_limits.get(tag)
+        current_tag = current_limits.get(tag)
         if limits.is_empty():
-            if current is not None:
-                changes.append(Change(f"limits for tag {tag}: removed (were {_limits_text(current)})",
-                                      lambda tag=tag: engine.delete_limits(tag)))
+            if current_tag is not None:
+                changes.append(Change(f"limits for tag {tag}: removed (were {_limits_text(current_tag)})",
+                                      partial(engine.delete_limits, tag)))
             continue
-        if current != limits:
+        if current_tag != limits:
             clear = [name for name in FIELDS if getattr(limits, name) is None]
-            was = "" if current is None else f" (were {_limits_text(current)})"
+            was = "" if current_tag is None else f" (were {_limits_text(current_tag)})"
             changes.append(Change(
                 f"limits for tag {tag}: {_limits_text(limits)}{was}",
-                lambda tag=tag, limits=limits, clear=clear: engine.set_limits(tag, limits, clear=clear),
+                partial(engine.set_limits, tag, limits, clear=clear),
             ))
 
     # 4. dispatch Worker, Outbound Worker, egress, tail consumers
@@ -646,16 +647,16 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
             if wanted != now:
                 changes.append(Change(
                     f"namespace {ns.name}: dispatch Worker {now or 'none'} -> {wanted or 'none'}",
-                    lambda ns=ns, wanted=wanted: engine.set_dispatch_worker(wanted, namespace=ns.name),
+                    partial(engine.set_dispatch_worker, wanted, namespace=ns.name),
                 ))
         if ns.outbound is not None:
             setting = ns.outbound or None
             now_outbound = current_ns.outbound if current_ns else None
             if setting != now_outbound:
-                assert setting is None or isinstance(setting, OutboundSetting)
                 changes.append(Change(
                     f"namespace {ns.name}: Outbound Worker {_outbound_text(now_outbound)} -> {_outbound_text(setting)}",
-                    lambda ns=ns, setting=setting: engine.set_outbound(
+                    partial(
+                        engine.set_outbound,
                         setting.service if setting else None,
                         [(p.name, p.template) for p in setting.parameters] if setting else (),
                         namespace=ns.name,
@@ -667,7 +668,7 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
                 data = ns.egress.as_dict()
                 changes.append(Change(
                     f"namespace {ns.name}: egress {_egress_text(ns.egress)} (was {_egress_text(now_egress)})",
-                    lambda ns=ns, data=data: engine.set_egress(allow=data["allow"], block=data["block"], namespace=ns.name),
+                    partial(engine.set_egress, allow=data["allow"], block=data["block"], namespace=ns.name),
                 ))
         if ns.tail_consumers is not None:
             wanted_tails = [tail.consumer for tail in ns.tail_consumers]
@@ -676,15 +677,15 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
                 if entry not in wanted_tails:
                     changes.append(Change(
                         f"namespace {ns.name}: tail consumer {_tail_text(entry)} removed",
-                        lambda e=entry: engine.remove_tail_consumer(
-                            e.consumer, worker=e.worker, dispatcher=e.scope == "dispatcher", namespace=e.namespace),
+                        partial(engine.remove_tail_consumer, entry.consumer, worker=entry.worker,
+                                dispatcher=entry.scope == "dispatcher", namespace=entry.namespace),
                     ))
             for entry in wanted_tails:
                 if entry not in now_tails:
                     changes.append(Change(
                         f"namespace {ns.name}: tail consumer {_tail_text(entry)} added",
-                        lambda e=entry: engine.add_tail_consumer(
-                            e.consumer, worker=e.worker, dispatcher=e.scope == "dispatcher", namespace=e.namespace),
+                        partial(engine.add_tail_consumer, entry.consumer, worker=entry.worker,
+                                dispatcher=entry.scope == "dispatcher", namespace=entry.namespace),
                     ))
     return changes
 

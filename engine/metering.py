@@ -645,7 +645,9 @@ class _Rewriter:
             declared += r.u32()
             r.value_type()
         code_start = r.pos
-        c = _uleb(self.types[self.func_types[func]][0] + declared)  # the new local: after params and locals
+        signature = self.types[self.func_types[func]]
+        assert signature is not None  # the parser refuses a function whose type is not a function type
+        c = _uleb(signature[0] + declared)  # the new local: after params and locals
         loop_code = (b"\x20" + c + b"\x41\x01\x6a\x22" + c  # $c += 1
                      + b"\x41" + _sleb(self.tick - 1) + b"\x71\x45\x04\x40"  # if ($c & (tick - 1)) == 0
                      + self.spend_tick + b"\x0b")
@@ -662,7 +664,7 @@ class _Rewriter:
             ) from None
         if not (scan.has_loop or scan.has_call):  # a leaf: bounded by its own size
             return _splice(self.raw, start, end, scan.patches), False
-        if self.types[self.func_types[func]][0] + declared + 1 > _MAX_LOCALS:
+        if signature[0] + declared + 1 > _MAX_LOCALS:
             raise InvalidModule(
                 f"function {func} has too many locals to add the counter that meters it for CPU limits"
             )

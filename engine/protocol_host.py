@@ -2,8 +2,8 @@
 and `dispatch` calls (egress policy, subrequest limit, the Outbound Worker hop, the network),
 fronting a namespace with its dispatch Worker, and delivering trace items to Tail Workers.
 
-`ProtocolHost` is a part of `Engine` (its base class), kept in its own module; it uses the
-engine's runtime, store, network, config cache and trace bus.
+`Engine` owns one `ProtocolHost` and hands it its collaborators (see `ProtocolHost.__init__`);
+the host calls nothing else of the engine's.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import protocol
+from .config_cache import ConfigCache
 from .errors import InvalidInput, NotFound
 from .http import Request, Response, limit_response, text_response
 from .limits import EffectiveLimits, Limits, looks_out_of_memory
@@ -22,15 +23,13 @@ from .network import FetchFailed, FetchResponse, Network
 from .outbound import check_outbound_values
 from .protocol import Frame, ProtocolViolation
 from .protocol_session import SessionResult, converse
-from .store import Namespace, Store, Worker
+from .recorder import Recorder
+from .runtime import Runtime
+from .store import Namespace, Worker
 from .tail_workers import TailDelivery
-from .trace_bus import TraceBus
 from .traces import exception_entry, is_tail_event, log_entries, tail_event_item
 from .validation import check_name
 from .wasm_module import memory_limit_pages
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 
 @dataclass
@@ -48,6 +47,29 @@ class Invocation:
     dispatched: list[dict[str, Any]] = field(default_factory=list)  # user Workers' trace items (dispatcher only)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a protocol invocation ended: `response` is None when the guest answered."""
+
+    outcome: str
+    logs: list[dict[str, Any]]
+    exceptions: list[dict[str, Any]]
+    truncated: bool
+    response: Response | None
+
+
+class RunUser(Protocol):
+    """Runs the namespace's user Worker `name` (either ABI) for a dispatch Worker's `dispatch()`
+    call, under `limits` (which only tighten) and within `wall_cap_ms`, and publishes its trace
+    item. A name that is no user Worker (unknown, or one of the namespace's platform Workers)
+    ends `scriptNotFound`."""
+
+    async def __call__(
+        self, request: Request, namespace: Namespace, name: str, *,
+        limits: Limits | None, outbound_values: Mapping[str, str], wall_cap_ms: int,
+    ) -> Response: ...
+
+
 def protocol_response(final: Frame, method: str) -> Response:
     """The Response a guest's `response` frame describes (raises ProtocolViolation if malformed)."""
     status = final.meta.get("status")
@@ -58,18 +80,50 @@ def protocol_response(final: Frame, method: str) -> Response:
 
 
 class ProtocolHost:
-    """Engine's Worker-protocol half. Besides the attributes below, it uses Engine's `_finish`
-    (publish a trace item), `_run_user` (run a user Worker of either ABI), `_find_worker`,
-    `_limits_for`, `_start_failure` and the config cache (`_cached`, `_check_config`)."""
+    """Runs Worker-protocol invocations for the engine.
 
-    # provided by Engine
-    runtime: "Runtime"
-    store: Store
-    network: Network
-    traces: TraceBus
-    tail_delivery: TailDelivery
-    clock: Callable[[], int]
-    _closed: bool
+    What it offers the engine: `run_fetch` (a protocol Worker's fetch invocation),
+    `dispatch_through_worker` (a request to a namespace fronted by a dispatch Worker),
+    `offer_to_tails` (trace items for the namespace's Tail Workers), `flush_tail_deliveries`
+    and `close`.
+
+    What it needs, passed in: the guest `runtime`; the `network` for fetches that leave the
+    platform; the `config` cache (namespaces, workers, limits, tail consumers; the engine
+    refreshes it once per request, the host only when it starts work of its own, a tail
+    delivery); the `recorder` that publishes trace items (and whose clock stamps them);
+    `module_bytes(sha256)` for the runtime's loads; `run_user` for `dispatch()` calls.
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        network: Network,
+        config: ConfigCache,
+        recorder: Recorder,
+        module_bytes: Callable[[str], bytes],
+        run_user: RunUser,
+    ) -> None:
+        self.runtime = runtime
+        self.network = network
+        self.config = config
+        self.recorder = recorder
+        self.clock = recorder.clock
+        self.module_bytes = module_bytes
+        self.run_user = run_user
+        self.tail_delivery = TailDelivery(self._deliver_tail)
+        self._closed = False
+
+    async def flush_tail_deliveries(self, timeout: float) -> None:
+        """Wait until the trace items offered so far have reached their Tail Workers."""
+        await self.tail_delivery.flush(timeout)
+
+    async def close(self) -> None:
+        """Finish (briefly) the deliveries under way; none starts afterwards."""
+        await self.tail_delivery.close()
+        self._closed = True
+
+    # -- running one invocation -------------------------------------------------------
 
     async def _converse(
         self, invocation: Invocation, event: bytes, final_type: str, env: dict[str, str], gated: bool
@@ -79,7 +133,7 @@ class ProtocolHost:
         async with self.runtime.session(
             f"{invocation.namespace.name}/{worker.name}",
             worker.sha256,
-            lambda: self.store.module_bytes(worker.sha256),
+            lambda: self.module_bytes(worker.sha256),
             memory_pages=memory_limit_pages(limits.memory_mb),
             env=env,
             timeout_s=limits.wall_ms / 1000 + 1.0,
@@ -92,9 +146,11 @@ class ProtocolHost:
             )
         return result, bytes(guest.stderr), guest.stderr_truncated
 
-    async def _run_protocol_fetch(
+    async def run_fetch(
         self, invocation: Invocation, timestamp: int, started: float, *, gated: bool, extra_env: Mapping[str, str] | None = None
     ) -> Response:
+        """Send the invocation's request to its Worker as a `fetch` event; the response carries the
+        published trace item. `gated=False` for invocations made on behalf of a running one."""
         request, ns, worker = invocation.request, invocation.namespace, invocation.worker
         assert request is not None
         try:
@@ -109,7 +165,7 @@ class ProtocolHost:
                 request.body,
             )
         except ValueError as error:
-            return self._finish(
+            return self.recorder.finish(
                 request, ns.name, worker, worker.name, "exception", timestamp, started, 0,
                 text_response(413, f"the request is too large for a Worker-protocol Worker: {error}"),
                 exceptions=[exception_entry("RequestTooLarge", str(error), self.clock())],
@@ -119,28 +175,26 @@ class ProtocolHost:
                 invocation, event, "response", {**worker.vars, **(extra_env or {})}, gated
             )
         except Exception as error:
-            outcome, response, exceptions = self._start_failure(error)
-            return self._finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response,
+            outcome, response, exceptions = self.recorder.start_failure(error)
+            return self.recorder.finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response,
                                 exceptions=exceptions, subrequests=invocation.subrequests)
-        outcome, logs, exceptions, truncated, failure = self._session_outcome(invocation, result, stderr, stderr_truncated)
-        response = failure
-        if response is None:
+        ended = self._session_outcome(invocation, result, stderr, stderr_truncated)
+        outcome, exceptions, answer = ended.outcome, ended.exceptions, ended.response
+        if answer is None:
             assert result.final is not None
             try:
-                response = protocol_response(result.final, request.method)
+                answer = protocol_response(result.final, request.method)
             except ProtocolViolation as violation:
                 outcome = "exception"
                 exceptions.append(exception_entry("ProtocolError", str(violation), self.clock()))
-                response = text_response(502, f"Worker threw an exception: {violation}")
-        return self._finish(
-            request, ns.name, worker, worker.name, outcome, timestamp, started, round(result.cpu_ms), response,
-            logs=logs, exceptions=exceptions, truncated=truncated, subrequests=invocation.subrequests,
+                answer = text_response(502, f"Worker threw an exception: {violation}")
+        return self.recorder.finish(
+            request, ns.name, worker, worker.name, outcome, timestamp, started, round(result.cpu_ms), answer,
+            logs=ended.logs, exceptions=exceptions, truncated=ended.truncated, subrequests=invocation.subrequests,
         )
 
-    def _session_outcome(
-        self, invocation: Invocation, result: SessionResult, stderr: bytes, stderr_truncated: bool
-    ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], bool, Response | None]:
-        """Outcome, logs, exceptions, truncated, and the error response (None when the guest answered)."""
+    def _session_outcome(self, invocation: Invocation, result: SessionResult, stderr: bytes, stderr_truncated: bool) -> Outcome:
+        """How the invocation ended, with the error response when the guest did not answer."""
         end = self.clock()
         limits = invocation.limits
         stderr_logs, logs_truncated = log_entries(stderr, end)
@@ -153,19 +207,19 @@ class ProtocolHost:
             name = str(result.final.meta.get("name") or "Error")[:200]
             message = str(result.final.meta.get("message") or "")
             exceptions.append(exception_entry(name, message, end))
-            return "exception", logs, exceptions, truncated, text_response(500, f"Worker threw an exception: {name}: {message}")
+            return Outcome("exception", logs, exceptions, truncated, text_response(500, f"Worker threw an exception: {name}: {message}"))
         if result.failure is None:
-            return "ok", logs, exceptions, truncated, None
+            return Outcome("ok", logs, exceptions, truncated, None)
         outcome, message = result.failure, result.message
         if outcome == "exceededCpu":
-            message = f"{message} (limit from {limits.sources['cpu_ms']})"
+            message = f"{message} (limit from {limits.sources['cpuMs']})"
             response = limit_response(503, "Worker exceeded its CPU time limit", "cpuMs", message, limits.cpu_ms)
         elif outcome == "exceededWallTime":
-            message = f"Worker exceeded its wall-time limit of {limits.wall_ms} ms (limit from {limits.sources['wall_ms']})"
+            message = f"Worker exceeded its wall-time limit of {limits.wall_ms} ms (limit from {limits.sources['wallMs']})"
             response = limit_response(503, "Worker exceeded its wall-time limit", "wallMs", message, limits.wall_ms)
         elif looks_out_of_memory(message) or looks_out_of_memory(stderr.decode("utf-8", "replace")):
             outcome = "exceededMemory"
-            message = f"Worker ran out of memory under its {limits.memory_mb} MiB limit (limit from {limits.sources['memory_mb']}): {message}"
+            message = f"Worker ran out of memory under its {limits.memory_mb} MiB limit (limit from {limits.sources['memoryMb']}): {message}"
             response = limit_response(503, "Worker exceeded its memory limit", "memoryMb", message, limits.memory_mb)
         elif outcome == "internalError":
             response = text_response(500, f"Internal error while running the Worker: {message}")
@@ -173,7 +227,9 @@ class ProtocolHost:
             first_line = message.splitlines()[0] if message else "unknown failure"
             response = text_response(500 if result.exception_name != "ProtocolError" else 502, f"Worker threw an exception: {first_line}")
         exceptions.append(exception_entry(result.exception_name or "Error", message, end))
-        return outcome, logs, exceptions, truncated, response
+        return Outcome(outcome, logs, exceptions, truncated, response)
+
+    # -- the guest's calls ------------------------------------------------------------
 
     async def _serve_call(self, invocation: Invocation, frame: Frame, seconds_left: float) -> bytes:
         if frame.type == "fetch":
@@ -206,7 +262,7 @@ class ProtocolHost:
             return refuse(
                 "TooManySubrequests",
                 f"this invocation may make at most {limits.sub_requests} subrequest{'' if limits.sub_requests == 1 else 's'} "
-                f"(limit from {limits.sources['sub_requests']})",
+                f"(limit from {limits.sources['subRequests']})",
             )
         try:
             if not isinstance(raw, dict):
@@ -235,7 +291,7 @@ class ProtocolHost:
         ns = invocation.namespace
         setting = ns.outbound
         assert setting is not None
-        outbound = self._find_worker(ns.name, setting.service)
+        outbound = self.config.worker(ns.name, setting.service)
         if outbound is None:
             raise FetchFailed("OutboundError", f"the namespace's Outbound Worker {setting.service!r} is not deployed")
         if outbound.abi != protocol.ABI:
@@ -243,11 +299,11 @@ class ProtocolHost:
         parameters = setting.environment(
             invocation.outbound_values, worker=invocation.worker.name, namespace=ns.name, url=subrequest.url, tags=invocation.worker.tags
         )
-        limits = self._limits_for(ns, outbound).tightened(Limits(wall_ms=max(1, int(seconds_left * 1000))), source="caller")
+        limits = self.config.limits(ns, outbound).tightened(Limits(wall_ms=max(1, int(seconds_left * 1000))), source="caller")
         hop = Invocation(ns, outbound, "outbound", limits, subrequest)
-        response = await self._run_protocol_fetch(hop, self.clock(), time.perf_counter(), gated=False, extra_env=parameters)
+        response = await self.run_fetch(hop, self.clock(), time.perf_counter(), gated=False, extra_env=parameters)
         assert response.trace is not None
-        self._offer_to_tails(ns, [response.trace])
+        self.offer_to_tails(ns, [response.trace])
         outcome = response.trace["outcome"]
         if outcome != "ok":
             detail = (response.trace.get("exceptions") or [{}])[-1].get("message", "")
@@ -267,7 +323,9 @@ class ProtocolHost:
         name = frame.meta.get("name")
         options = frame.meta.get("options") or {}
         try:
-            check_name(name if isinstance(name, str) else repr(name))
+            if not isinstance(name, str):
+                raise InvalidInput(f"the Worker to dispatch to must be named by a string, not {name!r}")
+            check_name(name)
             if not isinstance(options, dict):
                 raise InvalidInput("dispatch options must be an object")
             unknown = set(options) - {"limits", "outbound"}
@@ -288,12 +346,8 @@ class ProtocolHost:
         except (InvalidInput, ProtocolViolation) as error:
             return refuse("InvalidRequest", str(error))
         assert request is not None
-        if name == invocation.worker.name:
-            return refuse("NotAllowed", "a dispatch Worker cannot dispatch to itself")
-        response = await self._run_user(
-            request, ns, name, self.clock(), time.perf_counter(),
-            limits_override=limits, outbound_values=values, gated=False, wall_cap_ms=int(seconds_left * 1000),
-        )
+        # the dispatch Worker itself, like every platform Worker, is no tenant: run_user answers scriptNotFound
+        response = await self.run_user(request, ns, name, limits=limits, outbound_values=values, wall_cap_ms=int(seconds_left * 1000))
         assert response.trace is not None
         invocation.dispatched.append(response.trace)
         return protocol.encode(
@@ -307,20 +361,24 @@ class ProtocolHost:
             response.body,
         )
 
-    async def _dispatch_through_worker(self, request: Request, ns: Namespace, timestamp: int, started: float) -> Response:
+    # -- dispatch Workers -------------------------------------------------------------
+
+    async def dispatch_through_worker(self, request: Request, ns: Namespace, timestamp: int, started: float) -> Response:
+        """A request to a namespace its dispatch Worker fronts. The response's `trace` is the item of
+        the user Worker it dispatched to (the last one), `dispatcher_trace` the dispatch Worker's."""
         assert ns.dispatch_worker is not None
-        dispatcher = self._find_worker(ns.name, ns.dispatch_worker)
+        dispatcher = self.config.worker(ns.name, ns.dispatch_worker)
         if dispatcher is None or dispatcher.abi != protocol.ABI:
             problem = "is not deployed" if dispatcher is None else f"is a {dispatcher.abi} Worker, not a Worker-protocol one"
             message = f"the namespace's dispatch Worker {ns.dispatch_worker!r} {problem}"
-            return self._finish(
+            return self.recorder.finish(
                 request, ns.name, dispatcher, ns.dispatch_worker, "internalError", timestamp, started, 0,
                 text_response(500, message), exceptions=[exception_entry("InternalError", message, self.clock())],
             )
-        invocation = Invocation(ns, dispatcher, "dispatcher", self._limits_for(ns, dispatcher), request)
-        response = await self._run_protocol_fetch(invocation, timestamp, started, gated=True)
+        invocation = Invocation(ns, dispatcher, "dispatcher", self.config.limits(ns, dispatcher), request)
+        response = await self.run_fetch(invocation, timestamp, started, gated=True)
         assert response.trace is not None
-        self._offer_to_tails(ns, [response.trace, *invocation.dispatched], from_dispatcher=True)
+        self.offer_to_tails(ns, [response.trace, *invocation.dispatched], from_dispatcher=True)
         response.dispatcher_trace = response.trace
         if invocation.dispatched:
             response.trace = invocation.dispatched[-1]
@@ -328,8 +386,9 @@ class ProtocolHost:
 
     # -- Tail Workers ----------------------------------------------------------------
 
-    def _offer_to_tails(self, ns: Namespace, items: list[dict[str, Any] | None], *, from_dispatcher: bool = False) -> None:
-        consumers = self._cached(("tail_consumers", ns.name), lambda: self.store.tail_consumers(ns.name), checked=True)
+    def offer_to_tails(self, ns: Namespace, items: list[dict[str, Any] | None], *, from_dispatcher: bool = False) -> None:
+        """Queue `items` for the namespace's Tail Workers that follow them (after the response)."""
+        consumers = self.config.tail_consumers(ns.name)
         if not consumers:
             return
         batches: dict[str, list[dict[str, Any]]] = {}
@@ -353,12 +412,12 @@ class ProtocolHost:
         """Run `consumer`'s tail handler on a batch; its own trace item is published, never delivered."""
         if self._closed:
             return
-        self._check_config()
+        self.config.refresh()
         try:
-            ns = self._cached(("namespace", namespace), lambda: self.store.namespace(namespace), checked=True)
+            ns = self.config.namespace(namespace)
         except NotFound:
             return
-        worker = self._find_worker(namespace, consumer)
+        worker = self.config.worker(namespace, consumer)
         if worker is None or worker.abi != protocol.ABI:
             return
         body = json.dumps(items, separators=(",", ":")).encode()
@@ -371,7 +430,7 @@ class ProtocolHost:
             items = [{k: items[0].get(k) for k in ("scriptName", "outcome", "eventTimestamp", "dispatchNamespace")} | {"truncated": True}]
             body = json.dumps(items).encode()
         timestamp, started = self.clock(), time.perf_counter()
-        invocation = Invocation(ns, worker, "tail", self._limits_for(ns, worker))
+        invocation = Invocation(ns, worker, "tail", self.config.limits(ns, worker))
         event = protocol.encode(
             {"type": "tail", "protocol": protocol.VERSION, "count": len(items), "worker": worker.name, "namespace": namespace}, body
         )
@@ -379,13 +438,14 @@ class ProtocolHost:
         try:
             result, stderr, stderr_truncated = await self._converse(invocation, event, "done", dict(worker.vars), gated=True)
         except Exception as error:
-            outcome, _, exceptions = self._start_failure(error)
+            outcome, _, exceptions = self.recorder.start_failure(error)
             logs: list[dict[str, Any]] = []
             truncated = False
         else:
-            outcome, logs, exceptions, truncated, _ = self._session_outcome(invocation, result, stderr, stderr_truncated)
+            ended = self._session_outcome(invocation, result, stderr, stderr_truncated)
+            outcome, logs, exceptions, truncated = ended.outcome, ended.logs, ended.exceptions, ended.truncated
             cpu = round(result.cpu_ms)
-        self.traces.publish(
+        self.recorder.publish(
             tail_event_item(
                 script_name=worker.name, script_version=worker.version, script_tags=worker.tags, namespace=namespace,
                 outcome=outcome, event_timestamp=timestamp, cpu_time=cpu,

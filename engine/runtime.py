@@ -17,16 +17,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from wasmer_sdk import ExitReason, Wasmer, WasmerError
+from wasmer_sdk import ExitReason, Package, Wasmer, WasmerError
 
 from .errors import InvalidModule
 from .metering import meter
 from .wasm_module import cap_memory
+
+
+_T = TypeVar("_T")
 
 
 class LoadShed(Exception):
@@ -84,9 +88,9 @@ class Runtime:
         self.package_cache_size = package_cache_size
         self.sandbox_cache_size = sandbox_cache_size
         self._wasmer: Wasmer | None = None
-        self._packages: OrderedDict[tuple[str, int], object] = OrderedDict()
+        self._packages: OrderedDict[tuple[str, int], Package] = OrderedDict()
         self._sandboxes: OrderedDict[str, _WorkerSandbox] = OrderedDict()
-        self._loading: dict[object, asyncio.Future] = {}
+        self._loading: dict[object, asyncio.Future[Any]] = {}
         self._slots: asyncio.Semaphore | None = None
         # modules that trapped once run with stderr on a pipe from then on, so the log lines
         # written before a trap are kept; everything else takes the cheaper single-call path
@@ -103,15 +107,15 @@ class Runtime:
             self._slots = asyncio.Semaphore(self.max_concurrency)
         return self._wasmer
 
-    async def _once(self, key: object, make: Callable[[], "asyncio.Future | object"]) -> object:
+    async def _once(self, key: object, make: Callable[[], Awaitable[_T]]) -> _T:
         """Run `make` once for concurrent callers asking for the same key."""
-        pending = self._loading.get(key)
+        pending: asyncio.Future[_T] | None = self._loading.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
-            value = await make()  # type: ignore[misc]
+            value = await make()
             future.set_result(value)
             return value
         except BaseException as error:
@@ -121,14 +125,14 @@ class Runtime:
         finally:
             del self._loading[key]
 
-    async def _package(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> object:
+    async def _package(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> Package:
         key = (sha256, memory_pages)
         cached = self._packages.get(key)
         if cached is not None:
             self._packages.move_to_end(key)
             return cached
 
-        async def load() -> object:
+        async def load() -> Package:
             # metering makes every loop and call path reach a WASI call now and then: the only
             # points where wasmer-sdk can stop a guest that is over its time limit
             prepared = meter(cap_memory(module(), memory_pages))
@@ -161,7 +165,7 @@ class Runtime:
                 await self._retire(evicted)
             return fresh
 
-        return await self._once(("sandbox", worker_key, sha256, memory_pages), create)  # type: ignore[return-value]
+        return await self._once(("sandbox", worker_key, sha256, memory_pages), create)
 
     async def _retire(self, entry: _WorkerSandbox) -> None:
         entry.retired = True

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from collections import deque
+from typing import TextIO
 
 
 class RuntimeStderr:
@@ -24,8 +25,8 @@ class RuntimeStderr:
     _saved_fd: int | None = None
     _reader: threading.Thread | None = None
     _read_fd: int | None = None
-    _saved_sys_stderr: object | None = None
-    _saved_dunder_stderr: object | None = None
+    _saved_sys_stderr: TextIO | None = None
+    _saved_dunder_stderr: io.TextIOWrapper | None = None
     lines: deque[str] = deque(maxlen=2000)
 
     @classmethod
@@ -44,15 +45,16 @@ class RuntimeStderr:
             os.close(write_fd)
             cls._read_fd = read_fd
             cls._saved_sys_stderr = None
-            uses_fd2 = _writes_to_fd2(sys.stderr)
-            if uses_fd2:
+            writer: io.TextIOWrapper | None = None
+            if _writes_to_fd2(sys.stderr):
                 cls._saved_sys_stderr = sys.stderr
-                sys.stderr = _terminal_writer(cls._saved_fd)
+                sys.stderr = writer = _terminal_writer(cls._saved_fd)
             # Textual draws on sys.__stderr__: keep it pointed at the real terminal too
             cls._saved_dunder_stderr = None
             if _writes_to_fd2(sys.__stderr__):
                 cls._saved_dunder_stderr = sys.__stderr__
-                sys.__stderr__ = sys.stderr if uses_fd2 else _terminal_writer(cls._saved_fd)  # type: ignore[misc]
+                # typeshed declares sys.__stderr__ Final; moving it is this module's whole point
+                sys.__stderr__ = writer or _terminal_writer(cls._saved_fd)  # type: ignore[misc]
             cls._reader = threading.Thread(target=cls._drain, args=(read_fd,), name="wasmdeck-fd2", daemon=True)
             cls._reader.start()
 
@@ -89,17 +91,17 @@ class RuntimeStderr:
             if cls._saved_dunder_stderr is not None:
                 dunder = sys.__stderr__
                 sys.__stderr__ = cls._saved_dunder_stderr  # type: ignore[misc]
-                if dunder is not sys.stderr:
+                if dunder is not None and dunder is not sys.stderr:
                     try:
-                        dunder.close()  # type: ignore[union-attr]
+                        dunder.close()
                     except (OSError, ValueError):
                         pass
                 cls._saved_dunder_stderr = None
             if cls._saved_sys_stderr is not None:
                 replacement = sys.stderr
-                sys.stderr = cls._saved_sys_stderr  # type: ignore[assignment]
+                sys.stderr = cls._saved_sys_stderr
                 try:
-                    replacement.close()  # type: ignore[union-attr]
+                    replacement.close()
                 except (OSError, ValueError):
                     pass
             os.dup2(cls._saved_fd, 2)  # closes the pipe's last write end, so the reader ends
@@ -114,9 +116,9 @@ class RuntimeStderr:
         return cls._users > 0
 
 
-def _writes_to_fd2(stream: object) -> bool:
+def _writes_to_fd2(stream: TextIO | None) -> bool:
     try:
-        return stream is not None and stream.fileno() == 2  # type: ignore[attr-defined]
+        return stream is not None and stream.fileno() == 2
     except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
         return False
 

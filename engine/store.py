@@ -130,19 +130,19 @@ class Worker(WorkerVersion):
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["namespaces"].create(
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("namespaces").create(
         {"name": str, "routing": str, "cpu_ms": int, "memory_mb": int, "sub_requests": int, "wall_ms": int, "created_at": int},
         pk="name",
     )
-    db["modules"].create({"sha256": str, "size": int, "bytes": bytes, "created_at": int}, pk="sha256")
-    db["workers"].create(
+    db.table("modules").create({"sha256": str, "size": int, "bytes": bytes, "created_at": int}, pk="sha256")
+    db.table("workers").create(
         {"id": int, "namespace": str, "name": str, "current_version": int, "created_at": int, "updated_at": int},
         pk="id",
         foreign_keys=[("namespace", "namespaces", "name")],
     )
-    db["workers"].create_index(["namespace", "name"], unique=True)
-    db["versions"].create(
+    db.table("workers").create_index(["namespace", "name"], unique=True)
+    db.table("versions").create(
         {
             "id": int,
             "worker_id": int,
@@ -157,11 +157,11 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("worker_id", "workers", "id"), ("sha256", "modules", "sha256")],
     )
-    db["versions"].create_index(["worker_id", "version"], unique=True)
-    db["tag_limits"].create(
+    db.table("versions").create_index(["worker_id", "version"], unique=True)
+    db.table("tag_limits").create(
         {"tag": str, "cpu_ms": int, "memory_mb": int, "sub_requests": int, "wall_ms": int, "updated_at": int}, pk="tag"
     )
-    db["traces"].create(
+    db.table("traces").create(
         {
             "id": int,
             "origin": str,
@@ -173,9 +173,9 @@ def _migration_1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["traces"].create_index(["namespace", "script_name"])
-    db["settings"].create({"key": str, "value": str}, pk="key")
-    db["namespaces"].insert(
+    db.table("traces").create_index(["namespace", "script_name"])
+    db.table("settings").create({"key": str, "value": str}, pk="key")
+    db.table("namespaces").insert(
         {"name": DEFAULT_NAMESPACE, "routing": "host", "created_at": now_ms()},
     )
 
@@ -205,7 +205,7 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     """The Worker protocol's platform settings: dispatch Worker, Outbound Worker, egress, tail consumers."""
     for column in ("dispatch_worker", "outbound_service", "outbound_parameters", "egress_allow", "egress_block"):
         db.execute(f"ALTER TABLE namespaces ADD COLUMN {column} TEXT")
-    db["tail_consumers"].create(
+    db.table("tail_consumers").create(
         {"id": int, "namespace": str, "consumer": str, "scope": str, "worker": str, "created_at": int},
         pk="id",
         foreign_keys=[("namespace", "namespaces", "name")],
@@ -267,7 +267,7 @@ class Store:
             database.execute("PRAGMA journal_mode = WAL")
         with self.write() as db:
             current = 0
-            if db["meta"].exists():
+            if db.table("meta").exists():
                 row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 current = int(row[0]) if row else 0
             elif db.table_names():
@@ -278,7 +278,7 @@ class Store:
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[version](db)
-                db["meta"].upsert({"key": "schema_version", "value": str(version)}, pk="key")
+                db.table("meta").upsert({"key": "schema_version", "value": str(version)}, pk="key")
 
     def config_version(self) -> int:
         """Bumped by every write to a config table (see CONFIG_TABLES)."""
@@ -305,7 +305,7 @@ class Store:
 
     def set_setting(self, key: str, value: str) -> None:
         with self.write() as db:
-            db["settings"].upsert({"key": key, "value": value}, pk="key")
+            db.table("settings").upsert({"key": key, "value": value}, pk="key")
 
     # -- namespaces -------------------------------------------------------------------
 
@@ -340,25 +340,25 @@ class Store:
             self._require_namespace(db, namespace)
             if worker is not None:
                 self._require_worker(db, namespace, worker, "dispatch Worker")
-            db["namespaces"].update(namespace, {"dispatch_worker": worker})
+            db.table("namespaces").update(namespace, {"dispatch_worker": worker})
         return self.namespace(namespace)
 
     def set_outbound(self, namespace: str, outbound: OutboundSetting | None) -> Namespace:
         with self.write() as db:
             self._require_namespace(db, namespace)
             if outbound is None:
-                db["namespaces"].update(namespace, {"outbound_service": None, "outbound_parameters": None})
+                db.table("namespaces").update(namespace, {"outbound_service": None, "outbound_parameters": None})
             else:
                 self._require_worker(db, namespace, outbound.service, "Outbound Worker")
                 parameters = json.dumps([[p.name, p.template] for p in outbound.parameters])
-                db["namespaces"].update(namespace, {"outbound_service": outbound.service, "outbound_parameters": parameters})
+                db.table("namespaces").update(namespace, {"outbound_service": outbound.service, "outbound_parameters": parameters})
         return self.namespace(namespace)
 
     def set_egress(self, namespace: str, egress: EgressPolicy) -> Namespace:
         data = egress.as_dict()
         with self.write() as db:
             self._require_namespace(db, namespace)
-            db["namespaces"].update(namespace, {"egress_allow": json.dumps(data["allow"]), "egress_block": json.dumps(data["block"])})
+            db.table("namespaces").update(namespace, {"egress_allow": json.dumps(data["allow"]), "egress_block": json.dumps(data["block"])})
         return self.namespace(namespace)
 
     def tail_consumers(self, namespace: str | None = None) -> list[TailConsumer]:
@@ -382,7 +382,7 @@ class Store:
                 [consumer.namespace, consumer.consumer, consumer.scope, consumer.worker or ""],
             ).fetchone()
             if not exists:
-                db["tail_consumers"].insert({**consumer.as_dict(), "created_at": self.now_ms()})
+                db.table("tail_consumers").insert({**consumer.as_dict(), "created_at": self.now_ms()})
         return consumer
 
     def remove_tail_consumer(self, consumer: TailConsumer) -> None:
@@ -395,10 +395,10 @@ class Store:
                 raise NotFound(f"{consumer.consumer!r} is not a tail consumer of that {consumer.scope} in namespace {consumer.namespace!r}")
 
     def namespaces(self) -> list[Namespace]:
-        return [self._namespace_from_row(row) for row in self.db["namespaces"].rows_where(order_by="name")]
+        return [self._namespace_from_row(row) for row in self.db.table("namespaces").rows_where(order_by="name")]
 
     def namespace(self, name: str) -> Namespace:
-        rows = list(self.db["namespaces"].rows_where("name = ?", [name]))
+        rows = list(self.db.table("namespaces").rows_where("name = ?", [name]))
         if not rows:
             raise NotFound(f"namespace {name!r} does not exist")
         return self._namespace_from_row(rows[0])
@@ -409,7 +409,7 @@ class Store:
         with self.write() as db:
             if db.execute("SELECT 1 FROM namespaces WHERE name = ?", [name]).fetchone():
                 raise InvalidInput(f"namespace {name!r} already exists")
-            db["namespaces"].insert(
+            db.table("namespaces").insert(
                 {"name": name, "routing": routing, **{f: getattr(defaults or Limits(), f) for f in FIELDS}, "created_at": self.now_ms()}
             )
         return self.namespace(name)
@@ -429,7 +429,7 @@ class Store:
                 if f in clear:
                     changes[f] = None
             if changes:
-                db["namespaces"].update(name, changes)
+                db.table("namespaces").update(name, changes)
         return self.namespace(name)
 
     def delete_namespace(self, name: str) -> None:
@@ -487,7 +487,7 @@ class Store:
             if not db.execute("SELECT 1 FROM namespaces WHERE name = ?", [namespace]).fetchone():
                 raise NotFound(f"namespace {namespace!r} does not exist")
             if not db.execute("SELECT 1 FROM modules WHERE sha256 = ?", [sha256]).fetchone():
-                db["modules"].insert({"sha256": sha256, "size": len(module), "bytes": module, "created_at": self.now_ms()})
+                db.table("modules").insert({"sha256": sha256, "size": len(module), "bytes": module, "created_at": self.now_ms()})
             self._new_version(db, namespace, name, sha256, abi, tags, variables, message)
         return self.worker(namespace, name)
 
@@ -507,11 +507,11 @@ class Store:
         if row:
             worker_id = row[0]
         else:
-            worker_id = db["workers"].insert(
+            worker_id = db.table("workers").insert(
                 {"namespace": namespace, "name": name, "current_version": 0, "created_at": stamp, "updated_at": stamp}
             ).last_pk
         version = db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE worker_id = ?", [worker_id]).fetchone()[0]
-        db["versions"].insert(
+        db.table("versions").insert(
             {
                 "worker_id": worker_id,
                 "version": version,
@@ -616,7 +616,7 @@ class Store:
     def tag_limits(self) -> dict[str, Limits]:
         return {
             row["tag"]: Limits(**{name: row[name] for name in FIELDS})
-            for row in self.db["tag_limits"].rows_where(order_by="tag")
+            for row in self.db.table("tag_limits").rows_where(order_by="tag")
         }
 
     def set_tag_limits(self, tag: str, limits: Limits, clear: tuple[str, ...] = ()) -> Limits:
@@ -628,7 +628,7 @@ class Store:
                     merged[name] = getattr(limits, name)
                 if name in clear:
                     merged[name] = None
-            db["tag_limits"].upsert({"tag": tag, **merged, "updated_at": self.now_ms()}, pk="tag")
+            db.table("tag_limits").upsert({"tag": tag, **merged, "updated_at": self.now_ms()}, pk="tag")
         return Limits(**merged)
 
     def delete_tag_limits(self, tag: str) -> None:
@@ -667,8 +667,8 @@ class Store:
         exclude_origin: str | None = None,
         limit: int = 1000,
     ) -> list[tuple[int, dict[str, Any]]]:
-        sql, params = "SELECT id, item FROM traces WHERE id > ?", [after_id]
-        sql, params = self._trace_where(sql, params, namespace, worker)
+        params: list[Any] = [after_id]
+        sql, params = self._trace_where("SELECT id, item FROM traces WHERE id > ?", params, namespace, worker)
         if exclude_origin:
             sql += " AND origin != ?"
             params.append(exclude_origin)
@@ -679,8 +679,7 @@ class Store:
         self, limit: int, *, namespace: str | None = None, worker: str | None = None, before_id: int | None = None
     ) -> list[tuple[int, dict[str, Any]]]:
         """Newest first."""
-        sql, params = "SELECT id, item FROM traces WHERE 1 = 1", []
-        sql, params = self._trace_where(sql, params, namespace, worker)
+        sql, params = self._trace_where("SELECT id, item FROM traces WHERE 1 = 1", [], namespace, worker)
         if before_id is not None:
             sql += " AND id < ?"
             params.append(before_id)

@@ -424,7 +424,7 @@ class _Parser:
     def _section_type(self, r: _Reader) -> None:
         for i in range(r.count("types")):
             r.what = f"type {len(self.types)}"
-            form = r.u8()
+            form: int | None = r.u8()
             group = 1
             if form == 0x4E:  # rec group
                 group = r.count("types")

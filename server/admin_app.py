@@ -188,12 +188,11 @@ class AdminApi:
 
     async def create_namespace(self, request: Request) -> Response:
         body = _only_fields(await _json_body(request), ("name", "routing", "defaults"), "a name")
-        name = body.get("name")
-        _checked("name", check_name, name, "namespace name")
+        name: str = _checked("name", check_name, body.get("name"), "namespace name")
         routing, defaults, _ = self._namespace_settings(body, "host")
         if any(ns.name == name for ns in self.engine.namespaces()):
             raise ApiError(409, f"namespace {name!r} already exists", "name")
-        return ok(self.engine.create_namespace(name, routing=routing, defaults=defaults).as_dict(), 201)
+        return ok(self.engine.create_namespace(name, routing=routing or "host", defaults=defaults).as_dict(), 201)
 
     async def get_namespace(self, request: Request) -> Response:
         ns = self.engine.namespace(request.path_params["ns"])

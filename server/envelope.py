@@ -3,6 +3,7 @@ by its HTTP routes and the /tail WebSocket's refusals."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -11,7 +12,7 @@ _CODES = {400: "invalid_input", 401: "unauthorized", 404: "not_found", 405: "met
           409: "conflict", 413: "too_large", 500: "internal_error"}
 
 
-def envelope_error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None,
+def envelope_error(status: int, message: str, field: str | None = None, headers: Mapping[str, str] | None = None,
                    code: str | None = None) -> JSONResponse:
     error: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
     if field is not None:

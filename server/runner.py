@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 DEFAULT_ADMIN_PORT = 8788
-GRACEFUL_SHUTDOWN_S = 30.0  # the engine's default wallMs: a request still running after that is cut off
+GRACEFUL_SHUTDOWN_S = 30  # the engine's default wallMs: a request still running after that is cut off
 
 log = logging.getLogger("wasmdeck.server")
 
@@ -88,11 +88,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler[Any]):
     """Writes to whatever `sys.stderr` is at the time: the engine swaps it when it moves fd 2
     onto a pipe (see engine.stderr_capture), and a handler bound to the old object would be lost."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

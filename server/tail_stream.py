@@ -47,7 +47,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,11 +345,11 @@ class TailEndpoint:
                 return 1000, "end of history"
             follower.go_live()
             while True:
-                item = await subscription.get()
-                if item is None:
+                live = await subscription.get()
+                if live is None:
                     return 1001, "server shutting down"  # the engine is closing
                 outbox.dropped += subscription.take_dropped()
-                await outbox.put(item, self.slow_timeout)
+                await outbox.put(live, self.slow_timeout)
 
         async def sender() -> None:
             while True:
@@ -378,9 +378,9 @@ class TailEndpoint:
         self,
         websocket: WebSocket,
         outbox: _Outbox,
-        pump: Callable[[], Awaitable[tuple[int, str]]],
-        sender: Callable[[], Awaitable[None]],
-        receiver: Callable[[], Awaitable[None]],
+        pump: Callable[[], Coroutine[Any, Any, tuple[int, str]]],
+        sender: Callable[[], Coroutine[Any, Any, None]],
+        receiver: Callable[[], Coroutine[Any, Any, None]],
     ) -> None:
         """Run the three tasks until one ends, then close the socket with the reason (code, text) that ended it."""
         pump_task = asyncio.create_task(pump(), name="wasmdeck-tail-pump")

@@ -320,7 +320,9 @@ def test_routing_by_host_namespace_and_path(tmp_path: Path) -> None:
     assert missing["trace"]["outcome"] == "scriptNotFound"
     plain = wasmdeck(tmp_path, "request", "http://nosuch.example.com/")
     assert plain.returncode == 0 and plain.stdout.startswith("Worker not found")
-    assert_refused(wasmdeck(tmp_path, "request", "--fail", "http://nosuch.example.com/"), "--fail on a 404", code=22, mentions="404")
+    failed = wasmdeck(tmp_path, "request", "--fail", "http://nosuch.example.com/")
+    assert_refused(failed, "--fail on a 404", code=1, mentions="404")  # 1, as for every refused command
+    assert "(outcome scriptNotFound)" in failed.stderr, failed.stderr
 
     ok(tmp_path, "namespace", "create", "other")
     ok(tmp_path, "deploy", "hello", fixture("hello"), "--namespace", "other", "--var", "GREETING=hi from other")
@@ -673,3 +675,29 @@ def test_workers_and_traces_survive_restarts(tmp_path: Path) -> None:
     assert items[0]["eventTimestamp"] == first["trace"]["eventTimestamp"]
     assert items[1] == second["trace"], "the stored trace item differs from the one request --json printed"
     assert [w["name"] for w in ok_json(tmp_path, "list", "--json")] == ["hello"], "the deployed worker did not survive"
+
+
+def test_tail_no_follow_alone_prints_the_newest_stored_items(tmp_path: Path) -> None:
+    import asyncio
+
+    from wasmdeck.engine import Engine
+    from wasmdeck.engine.traces import new_item
+
+    async def store(count: int) -> None:
+        async with Engine(tmp_path / "w.db") as engine:
+            for n in range(count):
+                engine.traces.publish(new_item(
+                    script_name="hello", namespace="default", outcome="ok", event_timestamp=1_795_766_400_000 + n,
+                    cpu_time=0, wall_time=0, url=f"http://hello.x/{n}", method="GET", headers=[], status=200,
+                ))
+            await engine.flush_traces()
+
+    assert ok(tmp_path, "tail", "--no-follow") == "", "an empty database has no history to print"
+    asyncio.run(store(25))
+    newest = [f"http://hello.x/{n}" for n in range(5, 25)]
+    assert urls([json.loads(line) for line in ok(tmp_path, "tail", "--no-follow", "--format", "json").splitlines()]) == newest, \
+        "tail --no-follow without --history does not print the 20 newest items, oldest first"
+    assert len(ok(tmp_path, "tail", "--no-follow").splitlines()) == 20
+    assert urls(tail_items(tmp_path, history=3)) == newest[-3:], "--history still sets the count"
+    assert ok(tmp_path, "tail", "--no-follow", "--history", "0") == "", "--history 0 asks for nothing"
+    assert "20" in " ".join(ok(tmp_path, "tail", "--help").split()), "the help does not say the default count"

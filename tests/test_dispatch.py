@@ -267,14 +267,19 @@ def test_malformed_requests_are_refused(bad: dict) -> None:
 async def test_log_lines_before_a_trap(engine: Engine, deploy) -> None:
     deploy("trap")
     first = await engine.request("http://trap.x/")
-    assert first.trace["truncated"] is True
-    assert "lost" in first.trace["logs"][-1]["message"][0]
+    # the fast path keeps nothing a trapping guest wrote: nothing was cut, so nothing is marked
+    # truncated, and no log line is made up; the trap's exception says why its lines are missing
+    assert first.trace["truncated"] is False and first.trace["logs"] == []
+    (trap,) = first.trace["exceptions"]
+    assert trap["name"] == "WasmTrap" and trap["message"].startswith("RuntimeError: unreachable")
+    assert "first trap" in trap["message"] and "from its next trap on its log lines are" in trap["message"]
     # from the first trap on, the module runs on the path that keeps what it wrote
     second = await engine.request("http://trap.x/")
     assert {"level": "error", "message": ["about to trap in explode_on_purpose"]} in [
         {"level": log["level"], "message": log["message"]} for log in second.trace["logs"]
     ]
-    assert second.trace["truncated"] is False
+    assert second.trace["truncated"] is False and len(second.trace["logs"]) == 1
+    assert "first trap" not in second.trace["exceptions"][0]["message"]
 
 
 async def test_always_keep_trap_logs(db_path, wasmer_cache) -> None:
@@ -283,6 +288,9 @@ async def test_always_keep_trap_logs(db_path, wasmer_cache) -> None:
         engine.deploy("echo", fixture_module("echo"))
         first = await engine.request("http://trap.x/")
         assert first.trace["logs"][0]["message"] == ["about to trap in explode_on_purpose"]
+        # a trap item with its one log line: nothing was cut
+        assert len(first.trace["logs"]) == 1 and first.trace["truncated"] is False
+        assert "first trap" not in first.trace["exceptions"][0]["message"]
         # the piped path still carries bodies both ways
         echoed = await engine.request("http://echo.x/", method="POST", body=b"x" * 200_000)
         assert echoed.json()["bodyLength"] == 200_000

@@ -19,22 +19,22 @@ def test_strictest_tag_wins_per_field_then_namespace_then_engine() -> None:
     effective = resolve(("free", "eu", "beta", "unknown"), tag_limits, Limits(wall_ms=2_000, sub_requests=9))
     assert (effective.cpu_ms, effective.memory_mb, effective.sub_requests, effective.wall_ms) == (50, 32, 5, 2_000)
     assert effective.sources == {
-        "cpu_ms": "tag:free",
-        "memory_mb": "tag:eu",
-        "sub_requests": "tag:beta",
-        "wall_ms": "namespace",
+        "cpuMs": "tag:free",
+        "memoryMb": "tag:eu",
+        "subRequests": "tag:beta",
+        "wallMs": "namespace",
     }
     bare = resolve((), tag_limits, Limits())
-    assert bare.cpu_ms == ENGINE_DEFAULTS.cpu_ms and bare.sources["cpu_ms"] == "engine"
+    assert bare.cpu_ms == ENGINE_DEFAULTS.cpu_ms and bare.sources["cpuMs"] == "engine"
 
 
 def test_dispatch_limits_only_tighten() -> None:
     base = resolve(("free",), {"free": Limits(cpu_ms=50)}, Limits())
     tighter = base.tightened(Limits(cpu_ms=10, memory_mb=100_0))
-    assert tighter.cpu_ms == 10 and tighter.sources["cpu_ms"] == "dispatch"
+    assert tighter.cpu_ms == 10 and tighter.sources["cpuMs"] == "dispatch"
     assert tighter.memory_mb == ENGINE_DEFAULTS.memory_mb  # 1000 > 128: ignored
     looser = base.tightened(Limits(cpu_ms=5_000))
-    assert looser.cpu_ms == 50 and looser.sources["cpu_ms"] == "tag:free"
+    assert looser.cpu_ms == 50 and looser.sources["cpuMs"] == "tag:free"
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ async def test_namespace_defaults_apply_when_no_tag_sets_a_field(engine: Engine,
     response = await engine.request("http://burn.x/?ms=200")
     assert response.trace["outcome"] == "exceededCpu"
     assert "namespace" in response.json()["detail"]
-    assert engine.effective_limits("burn").sources["cpu_ms"] == "namespace"
+    assert engine.effective_limits("burn").sources["cpuMs"] == "namespace"
 
 
 async def test_wall_time_limit(engine: Engine, deploy) -> None:
@@ -139,6 +139,8 @@ def test_effective_limits_report_sources(engine: Engine, deploy) -> None:
     effective = engine.effective_limits("hello")
     assert effective.as_dict()["cpuMs"] == 100
     assert effective.as_dict()["sources"] == {"cpuMs": "tag:b", "memoryMb": "tag:a", "subRequests": "engine", "wallMs": "engine"}
+    # the same camelCase keys in Python as in JSON, like every other name the API shows
+    assert effective.sources == effective.as_dict()["sources"]
 
 
 async def test_a_guest_over_its_cpu_limit_stops_burning(engine: Engine, deploy) -> None:

@@ -161,7 +161,7 @@ def test_apply_builds_the_whole_platform(engine: Engine, platform: Path) -> None
         TailConsumer("default", "audit", "worker", "shop"), TailConsumer("default", "audit", "dispatcher", None)}
     assert engine.tail_consumers("staging") == [TailConsumer("staging", "watch", "namespace", None)]
     assert engine.effective_limits("shop").cpu_ms == 10
-    assert engine.effective_limits("echo", namespace="staging").sources["wall_ms"] == "namespace"
+    assert engine.effective_limits("echo", namespace="staging").sources["wallMs"] == "namespace"
 
 
 def test_applying_the_same_file_again_changes_nothing(engine: Engine, platform: Path) -> None:

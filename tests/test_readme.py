@@ -25,7 +25,7 @@ def test_python_example_runs(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == "200 Hi! ok"
     assert lines[1] == "['exceededCpu']"
-    assert lines[2].startswith("[1] {'cpu_ms': 'tag:free'")
+    assert lines[2].startswith("[1] {'cpuMs': 'tag:free'")  # camelCase, like every name the API shows
     assert lines[3] == "200 Hi!"
     assert lines[4] == "1 403 55 outbound"  # the Outbound Worker blocked the host
     assert lines[5] == "1 error EgressBlocked refused"  # the egress policy did

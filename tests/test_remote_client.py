@@ -118,7 +118,7 @@ async def test_every_method_answers_as_the_local_client_does(engine: Engine, rem
     assert await remote.limits() == await local.limits() == {"free": Limits(cpu_ms=50, memory_mb=64)}
     effective = await remote.effective_limits("hello", "default")
     assert effective == await local.effective_limits("hello", "default")
-    assert effective.cpu_ms == 50 and effective.sources["cpu_ms"] == "tag:free"
+    assert effective.cpu_ms == 50 and effective.sources["cpuMs"] == "tag:free"
     assert await remote.engine_defaults() == await local.engine_defaults()
     await remote.delete_limits("free")
     assert await remote.limits() == {}

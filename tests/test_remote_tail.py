@@ -290,3 +290,16 @@ def test_tail_remote_takes_the_token_from_the_environment(tmp_path) -> None:
     assert missing.returncode == 2 and "needs the admin token (--token or $WASMDECK_TOKEN)" in missing.stderr
     given = subprocess.run(command, capture_output=True, text=True, env={**env, "WASMDECK_TOKEN": TOKEN}, timeout=60)
     assert given.returncode == 1 and given.stderr.startswith(f"wasmdeck: cannot connect to ws://127.0.0.1:{port}/tail")
+
+
+async def test_remote_no_follow_alone_prints_the_newest_stored_items(engine: Engine, tail_server: Served, capsys) -> None:
+    from wasmdeck.cli.main import NO_FOLLOW_HISTORY, build_parser, run_remote_tail
+
+    for n in range(NO_FOLLOW_HISTORY + 5):
+        engine.traces.publish(new_item(script_name="hello", namespace="default", outcome="ok", event_timestamp=n,
+                                       cpu_time=0, wall_time=0, url=f"http://hello.x/{n}", method="GET", headers=[], status=200))
+    await engine.traces.flush()
+    args = build_parser().parse_args(["tail", "--remote", tail_server.base, "--token", TOKEN, "--no-follow", "--format", "json"])
+    assert await run_remote_tail(args) == 0
+    shown = [json.loads(line)["eventTimestamp"] for line in capsys.readouterr().out.splitlines()]
+    assert shown == list(range(5, NO_FOLLOW_HISTORY + 5))

@@ -279,10 +279,11 @@ async def test_dispatch_worker_tells_limit_outcomes_apart_and_can_only_tighten(p
 
 
 async def test_dispatch_worker_cannot_dispatch_to_itself(platform):
+    # the dispatch Worker is a platform Worker, no tenant: its dispatch("dispatcher") finds no Worker
     response = await platform.request("http://dispatcher.example.com/")
-    assert response.status >= 400
+    assert (response.status, response.text) == (404, "no such tenant: dispatcher")
     items = await traces_of(platform, "dispatcher")
-    assert len(items) == 1  # one invocation, no loop
+    assert sorted(item["outcome"] for item in items) == ["ok", "scriptNotFound"]  # one invocation of it, no loop
 
 
 async def test_a_missing_dispatch_worker_is_a_clear_500(platform):
@@ -317,7 +318,8 @@ async def test_namespace_consumer_posts_batches_and_never_gets_its_own_items(eng
     engine.add_tail_consumer("tail-collector")
     for _ in range(3):
         await engine.request("http://hello.example.com/")
-    await engine.request("http://tail-collector.example.com/")  # its own fetch item: not delivered to itself
+    # a Tail Worker is no tenant: a request for it ends scriptNotFound, and that item is not delivered to it
+    assert (await engine.request("http://tail-collector.example.com/")).status == 404
     consumer_items = await traces_of(engine, "tail-collector")
     delivered = [event for item in consumer_items if "consumedEvents" in item["event"] for event in item["event"]["consumedEvents"]]
     assert delivered == [{"scriptName": "hello"}] * 3

@@ -133,7 +133,7 @@ class LimitsView(Vertical):
             self.notify(str(error), severity="error")
             return
         for name in FIELDS:
-            source = effective.sources[name]
+            source = effective.sources[CAMEL[name]]
             table.add_row(CAMEL[name], str(getattr(effective, name)), Text(source, style="cyan" if source.startswith("tag:") else "dim"))
 
     def selected_tag(self) -> str | None:
