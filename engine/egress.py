@@ -170,10 +170,10 @@ def canonical_host(raw: str) -> Host:
     name = raw[:-1] if raw.endswith(".") else raw
     labels = name.split(".")
     if _NUMERIC_LABEL.match(labels[-1]):
-        address = parse_ipv4(name)
-        if address is None:
+        ipv4 = parse_ipv4(name)
+        if ipv4 is None:
             raise UnreadableURL(f"its host {raw!r} ends in a number but is not an IPv4 address")
-        return Host(address=address)
+        return Host(address=ipv4)
     if len(name) > 253:
         raise UnreadableURL(f"its host {raw[:40]!r}... is longer than 253 characters")
     for label in labels:
@@ -317,9 +317,9 @@ class HostPattern:
             port = int(port_text)
         if network is not None:
             if network.prefixlen == network.max_prefixlen:
-                address, _ = canonical_address(network.network_address)
-                network = ipaddress.ip_network(address)
-                host = str(address)
+                single, _ = canonical_address(network.network_address)
+                network = ipaddress.ip_network(single)
+                host = str(single)
             else:
                 host = str(network)
         return cls(host, port, network)

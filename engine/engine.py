@@ -97,7 +97,10 @@ class Engine:
         cache_dir: str | os.PathLike[str] | None = None,
         clock: Callable[[], int] = now_ms,
         always_keep_trap_logs: bool = False,
+        network: Network | None = None,
     ) -> None:
+        """`network` is how Workers' fetches reach origins (its resolver and TLS trust); by
+        default the system resolver and the certifi CA bundle."""
         self.db_path = Path(db).expanduser() if db is not None else default_db_path()
         self.clock = clock  # epoch milliseconds for timestamps; tests fix it for deterministic output
         self.store = Store(self.db_path, clock)
@@ -117,7 +120,7 @@ class Engine:
             max_output_bytes=max_response_bytes + wcgi.MAX_RESPONSE_HEADER_BYTES,
             always_keep_logs=always_keep_trap_logs,
         )
-        self.network = Network()
+        self.network = network or Network()
         self.config_cache = ConfigCache(self.store, engine_defaults)
         self.recorder = Recorder(self.traces, clock)
         self.protocol = ProtocolHost(

@@ -429,9 +429,15 @@ async def test_tls_is_verified_for_the_name_while_connecting_to_the_checked_addr
     assert hosts.lookups == ["secure.test", "other.test", "secure.test"]
 
 
-async def test_an_https_fetch_through_the_engine_is_verified_for_its_name(fetcher: Engine, tls_origin) -> None:
+async def test_an_https_fetch_through_the_engine_is_verified_for_its_name(db_path, wasmer_cache, tls_origin) -> None:
     record, client_context = tls_origin
-    fetcher.network = Network(resolver=Hosts({"secure.test": ["127.0.0.1"]}), ssl_context=client_context)
+    network = Network(resolver=Hosts({"secure.test": ["127.0.0.1"]}), ssl_context=client_context)
+    async with Engine(db_path, cache_dir=wasmer_cache, network=network) as fetcher:
+        fetcher.deploy("fetcher", protocol_module("fetcher"))
+        await _https_fetches_are_verified_for_their_names(fetcher, record)
+
+
+async def _https_fetches_are_verified_for_their_names(fetcher: Engine, record) -> None:
     fetcher.set_egress(allow=["secure.test"])
     assert (await fetch_line(fetcher, f"https://secure.test:{record.port}/")).startswith("1 200 2")
     fetcher.set_egress(allow=["*", "127.0.0.1"])
