@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import protocol, wcgi
 from .egress import EgressPolicy
+from .compatibility import check_compatibility
 from .errors import InvalidInput, InvalidModule, WasmdeckError
 from .http import Request, Response, limit_response, text_response
 from .metering import meter
@@ -23,6 +25,7 @@ from .outbound import OutboundSetting, check_outbound_values
 from .protocol_host import Invocation, ProtocolHost
 from .router import DispatchFunction, route
 from .runtime import GuestRun, LoadShed, Runtime
+from .secrets import MAX_SECRETS_PER_WORKER, SecretBox, SecretsUnavailable, SealedSecret, check_secret, default_key_path
 from .stderr_capture import RuntimeStderr
 from .store import DEFAULT_NAMESPACE, Namespace, Store, TailConsumer, Worker, WorkerVersion, now_ms
 from .tail_workers import TailDelivery
@@ -88,8 +91,10 @@ class Engine(ProtocolHost):
         cache_dir: str | os.PathLike[str] | None = None,
         clock: Callable[[], int] = now_ms,
         always_keep_trap_logs: bool = False,
+        secrets_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.db_path = Path(db).expanduser() if db is not None else default_db_path()
+        self.secret_box = SecretBox(secrets_key_file if secrets_key_file is not None else default_key_path(self.db_path))
         self.clock = clock  # epoch milliseconds for timestamps; tests fix it for deterministic output
         self.store = Store(self.db_path, clock)
         self.dispatch_function = dispatch_function
@@ -225,11 +230,14 @@ class Engine(ProtocolHost):
         vars: Mapping[str, str] | None = None,
         message: str = "",
         abi: str | None = None,
+        secrets: Mapping[str, str] | None = None,
+        keep_secrets: bool = True,
     ) -> Worker:
         """Validate and store a new version of a worker; it serves from the next request.
 
         `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
-        speaks the Worker protocol and any other is a WCGI program.
+        speaks the Worker protocol and any other is a WCGI program. `secrets` are set in the same
+        transaction; the worker's other secrets stay unless `keep_secrets` is false.
         Raises InvalidInput / InvalidModule / NotFound (one clear sentence) and changes nothing then.
         """
         check_name(name)
@@ -244,7 +252,8 @@ class Engine(ProtocolHost):
             abi = protocol.ABI if any(e.name == protocol.MARKER_EXPORT for e in info.exports) else wcgi.ABI
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
-        worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message)
+        sealed = self._seal(namespace, name, secrets or {})
+        worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message, sealed, keep_secrets)
         self._changed()
         return worker
 
@@ -284,6 +293,56 @@ class Engine(ProtocolHost):
 
     def worker_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
         return self.store.worker_stats(namespace)
+
+    # -- secrets (see engine.secrets) and compatibility settings ----------------------
+
+    def _seal(self, namespace: str, name: str, values: Mapping[str, str]) -> list[SealedSecret]:
+        if len(values) > MAX_SECRETS_PER_WORKER:
+            raise InvalidInput(f"a worker can have at most {MAX_SECRETS_PER_WORKER} secrets, not {len(values)}")
+        for key, value in values.items():
+            check_secret(key, value)
+        return self.secret_box.seal(namespace, name, values, sealed_count=self.store.secret_count())
+
+    def put_secret(self, name: str, key: str, value: str, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
+        """Set a write-only secret: the worker's guests find it in their environment, nothing shows its value.
+        A new version; `SecretsUnavailable` if secrets exist but their key file is missing."""
+        check_secret(key, value)
+        self.store.worker(namespace, name)  # NotFound before a key file is made
+        sealed = self._seal(namespace, name, {key: value})
+        worker = self.store.change_secrets(namespace, name, sealed, (), f"secret {key} set")
+        self._changed()
+        return worker
+
+    def delete_secret(self, name: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
+        """Remove a secret (a new version); works without the key file."""
+        worker = self.store.change_secrets(namespace, name, (), (key,), f"secret {key} deleted")
+        self._changed()
+        return worker
+
+    def secret_names(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
+        """The names of a worker's secrets; their values are never returned."""
+        return self.store.secret_names(namespace, name)
+
+    def _with_secrets(self, worker: Worker | None) -> Worker | None:
+        """The worker to run: its vars joined by its opened secrets (raises SecretsUnavailable)."""
+        if worker is None:
+            return None
+        sealed = self.store.sealed_secrets(worker.namespace, worker.name)
+        if not sealed:
+            return worker
+        opened = self.secret_box.open(worker.namespace, worker.name, sealed, sealed_count=self.store.secret_count())
+        return dataclasses.replace(worker, vars={**worker.vars, **opened})
+
+    def compatibility(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> tuple[str | None, tuple[str, ...]]:
+        """The worker's compatibility date and flags (kept for Cloudflare's tools and the JavaScript runtime)."""
+        self.store.worker(namespace, name)
+        return self.store.compatibility(namespace, name)
+
+    def set_compatibility(
+        self, name: str, date: str | None, flags: Iterable[str] = (), *, namespace: str = DEFAULT_NAMESPACE
+    ) -> None:
+        checked = check_compatibility(date, flags)
+        self.store.set_compatibility(namespace, name, *checked)
 
     # -- limits -------------------------------------------------------------------
 
@@ -439,7 +498,8 @@ class Engine(ProtocolHost):
         return response
 
     def _find_worker(self, namespace: str, name: str) -> Worker | None:
-        return self._cached(("worker", namespace, name), lambda: self.store.find_worker(namespace, name), checked=True)
+        """The worker to run, its secrets in its vars: never show what this returns."""
+        return self._cached(("worker", namespace, name), lambda: self._with_secrets(self.store.find_worker(namespace, name)), checked=True)
 
     def _limits_for(self, ns: Namespace, worker: Worker) -> EffectiveLimits:
         return self._cached(
@@ -464,7 +524,12 @@ class Engine(ProtocolHost):
         wall_cap_ms: int | None = None,
     ) -> Response:
         """Run the user Worker `name` (either ABI) for `request`; its trace item is published."""
-        worker = self._find_worker(ns.name, name) if name is not None else None
+        try:
+            worker = self._find_worker(ns.name, name) if name is not None else None
+        except SecretsUnavailable as error:
+            return self._finish(request, ns.name, None, name, "internalError", timestamp, started, 0,
+                                text_response(500, f"Internal error while running the Worker: {error}"),
+                                exceptions=[exception_entry("SecretsUnavailable", str(error), self.clock())])
         if worker is None:
             return self._finish(
                 request, ns.name, None, name, "scriptNotFound", timestamp, started, 0,
