@@ -303,21 +303,39 @@ class Engine(ProtocolHost):
             check_secret(key, value)
         return self.secret_box.seal(namespace, name, values, sealed_count=self.store.secret_count())
 
-    def put_secret(self, name: str, key: str, value: str, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
-        """Set a write-only secret: the worker's guests find it in their environment, nothing shows its value.
-        A new version; `SecretsUnavailable` if secrets exist but their key file is missing."""
-        check_secret(key, value)
+    def update_bindings(
+        self,
+        name: str,
+        *,
+        put_secrets: Mapping[str, str] | None = None,
+        delete_secrets: Iterable[str] = (),
+        vars: Mapping[str, str] | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Worker:
+        """Set and delete secrets (and, given `vars`, replace the vars) as one new version.
+
+        A secret is write-only: the worker's guests find it in their environment, nothing shows
+        its value. `SecretsUnavailable` if secrets exist but their key file is missing; deleting
+        needs no key."""
+        put = dict(put_secrets or {})
+        deleted = tuple(dict.fromkeys(delete_secrets))
+        checked_vars = check_vars(dict(vars)) if vars is not None else None
         self.store.worker(namespace, name)  # NotFound before a key file is made
-        sealed = self._seal(namespace, name, {key: value})
-        worker = self.store.change_secrets(namespace, name, sealed, (), f"secret {key} set")
+        sealed = self._seal(namespace, name, put)
+        parts = [f"secret {key} set" for key in put] + [f"secret {key} deleted" for key in deleted]
+        if checked_vars is not None:
+            parts.append("vars changed")
+        worker = self.store.change_secrets(namespace, name, sealed, deleted, "; ".join(parts), checked_vars)
         self._changed()
         return worker
 
+    def put_secret(self, name: str, key: str, value: str, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
+        """Set one write-only secret (a new version); see `update_bindings`."""
+        return self.update_bindings(name, put_secrets={key: value}, namespace=namespace)
+
     def delete_secret(self, name: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
-        """Remove a secret (a new version); works without the key file."""
-        worker = self.store.change_secrets(namespace, name, (), (key,), f"secret {key} deleted")
-        self._changed()
-        return worker
+        """Remove one secret (a new version); works without the key file."""
+        return self.update_bindings(name, delete_secrets=(key,), namespace=namespace)
 
     def secret_names(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
         """The names of a worker's secrets; their values are never returned."""

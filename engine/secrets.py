@@ -65,7 +65,10 @@ def check_secret(name: str, value: str) -> None:
     meta-variable); its value is text of at most 5 KiB without NUL."""
     if not isinstance(value, str):
         raise InvalidInput(f"secret {name} must be text")
-    check_vars({name: value})
+    try:
+        check_vars({name: value})
+    except InvalidInput as error:  # the var rules, told as secret rules (no message holds the value)
+        raise InvalidInput(str(error).replace("var ", "secret ", 1)) from None
     size = len(value.encode("utf-8"))
     if size > MAX_SECRET_BYTES:
         raise InvalidInput(f"secret {name} is {size} bytes, over the {MAX_SECRET_BYTES} byte limit for one secret")

@@ -511,7 +511,7 @@ class Store:
                 db.execute("DELETE FROM secrets WHERE worker_id = (SELECT id FROM workers WHERE namespace = ? AND name = ?)",
                            [namespace, name])
             self._new_version(db, namespace, name, sha256, abi, tags, variables, message)
-            self._write_secrets(db, namespace, name, secrets, (), variables)
+            self._write_secrets(db, namespace, name, secrets, variables)
         return self.worker(namespace, name)
 
     def _new_version(
@@ -638,13 +638,9 @@ class Store:
                 raise InvalidInput(f"{name} is both a var and a secret of this worker; a var and a secret need distinct names")
 
     def _write_secrets(
-        self, db: sqlite_utils.Database, namespace: str, name: str, sealed: Sequence[SealedSecret], deleted: tuple[str, ...],
-        variables: dict[str, str],
+        self, db: sqlite_utils.Database, namespace: str, name: str, sealed: Sequence[SealedSecret], variables: dict[str, str]
     ) -> None:
         worker_id = db.execute("SELECT id FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone()[0]
-        for secret_name in deleted:
-            if not db.execute("DELETE FROM secrets WHERE worker_id = ? AND name = ?", [worker_id, secret_name]).rowcount:
-                raise NotFound(f"worker {name!r} has no secret named {secret_name}")
         stamp = self.now_ms()
         for secret in sealed:
             db.execute(
@@ -659,13 +655,20 @@ class Store:
             raise InvalidInput(f"a worker can have at most {MAX_SECRETS_PER_WORKER} secrets; worker {name!r} would have {count}")
 
     def change_secrets(
-        self, namespace: str, name: str, sealed: Sequence[SealedSecret], deleted: tuple[str, ...], message: str
+        self, namespace: str, name: str, sealed: Sequence[SealedSecret], deleted: tuple[str, ...], message: str,
+        variables: dict[str, str] | None = None,
     ) -> Worker:
-        """Set and delete secrets as one new version running the same module, tags and vars."""
+        """Set and delete secrets (and, given `variables`, replace the vars) as one new version
+        running the same module and tags."""
         with self.write() as db:
             current = self._current_row(db, namespace, name)
-            self._new_version(db, namespace, name, current.sha256, current.abi, current.tags, current.vars, message)
-            self._write_secrets(db, namespace, name, sealed, deleted, current.vars)
+            worker_id = db.execute("SELECT id FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone()[0]
+            for secret_name in deleted:  # first, so a var may take a deleted secret's name
+                if not db.execute("DELETE FROM secrets WHERE worker_id = ? AND name = ?", [worker_id, secret_name]).rowcount:
+                    raise NotFound(f"worker {name!r} has no secret named {secret_name}")
+            new_vars = current.vars if variables is None else variables
+            self._new_version(db, namespace, name, current.sha256, current.abi, current.tags, new_vars, message)
+            self._write_secrets(db, namespace, name, sealed, new_vars)
         return self.worker(namespace, name)
 
     def sealed_secrets(self, namespace: str, name: str) -> list[SealedSecret]:
