@@ -231,13 +231,14 @@ class Engine(ProtocolHost):
         message: str = "",
         abi: str | None = None,
         secrets: Mapping[str, str] | None = None,
-        keep_secrets: bool = True,
+        keep_secrets: bool | Iterable[str] = True,
     ) -> Worker:
         """Validate and store a new version of a worker; it serves from the next request.
 
         `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
         speaks the Worker protocol and any other is a WCGI program. `secrets` are set in the same
-        transaction; the worker's other secrets stay unless `keep_secrets` is false.
+        transaction; the worker's other secrets stay (`keep_secrets` true), go (false), or stay
+        only when `keep_secrets` names them.
         Raises InvalidInput / InvalidModule / NotFound (one clear sentence) and changes nothing then.
         """
         check_name(name)
@@ -253,7 +254,8 @@ class Engine(ProtocolHost):
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
         sealed = self._seal(namespace, name, secrets or {})
-        worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message, sealed, keep_secrets)
+        kept = keep_secrets if isinstance(keep_secrets, bool) else frozenset(keep_secrets)
+        worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message, sealed, kept)
         self._changed()
         return worker
 

@@ -498,18 +498,23 @@ class Store:
         variables: dict[str, str],
         message: str = "",
         secrets: Sequence[SealedSecret] = (),
-        keep_secrets: bool = True,
+        keep_secrets: bool | frozenset[str] = True,
     ) -> Worker:
         """Store the module (once per sha256) and make a new version current, atomically; `secrets`
-        are set in the same transaction (and, without `keep_secrets`, become the only ones)."""
+        are set in the same transaction, and the worker's other secrets stay (`keep_secrets` True),
+        go (False), or stay only when named in `keep_secrets`."""
         with self.write() as db:
             if not db.execute("SELECT 1 FROM namespaces WHERE name = ?", [namespace]).fetchone():
                 raise NotFound(f"namespace {namespace!r} does not exist")
             if not db.execute("SELECT 1 FROM modules WHERE sha256 = ?", [sha256]).fetchone():
                 db["modules"].insert({"sha256": sha256, "size": len(module), "bytes": module, "created_at": self.now_ms()})
-            if not keep_secrets:
-                db.execute("DELETE FROM secrets WHERE worker_id = (SELECT id FROM workers WHERE namespace = ? AND name = ?)",
-                           [namespace, name])
+            if keep_secrets is not True:
+                kept = sorted(keep_secrets or ())
+                db.execute(
+                    "DELETE FROM secrets WHERE worker_id = (SELECT id FROM workers WHERE namespace = ? AND name = ?) "
+                    f"AND name NOT IN ({', '.join('?' * len(kept))})",
+                    [namespace, name, *kept],
+                )
             self._new_version(db, namespace, name, sha256, abi, tags, variables, message)
             self._write_secrets(db, namespace, name, secrets, variables)
         return self.worker(namespace, name)

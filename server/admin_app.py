@@ -655,7 +655,9 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
             Exception: _internal,
         },
     )
-    return BearerAuth(app, token)
+    from .cloudflare_api import CloudflarePaths  # Cloudflare's own paths under /client/v4, beside wasmdeck's
+
+    return CloudflarePaths(BearerAuth(app, token), engine, token, dispatch.namespace if dispatch else DEFAULT_NAMESPACE)
 
 
 # -- OpenAPI ------------------------------------------------------------------------
