@@ -47,7 +47,8 @@ namespace, so those must be uploaded there, or be account-level Workers of a ser
     GET    scripts/{name}                                       its module
     DELETE scripts/{name}?force=true                            delete it
     GET    scripts/{name}/content/v2 | PUT scripts/{name}/content
-    GET | PATCH scripts/{name}/settings, GET scripts/{name}/bindings
+    GET | PATCH scripts/{name}/settings (multipart), GET | PATCH scripts/{name}/script-settings (JSON),
+    GET scripts/{name}/bindings
     PUT | GET scripts/{name}/secrets, GET | DELETE scripts/{name}/secrets/{s}, PATCH scripts/{name}/secrets-bulk
 
 JavaScript Workers: module parts typed `application/javascript(+module)` are read and checked in
@@ -642,11 +643,14 @@ class CloudflareApi:
         ns, name = self._platform_path(request)
         return _list(self._bindings(ns, self._worker(ns, name)))
 
-    async def _patch_settings(self, ns: str, name: str, request: Request, *, platform: bool) -> Response:
-        worker = self._worker(ns, name)
+    async def _settings_part(self, request: Request) -> Settings:
         parts = await read_multipart(request.stream(), request.headers.get("content-type"), max_bytes=UPLOAD_SLACK_BYTES)
         settings_part = next((p for p in parts if p.name == "settings"), None)
-        settings = parse_settings(parse_json_part(settings_part, "settings"), "settings", allowed=SETTINGS_FIELDS)
+        return parse_settings(parse_json_part(settings_part, "settings"), "settings", allowed=SETTINGS_FIELDS)
+
+    def _change_settings(self, ns: str, name: str, settings: Settings, *, platform: bool) -> None:
+        """Apply what `settings` gives (a PATCH: the rest stays), every check before the first change."""
+        worker = self._worker(ns, name)
         namespace = self.engine.namespace(ns)
         binding = settings.bindings.dispatch if settings.bindings is not None else None
         if binding is not None:
@@ -660,9 +664,7 @@ class CloudflareApi:
                 raise bad(f"a dispatch Worker must speak the Worker protocol (docs/worker-protocol.md), and script {name!r} "
                           f"is a {worker.abi} Worker", CODE_VALIDATION)
         self._check_consumers(ns, name, settings.tail_consumers or ())
-        if settings.tags is not None and set(settings.tags) != set(worker.tags):
-            self.engine.set_tags(name, settings.tags, namespace=ns)
-        if settings.bindings is not None:
+        if settings.bindings is not None:  # first: the engine's own refusals (a var and a secret sharing a name) come before any change
             secrets, kept = self._secret_plan(ns, name, settings.bindings, settings.keep_bindings)
             stored = self.engine.secret_names(name, namespace=ns)
             doomed = [] if kept is True else [key for key in stored if key not in kept and key not in secrets]
@@ -673,6 +675,8 @@ class CloudflareApi:
                 self.engine.update_bindings(name, put_secrets=secrets, delete_secrets=doomed, vars=variables, namespace=ns)
             if platform:
                 self._apply_dispatch(ns, name, binding, namespace.dispatch_worker == name, settings.keep_bindings)
+        if settings.tags is not None and set(settings.tags) != set(worker.tags):
+            self.engine.set_tags(name, settings.tags, namespace=ns)
         dispatcher = self.engine.namespace(ns).dispatch_worker == name
         if settings.tail_consumers is not None:
             self._sync_consumers(ns, name, settings.tail_consumers, dispatcher)
@@ -682,15 +686,36 @@ class CloudflareApi:
                 name, settings.compatibility_date if settings.compatibility_date is not None else date,
                 settings.compatibility_flags if settings.compatibility_flags is not None else flags, namespace=ns,
             )
-        return envelope(self._settings_result(ns, self.engine.worker(name, namespace=ns)))
 
     async def patch_settings(self, request: Request) -> Response:
         ns, name = self._dispatch_path(request)
-        return await self._patch_settings(ns, name, request, platform=False)
+        self._worker(ns, name)
+        self._change_settings(ns, name, await self._settings_part(request), platform=False)
+        return envelope(self._settings_result(ns, self.engine.worker(name, namespace=ns)))
 
     async def patch_platform_settings(self, request: Request) -> Response:
         ns, name = self._platform_path(request)
-        return await self._patch_settings(ns, name, request, platform=True)
+        self._worker(ns, name)
+        self._change_settings(ns, name, await self._settings_part(request), platform=True)
+        return envelope(self._settings_result(ns, self.engine.worker(name, namespace=ns)))
+
+    def _script_settings_result(self, ns: str, worker: Worker) -> dict[str, Any]:
+        full = self._settings_result(ns, worker)
+        return {key: full[key] for key in ("logpush", "observability", "tags", "tail_consumers")}
+
+    async def get_platform_script_settings(self, request: Request) -> Response:
+        ns, name = self._platform_path(request)
+        return envelope(self._script_settings_result(ns, self._worker(ns, name)))
+
+    async def patch_platform_script_settings(self, request: Request) -> Response:
+        """The script-level settings, as JSON: tags and tail consumers (logpush and observability have no effect here)."""
+        ns, name = self._platform_path(request)
+        self._worker(ns, name)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise bad("the body must be a JSON object of script settings")
+        self._change_settings(ns, name, parse_settings(body, "body", allowed=("tags", "tail_consumers")), platform=True)
+        return envelope(self._script_settings_result(ns, self.engine.worker(name, namespace=ns)))
 
     # -- tags -------------------------------------------------------------------------
 
@@ -863,6 +888,8 @@ def _routes(api: CloudflareApi) -> list[Route]:
         (platform + "/settings", api.get_platform_settings, "GET"),
         (platform + "/settings", api.patch_platform_settings, "PATCH"),
         (platform + "/bindings", api.get_platform_bindings, "GET"),
+        (platform + "/script-settings", api.get_platform_script_settings, "GET"),
+        (platform + "/script-settings", api.patch_platform_script_settings, "PATCH"),
         (platform + "/secrets", api.put_secret, "PUT"),
         (platform + "/secrets", api.list_secrets, "GET"),
         (platform + "/secrets/{secret}", api.get_secret, "GET"),
