@@ -501,8 +501,17 @@ class CloudflareApi:
         secrets, kept = self._secret_plan(ns, name, bindings, settings.keep_bindings)
         tags = settings.tags if settings.tags is not None else (existing.tags if existing else ())
         data, abi = self._module_for_engine(module)
-        return self.engine.deploy(name, data, namespace=ns, tags=tags, vars=variables, abi=abi, message=message,
-                                  secrets=secrets, keep_secrets=kept)
+        return self._engine_deploy(name, data, namespace=ns, tags=tags, vars=variables, abi=abi, message=message,
+                                   secrets=secrets, keep_secrets=kept)
+
+    def _engine_deploy(self, name: str, data: bytes, **options: Any) -> Worker:
+        """`Engine.deploy`; a refused module is Cloudflare's 413 (too large) or validation error."""
+        try:
+            return self.engine.deploy(name, data, **options)
+        except InvalidModule as error:
+            if len(data) > self.engine.max_module_bytes:
+                raise _refused(413, CODE_TOO_LARGE, str(error)) from None
+            raise _refused(400, CODE_VALIDATION, str(error)) from None
 
     def _after_deploy(self, ns: str, name: str, settings: Settings, *, dispatcher: bool, compatibility: bool) -> None:
         if settings.tail_consumers is not None:
@@ -597,11 +606,9 @@ class CloudflareApi:
         if self.engine.namespace(ns).dispatch_worker == name:
             self._check_dispatch(ns, name, DispatchBinding("dispatcher", ns), module)
         data, abi = self._module_for_engine(module)
-        self.engine.deploy(name, data, namespace=ns, tags=worker.tags, vars=worker.vars, abi=abi,
-                           message=f"content replaced through the Cloudflare API ({module.name})")
-        updated = self.engine.worker(name, namespace=ns)
-        return envelope({"created_on": _iso(updated.first_deployed_at), "modified_on": _iso(updated.created_at),
-                         "dispatch_namespace": ns, "script": self._script_result(ns, updated)})
+        self._engine_deploy(name, data, namespace=ns, tags=worker.tags, vars=worker.vars, abi=abi,
+                            message=f"content replaced through the Cloudflare API ({module.name})")
+        return envelope(self._script_result(ns, self.engine.worker(name, namespace=ns)))
 
     async def put_content(self, request: Request) -> Response:
         ns, name = self._dispatch_path(request)
@@ -913,8 +920,7 @@ async def _invalid_input(request: Request, error: Exception) -> Response:
 
 
 async def _invalid_module(request: Request, error: Exception) -> Response:
-    too_large = "limit" in str(error) and "MiB" in str(error)
-    return error_envelope(413 if too_large else 400, CODE_TOO_LARGE if too_large else CODE_VALIDATION, str(error))
+    return error_envelope(400, CODE_VALIDATION, str(error))
 
 
 async def _secrets_unavailable(request: Request, error: Exception) -> Response:
