@@ -84,8 +84,8 @@ from wasmdeck.engine.wasm_module import validate_worker_module
 from .auth import token_matches
 from .cloudflare_upload import (
     CODE_BAD_REQUEST, CODE_NAMESPACE_EXISTS, CODE_NAMESPACE_NOT_FOUND, CODE_SCRIPT_NOT_FOUND, CODE_TOO_LARGE,
-    CODE_VALIDATION, HONOURED_FIELDS, UPLOAD_SLACK_BYTES, Bindings, DispatchBinding, Module, Settings, UploadError,
-    UploadPlan, bad, find_main_module, parse_json_part, parse_settings, read_multipart,
+    CODE_VALIDATION, HONOURED_FIELDS, UPLOAD_SLACK_BYTES, Bindings, DispatchBinding, Module, Part, Settings,
+    TailConsumerRef, UploadError, UploadPlan, bad, find_main_module, parse_json_part, parse_settings, read_multipart,
 )
 
 Scope = MutableMapping[str, Any]
@@ -427,9 +427,17 @@ class CloudflareApi:
 
     # -- uploads ----------------------------------------------------------------------
 
+    @staticmethod
+    async def _multipart(request: Request, max_bytes: int) -> list[Part]:
+        """The parts of the body, refused at once when it declares more than `max_bytes`, else as it streams past them."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise _refused(413, CODE_TOO_LARGE, f"the upload is {int(declared) / 2**20:.1f} MiB, over the "
+                                                f"{max_bytes / 2**20:.1f} MiB this server accepts")
+        return await read_multipart(request.stream(), request.headers.get("content-type"), max_bytes=max_bytes)
+
     async def _read_upload(self, request: Request) -> UploadPlan:
-        parts = await read_multipart(request.stream(), request.headers.get("content-type"),
-                                     max_bytes=self.engine.max_module_bytes + UPLOAD_SLACK_BYTES)
+        parts = await self._multipart(request, self.engine.max_module_bytes + UPLOAD_SLACK_BYTES)
         metadata_part = next((p for p in parts if p.name == "metadata"), None)
         metadata = parse_json_part(metadata_part, "metadata")
         settings = parse_settings(metadata, "metadata", allowed=HONOURED_FIELDS)
@@ -447,8 +455,12 @@ class CloudflareApi:
                                                  "(application/wasm)")
         return module.data, JAVASCRIPT_ABI
 
-    def _check_consumers(self, ns: str, name: str, services: tuple[str, ...]) -> None:
-        for service in services:
+    def _check_consumers(self, ns: str, name: str, consumers: tuple[TailConsumerRef, ...]) -> None:
+        for consumer_ref in consumers:
+            service = consumer_ref.service
+            if consumer_ref.namespace is not None and consumer_ref.namespace != ns:
+                raise bad(f"tail_consumers: Tail Worker {service!r} is named in namespace {consumer_ref.namespace!r}; "
+                          f"wasmdeck delivers trace items to Tail Workers of the same namespace, {ns!r}")
             if service == name:
                 raise bad(f"tail_consumers: script {name!r} cannot be its own Tail Worker")
             consumer = self._find(ns, service)
@@ -519,7 +531,8 @@ class CloudflareApi:
         if compatibility:
             self.engine.set_compatibility(name, settings.compatibility_date, settings.compatibility_flags or (), namespace=ns)
 
-    def _sync_consumers(self, ns: str, name: str, services: tuple[str, ...], dispatcher: bool) -> None:
+    def _sync_consumers(self, ns: str, name: str, consumers: tuple[TailConsumerRef, ...], dispatcher: bool) -> None:
+        services = [consumer.service for consumer in consumers]
         current = [c for c in self.engine.tail_consumers(ns)
                    if (dispatcher and c.scope == "dispatcher") or (not dispatcher and c.scope == "worker" and c.worker == name)]
         for consumer in current:
@@ -594,8 +607,7 @@ class CloudflareApi:
 
     async def _put_content(self, ns: str, name: str, request: Request) -> Response:
         worker = self._worker(ns, name)
-        parts = await read_multipart(request.stream(), request.headers.get("content-type"),
-                                     max_bytes=self.engine.max_module_bytes + UPLOAD_SLACK_BYTES)
+        parts = await self._multipart(request, self.engine.max_module_bytes + UPLOAD_SLACK_BYTES)
         metadata_part = next((p for p in parts if p.name == "metadata"), None)
         metadata = parse_json_part(metadata_part, "metadata") if metadata_part is not None else {}
         for key in metadata:
@@ -651,7 +663,7 @@ class CloudflareApi:
         return _list(self._bindings(ns, self._worker(ns, name)))
 
     async def _settings_part(self, request: Request) -> Settings:
-        parts = await read_multipart(request.stream(), request.headers.get("content-type"), max_bytes=UPLOAD_SLACK_BYTES)
+        parts = await self._multipart(request, UPLOAD_SLACK_BYTES)
         settings_part = next((p for p in parts if p.name == "settings"), None)
         return parse_settings(parse_json_part(settings_part, "settings"), "settings", allowed=SETTINGS_FIELDS)
 
@@ -962,6 +974,8 @@ class CloudflarePaths:
         )
 
     def __getattr__(self, name: str) -> Any:
+        if name == "admin_app":  # not set yet: never recurse
+            raise AttributeError(name)
         return getattr(self.admin_app, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -211,7 +211,7 @@ class Settings:
 
     bindings: Bindings | None = None
     tags: tuple[str, ...] | None = None
-    tail_consumers: tuple[str, ...] | None = None
+    tail_consumers: tuple[TailConsumerRef, ...] | None = None
     compatibility_date: str | None = None
     compatibility_flags: tuple[str, ...] | None = None
     keep_bindings: frozenset[str] = frozenset()
@@ -326,18 +326,28 @@ def _dispatch_binding(binding: Mapping[str, Any], where: str) -> DispatchBinding
     return DispatchBinding(name, namespace, service, tuple(p["name"] for p in params))
 
 
-def parse_tail_consumers(raw: Any, field: str) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class TailConsumerRef:
+    service: str
+    namespace: str | None = None  # the dispatch namespace it lives in, when given
+
+
+def parse_tail_consumers(raw: Any, field: str) -> tuple[TailConsumerRef, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
         raise bad(f"{field} must be a list of {{\"service\": ...}} objects")
-    services: list[str] = []
+    found: dict[str, TailConsumerRef] = {}
     for index, item in enumerate(raw):
         where = f"{field}[{index}]"
         if not isinstance(item, dict) or not isinstance(item.get("service"), str) or set(item) - {"service", "environment", "namespace"}:
             raise bad(f"{where} must be an object naming the Tail Worker's service")
-        services.append(_checked(where, check_name, item["service"], "Tail Worker name"))
-    return tuple(dict.fromkeys(services))
+        namespace = item.get("namespace")
+        if namespace is not None and not isinstance(namespace, str):
+            raise bad(f"{where}.namespace must be the name of a dispatch namespace")
+        service = _checked(where, check_name, item["service"], "Tail Worker name")
+        found.setdefault(service, TailConsumerRef(service, namespace))
+    return tuple(found.values())
 
 
 def parse_settings(metadata: Mapping[str, Any], field: str, *, allowed: Iterable[str]) -> Settings:
