@@ -27,7 +27,7 @@ import pytest
 from wasmdeck.engine import Engine
 from wasmdeck.engine.engine import ABIS
 from wasmdeck.server import cloudflare_api
-from wasmdeck.server.admin_app import create_admin_app
+from wasmdeck.server.admin_app import DispatchListener, create_admin_app
 from wasmdeck.server.auth import default_token_path
 from wasmdeck.server.cloudflare_upload import MAX_PARTS
 
@@ -604,3 +604,16 @@ async def test_javascript_uploads_reach_the_engine_once_switched_on(
         assert response.status_code == 200, response.text
     else:  # the engine of this build says why, in Cloudflare's shape
         refused(response, 400, 10001, "ABI 'javascript' is not one of")
+
+
+async def test_the_namespace_the_listener_serves_holds_the_platform_workers(small_engine: Engine) -> None:
+    small_engine.create_namespace("shop")
+    app = create_admin_app(small_engine, TOKEN, dispatch=DispatchListener("http://127.0.0.1:1", "shop", 1024))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin",
+                                 headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        response = await client.put(f"{BASE}/scripts/gateway", **form({"main_module": "g.wasm"}, (
+            "g.wasm", protocol_module("outbound-logger").read_bytes(), "application/wasm")))
+        assert response.status_code == 200 and response.json()["result"]["wasmdeck"]["namespace"] == "shop"
+        assert small_engine.worker("gateway", namespace="shop").abi == "protocol"
+        refused(await client.delete(f"{NS}/shop"), 409, 10001, "is the one this server's dispatch listener serves")
+    assert small_engine.namespace("shop").name == "shop"
