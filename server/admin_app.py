@@ -67,6 +67,7 @@ from wasmdeck.engine.validation import check_name, check_tag, check_tags, check_
 from wasmdeck.engine.engine import ABIS
 
 from .auth import token_matches
+from .cloudflare_api import CloudflarePaths
 from .envelope import envelope_error, ok
 from .tail_stream import FILTER_PARAMETERS, MAX_HISTORY, InvalidParameter, TailEndpoint, parse_trace_filter
 
@@ -594,7 +595,7 @@ class BearerAuth:
 
 
 def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener | None = None,
-                     tail_options: dict[str, Any] | None = None) -> BearerAuth:
+                     tail_options: dict[str, Any] | None = None) -> CloudflarePaths:
     """The admin ASGI app over `engine` (which the caller owns and closes), guarded by `token`.
 
     `dispatch` is the dispatch listener serving the same engine, if any (reported by `GET /server`,
@@ -655,8 +656,7 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
             Exception: _internal,
         },
     )
-    from .cloudflare_api import CloudflarePaths  # Cloudflare's own paths under /client/v4, beside wasmdeck's
-
+    # Cloudflare's own paths under /client/v4, beside wasmdeck's
     return CloudflarePaths(BearerAuth(app, token), engine, token, dispatch.namespace if dispatch else DEFAULT_NAMESPACE)
 
 

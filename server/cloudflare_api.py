@@ -62,7 +62,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -128,7 +128,7 @@ def envelope(result: Any, status: int = 200, *, result_info: dict[str, Any] | No
     return JSONResponse(body, status_code=status)
 
 
-def error_envelope(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_envelope(status: int, code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"success": False, "errors": [{"code": code, "message": message}], "messages": [], "result": None},
                         status_code=status, headers=headers)
 
@@ -493,15 +493,15 @@ class CloudflareApi:
         except InvalidInput as error:
             raise bad(f"the dispatch_namespace binding's outbound params: {error}") from None
 
-    def _secret_plan(self, ns: str, name: str, bindings: Bindings, keep: frozenset[str]) -> tuple[dict[str, str], bool | frozenset[str]]:
-        """Secret values to set, and which stored secrets stay."""
+    def _secret_plan(self, ns: str, name: str, bindings: Bindings, keep: frozenset[str]) -> tuple[dict[str, str], frozenset[str] | None]:
+        """Secret values to set, and which stored secrets stay (None: all of them)."""
         values = {key: value for key, value in bindings.secrets.items() if value is not None}
         kept = frozenset(key for key, value in bindings.secrets.items() if value is None)
         existing = set(self.engine.secret_names(name, namespace=ns)) if self._find(ns, name) else set()
         for key in sorted(kept - existing):
             raise bad(f"binding {key} is secret_text without text, and script {name!r} has no such secret to keep")
         if "secret_text" in keep:
-            return values, True
+            return values, None
         return values, kept
 
     def _deploy(self, ns: str, name: str, module: Module, settings: Settings, message: str) -> Worker:
@@ -514,7 +514,7 @@ class CloudflareApi:
         tags = settings.tags if settings.tags is not None else (existing.tags if existing else ())
         data, abi = self._module_for_engine(module)
         return self._engine_deploy(name, data, namespace=ns, tags=tags, vars=variables, abi=abi, message=message,
-                                   secrets=secrets, keep_secrets=kept)
+                                   secrets=secrets, keep_secrets=True if kept is None else kept)
 
     def _engine_deploy(self, name: str, data: bytes, **options: Any) -> Worker:
         """`Engine.deploy`; a refused module is Cloudflare's 413 (too large) or validation error."""
@@ -686,7 +686,7 @@ class CloudflareApi:
         if settings.bindings is not None:  # first: the engine's own refusals (a var and a secret sharing a name) come before any change
             secrets, kept = self._secret_plan(ns, name, settings.bindings, settings.keep_bindings)
             stored = self.engine.secret_names(name, namespace=ns)
-            doomed = [] if kept is True else [key for key in stored if key not in kept and key not in secrets]
+            doomed = [] if kept is None else [key for key in stored if key not in kept and key not in secrets]
             variables = dict(settings.bindings.vars)
             if settings.keep_bindings & {"plain_text", "json"}:
                 variables = {**worker.vars, **variables}
