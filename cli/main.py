@@ -25,6 +25,7 @@ from wasmdeck.engine.validation import parse_var_assignment
 from wasmdeck.server.runner import add_serve_arguments, whole_number
 
 from .platform_commands import COMMANDS as PLATFORM_COMMANDS, register as register_platform_commands
+from .secret_commands import COMMANDS as SECRET_COMMANDS, register as register_secret_commands
 
 
 class UsageError(Exception):
@@ -151,6 +152,7 @@ def build_parser() -> Parser:
     serve = commands.add_parser("serve", help="serve HTTP traffic through dispatch (uvicorn); health at /__wasmdeck/health")
     add_serve_arguments(serve)
     register_platform_commands(commands)
+    register_secret_commands(commands)
     return parser
 
 
@@ -455,6 +457,7 @@ COMMANDS = {
     "console": cmd_console,
     "serve": cmd_serve,
     **PLATFORM_COMMANDS,
+    **SECRET_COMMANDS,
 }
 
 

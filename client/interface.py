@@ -102,6 +102,17 @@ class EngineClient(abc.ABC):
     async def set_vars(self, name: str, vars: Mapping[str, str], namespace: str) -> Worker: ...
 
     @abc.abstractmethod
+    async def secret_names(self, name: str, namespace: str) -> list[str]:
+        """The names of a worker's secrets; no transport ever returns their values."""
+
+    @abc.abstractmethod
+    async def put_secret(self, name: str, key: str, value: str, namespace: str) -> Worker:
+        """Set a write-only secret (a new version)."""
+
+    @abc.abstractmethod
+    async def delete_secret(self, name: str, key: str, namespace: str) -> Worker: ...
+
+    @abc.abstractmethod
     async def rollback(self, name: str, version: int, namespace: str) -> Worker: ...
 
     @abc.abstractmethod

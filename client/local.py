@@ -100,6 +100,15 @@ class LocalClient(EngineClient):
     async def set_vars(self, name: str, vars: Mapping[str, str], namespace: str) -> Worker:
         return self.engine.set_vars(name, vars, namespace=namespace)
 
+    async def secret_names(self, name: str, namespace: str) -> list[str]:
+        return self.engine.secret_names(name, namespace=namespace)
+
+    async def put_secret(self, name: str, key: str, value: str, namespace: str) -> Worker:
+        return self.engine.put_secret(name, key, value, namespace=namespace)
+
+    async def delete_secret(self, name: str, key: str, namespace: str) -> Worker:
+        return self.engine.delete_secret(name, key, namespace=namespace)
+
     async def rollback(self, name: str, version: int, namespace: str) -> Worker:
         return self.engine.rollback(name, version, namespace=namespace)
 

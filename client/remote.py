@@ -37,6 +37,7 @@ from ..engine.errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
 from ..engine.engine import read_module
 from ..engine.http import Request, Response
 from ..engine.limits import CAMEL, FIELDS, EffectiveLimits, Limits
+from ..engine.secrets import SecretsUnavailable, check_secret
 from ..engine.store import Namespace, TailConsumer, Worker, WorkerVersion
 from ..engine.traces import OUTCOMES, TraceFilter
 from ..engine.validation import check_name, check_tags, check_vars
@@ -54,6 +55,7 @@ _ERRORS: dict[str, type[WasmdeckError]] = {
     "invalid_input": InvalidInput,
     "conflict": InvalidInput,
     "too_large": InvalidInput,
+    "secrets_unavailable": SecretsUnavailable,
 }
 # what httpx adds to every request on its own; a dispatched request carries only its own headers
 _HTTPX_DEFAULT_HEADERS = ("accept", "accept-encoding", "connection", "user-agent")
@@ -253,6 +255,18 @@ class RemoteClient(EngineClient):
 
     async def set_vars(self, name: str, vars: Mapping[str, str], namespace: str) -> Worker:
         await self._call("PUT", self._script(namespace, name, "/vars"), json=dict(vars))
+        return await self._worker_now(name, namespace)
+
+    async def secret_names(self, name: str, namespace: str) -> list[str]:
+        return list(await self._call("GET", self._script(namespace, name, "/secrets")))
+
+    async def put_secret(self, name: str, key: str, value: str, namespace: str) -> Worker:
+        check_secret(key, value)  # the engine's own check, before the value leaves this process
+        await self._call("PUT", self._script(namespace, name, f"/secrets/{_quoted(key)}"), json={"value": value})
+        return await self._worker_now(name, namespace)
+
+    async def delete_secret(self, name: str, key: str, namespace: str) -> Worker:
+        await self._call("DELETE", self._script(namespace, name, f"/secrets/{_quoted(key)}"))
         return await self._worker_now(name, namespace)
 
     async def rollback(self, name: str, version: int, namespace: str) -> Worker:

@@ -7,6 +7,8 @@ lookups after it reuse its answer, so a request costs one cheap `PRAGMA data_ver
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .limits import EffectiveLimits, Limits, resolve
 from .store import Namespace, Store, TailConsumer, Worker
 
@@ -17,8 +19,10 @@ TAIL_WORKER = "Tail Worker"
 
 
 class ConfigCache:
-    def __init__(self, store: Store, engine_defaults: Limits) -> None:
+    def __init__(self, store: Store, engine_defaults: Limits,
+                 open_secrets: Callable[[Worker | None], Worker | None] = lambda worker: worker) -> None:
         self._store = store
+        self._open_secrets = open_secrets  # a worker to run: its vars joined by its opened secrets
         self._engine_defaults = engine_defaults
         self._config_version: int | None = None
         self._data_version: int | None = None
@@ -66,7 +70,7 @@ class ConfigCache:
     def worker(self, namespace: str, name: str) -> Worker | None:
         key = (namespace, name)
         if key not in self._workers:
-            self._workers[key] = self._store.find_worker(namespace, name)
+            self._workers[key] = self._open_secrets(self._store.find_worker(namespace, name))
         return self._workers[key]
 
     def limits(self, namespace: Namespace, worker: Worker) -> EffectiveLimits:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import protocol, wcgi
 from .egress import EgressPolicy
+from .compatibility import check_compatibility
 from .errors import InvalidInput, InvalidModule, WasmdeckError
 from .config_cache import ConfigCache
 from .http import Request, Response, limit_response, text_response
@@ -25,6 +27,7 @@ from .protocol_host import Invocation, ProtocolHost
 from .recorder import Recorder
 from .router import DispatchFunction, route
 from .runtime import GuestRun, Runtime
+from .secrets import MAX_SECRETS_PER_WORKER, SecretBox, SecretsUnavailable, SealedSecret, check_secret, default_key_path
 from .stderr_capture import RuntimeStderr
 from .store import DEFAULT_NAMESPACE, Namespace, Store, TailConsumer, Worker, WorkerVersion, now_ms
 from .trace_bus import Subscription, TraceBus
@@ -98,10 +101,12 @@ class Engine:
         clock: Callable[[], int] = now_ms,
         always_keep_trap_logs: bool = False,
         network: Network | None = None,
+        secrets_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         """`network` is how Workers' fetches reach origins (its resolver and TLS trust); by
         default the system resolver and the certifi CA bundle."""
         self.db_path = Path(db).expanduser() if db is not None else default_db_path()
+        self.secret_box = SecretBox(secrets_key_file if secrets_key_file is not None else default_key_path(self.db_path))
         self.clock = clock  # epoch milliseconds for timestamps; tests fix it for deterministic output
         self.store = Store(self.db_path, clock)
         self.dispatch_function = dispatch_function
@@ -121,7 +126,7 @@ class Engine:
             always_keep_logs=always_keep_trap_logs,
         )
         self.network = network or Network()
-        self.config_cache = ConfigCache(self.store, engine_defaults)
+        self.config_cache = ConfigCache(self.store, engine_defaults, open_secrets=self._with_secrets)
         self.recorder = Recorder(self.traces, clock)
         self.protocol = ProtocolHost(
             runtime=self.runtime,
@@ -211,11 +216,15 @@ class Engine:
         vars: Mapping[str, str] | None = None,
         message: str = "",
         abi: str | None = None,
+        secrets: Mapping[str, str] | None = None,
+        keep_secrets: bool | Iterable[str] = True,
     ) -> Worker:
         """Validate and store a new version of a worker; it serves from the next request.
 
         `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
-        speaks the Worker protocol and any other is a WCGI program.
+        speaks the Worker protocol and any other is a WCGI program. `secrets` are set in the same
+        transaction; the worker's other secrets stay (`keep_secrets` true), go (false), or stay
+        only when `keep_secrets` names them.
         Raises InvalidInput / InvalidModule / NotFound (one clear sentence) and changes nothing then.
         """
         check_name(name)
@@ -230,7 +239,9 @@ class Engine:
             abi = protocol.ABI if any(e.name == protocol.MARKER_EXPORT for e in info.exports) else wcgi.ABI
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
-        worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message)
+        sealed = self._seal(namespace, name, secrets or {})
+        kept = keep_secrets if isinstance(keep_secrets, bool) else frozenset(keep_secrets)
+        worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message, sealed, kept)
         self.config_cache.changed()
         return worker
 
@@ -270,6 +281,74 @@ class Engine:
 
     def worker_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
         return self.store.worker_stats(namespace)
+
+    # -- secrets (see engine.secrets) and compatibility settings ----------------------
+
+    def _seal(self, namespace: str, name: str, values: Mapping[str, str]) -> list[SealedSecret]:
+        if len(values) > MAX_SECRETS_PER_WORKER:
+            raise InvalidInput(f"a worker can have at most {MAX_SECRETS_PER_WORKER} secrets, not {len(values)}")
+        for key, value in values.items():
+            check_secret(key, value)
+        return self.secret_box.seal(namespace, name, values, sealed_count=self.store.secret_count())
+
+    def update_bindings(
+        self,
+        name: str,
+        *,
+        put_secrets: Mapping[str, str] | None = None,
+        delete_secrets: Iterable[str] = (),
+        vars: Mapping[str, str] | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Worker:
+        """Set and delete secrets (and, given `vars`, replace the vars) as one new version.
+
+        A secret is write-only: the worker's guests find it in their environment, nothing shows
+        its value. `SecretsUnavailable` if secrets exist but their key file is missing; deleting
+        needs no key."""
+        put = dict(put_secrets or {})
+        deleted = tuple(dict.fromkeys(delete_secrets))
+        checked_vars = check_vars(dict(vars)) if vars is not None else None
+        self.store.worker(namespace, name)  # NotFound before a key file is made
+        sealed = self._seal(namespace, name, put)
+        parts = [f"secret {key} set" for key in put] + [f"secret {key} deleted" for key in deleted]
+        if checked_vars is not None:
+            parts.append("vars changed")
+        worker = self.store.change_secrets(namespace, name, sealed, deleted, "; ".join(parts), checked_vars)
+        self.config_cache.changed()
+        return worker
+
+    def put_secret(self, name: str, key: str, value: str, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
+        """Set one write-only secret (a new version); see `update_bindings`."""
+        return self.update_bindings(name, put_secrets={key: value}, namespace=namespace)
+
+    def delete_secret(self, name: str, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
+        """Remove one secret (a new version); works without the key file."""
+        return self.update_bindings(name, delete_secrets=(key,), namespace=namespace)
+
+    def secret_names(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
+        """The names of a worker's secrets; their values are never returned."""
+        return self.store.secret_names(namespace, name)
+
+    def _with_secrets(self, worker: Worker | None) -> Worker | None:
+        """The worker to run: its vars joined by its opened secrets (raises SecretsUnavailable)."""
+        if worker is None:
+            return None
+        sealed = self.store.sealed_secrets(worker.namespace, worker.name)
+        if not sealed:
+            return worker
+        opened = self.secret_box.open(worker.namespace, worker.name, sealed, sealed_count=self.store.secret_count())
+        return dataclasses.replace(worker, vars={**worker.vars, **opened})
+
+    def compatibility(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> tuple[str | None, tuple[str, ...]]:
+        """The worker's compatibility date and flags (kept for Cloudflare's tools and the JavaScript runtime)."""
+        self.store.worker(namespace, name)
+        return self.store.compatibility(namespace, name)
+
+    def set_compatibility(
+        self, name: str, date: str | None, flags: Iterable[str] = (), *, namespace: str = DEFAULT_NAMESPACE
+    ) -> None:
+        checked = check_compatibility(date, flags)
+        self.store.set_compatibility(namespace, name, *checked)
 
     # -- limits -------------------------------------------------------------------
 
@@ -455,7 +534,12 @@ class Engine:
         The namespace's platform Workers (its dispatch, Outbound and Tail Workers) are no user
         Workers: a request for one is answered as for a Worker that does not exist.
         """
-        worker = self.config_cache.worker(ns.name, name) if name is not None else None
+        try:
+            worker = self.config_cache.worker(ns.name, name) if name is not None else None
+        except SecretsUnavailable as error:
+            return self.recorder.finish(request, ns.name, None, name, "internalError", timestamp, started, 0,
+                                        text_response(500, f"Internal error while running the Worker: {error}"),
+                                        exceptions=[exception_entry("SecretsUnavailable", str(error), self.clock())])
         if worker is None or name is None:
             return self._not_found(request, ns, name, None, timestamp, started)
         role = self.config_cache.platform_role(ns, name)

@@ -51,7 +51,7 @@ KeyPath = tuple[str | int, ...]
 
 _TOP_KEYS = ("limits", "namespaces")
 _NAMESPACE_KEYS = ("routing", "defaults", "dispatch_worker", "egress", "outbound", "workers", "tail_consumers")
-_WORKER_KEYS = ("module", "tags", "vars", "abi")
+_WORKER_KEYS = ("module", "tags", "vars", "abi", "secrets")
 _EGRESS_KEYS = ("allow", "block")
 _OUTBOUND_KEYS = ("service", "parameters")
 _PARAMETER_KEYS = ("name", "template")
@@ -361,6 +361,9 @@ class _Reader:
         for key, item in variables.items():
             with self.at(path + ("vars", key)):
                 checked_vars.update(check_vars({key: item}))
+        for index, secret in enumerate(self.string_list(table.get("secrets", []), path + ("secrets",))):
+            with self.at(path + ("secrets", index)):
+                check_vars({secret: ""})  # names only: values are set with `wasmdeck secret put`, never in a manifest
         abi = None
         if "abi" in table:
             abi = self.string(table["abi"], path + ("abi",))
@@ -753,6 +756,9 @@ def platform_document(engine: Engine) -> tuple[dict[str, Any], dict[str, Worker]
             if worker.vars:
                 item["vars"] = dict(sorted(worker.vars.items()))
             item["abi"] = worker.abi
+            secret_names = engine.secret_names(worker.name, namespace=ns.name)
+            if secret_names:
+                item["secrets"] = secret_names
             workers[worker.name] = item
             modules[path] = worker
         if workers:
@@ -824,6 +830,9 @@ def render_manifest(document: Mapping[str, Any]) -> str:
         _section(out, ("namespaces", name), {k: v for k, v in entry.items() if k not in ("workers", "tail_consumers")})
         for worker, item in entry.get("workers", {}).items():
             _section(out, ("namespaces", name, "workers", worker), item)
+            if item.get("secrets"):
+                out.append(f"# secret values are never exported: set each with `wasmdeck secret put {worker} NAME "
+                           f"--namespace {name}` (the value on stdin)")
         for consumer in entry.get("tail_consumers", []):
             _section(out, ("namespaces", name, "tail_consumers"), consumer, array=True)
     text = "\n".join(out) + "\n"

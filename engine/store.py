@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,9 @@ from .egress import EgressPolicy
 from .errors import InvalidInput, NotFound
 from .limits import FIELDS, Limits
 from .outbound import OutboundParameter, OutboundSetting
+from .secrets import MAX_SECRETS_PER_WORKER, SealedSecret
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TRACE_RETENTION = 10_000
 BUSY_TIMEOUT_MS = 30_000
@@ -214,7 +215,22 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     _config_triggers(db, "tail_consumers")
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Secrets, sealed by engine.secrets (their values never reach this file in clear), and each
+    worker's compatibility date and flags; both go when their worker goes."""
+    db.execute(
+        "CREATE TABLE secrets (worker_id INTEGER NOT NULL REFERENCES workers(id) ON DELETE CASCADE, "
+        "name TEXT NOT NULL, key_id TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, "
+        "updated_at INTEGER NOT NULL, PRIMARY KEY (worker_id, name))"
+    )
+    db.execute(
+        "CREATE TABLE compatibility (worker_id INTEGER PRIMARY KEY REFERENCES workers(id) ON DELETE CASCADE, "
+        "date TEXT, flags TEXT NOT NULL)"
+    )
+    _config_triggers(db, "secrets")
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
 
 
 class Store:
@@ -481,14 +497,26 @@ class Store:
         tags: tuple[str, ...],
         variables: dict[str, str],
         message: str = "",
+        secrets: Sequence[SealedSecret] = (),
+        keep_secrets: bool | frozenset[str] = True,
     ) -> Worker:
-        """Store the module (once per sha256) and make a new version current, atomically."""
+        """Store the module (once per sha256) and make a new version current, atomically; `secrets`
+        are set in the same transaction, and the worker's other secrets stay (`keep_secrets` True),
+        go (False), or stay only when named in `keep_secrets`."""
         with self.write() as db:
             if not db.execute("SELECT 1 FROM namespaces WHERE name = ?", [namespace]).fetchone():
                 raise NotFound(f"namespace {namespace!r} does not exist")
             if not db.execute("SELECT 1 FROM modules WHERE sha256 = ?", [sha256]).fetchone():
                 db.table("modules").insert({"sha256": sha256, "size": len(module), "bytes": module, "created_at": self.now_ms()})
+            if keep_secrets is not True:
+                kept = sorted(keep_secrets or ())
+                db.execute(
+                    "DELETE FROM secrets WHERE worker_id = (SELECT id FROM workers WHERE namespace = ? AND name = ?) "
+                    f"AND name NOT IN ({', '.join('?' * len(kept))})",
+                    [namespace, name, *kept],
+                )
             self._new_version(db, namespace, name, sha256, abi, tags, variables, message)
+            self._write_secrets(db, namespace, name, secrets, variables)
         return self.worker(namespace, name)
 
     def _new_version(
@@ -524,6 +552,7 @@ class Store:
             }
         )
         db.execute("UPDATE workers SET current_version = ?, updated_at = ? WHERE id = ?", [version, stamp, worker_id])
+        self._check_distinct_names(db, worker_id, variables)
         return version
 
     def update_settings(
@@ -604,6 +633,83 @@ class Store:
             db.execute("DELETE FROM versions WHERE worker_id = ?", [row[0]])
             db.execute("DELETE FROM workers WHERE id = ?", [row[0]])
             db.execute("DELETE FROM modules WHERE sha256 NOT IN (SELECT DISTINCT sha256 FROM versions)")
+
+    # -- secrets (sealed by engine.secrets) and compatibility settings -----------------------
+
+    @staticmethod
+    def _check_distinct_names(db: sqlite_utils.Database, worker_id: int, variables: dict[str, str]) -> None:
+        for (name,) in db.execute("SELECT name FROM secrets WHERE worker_id = ? ORDER BY name", [worker_id]).fetchall():
+            if name in variables:
+                raise InvalidInput(f"{name} is both a var and a secret of this worker; a var and a secret need distinct names")
+
+    def _write_secrets(
+        self, db: sqlite_utils.Database, namespace: str, name: str, sealed: Sequence[SealedSecret], variables: dict[str, str]
+    ) -> None:
+        worker_id = db.execute("SELECT id FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone()[0]
+        stamp = self.now_ms()
+        for secret in sealed:
+            db.execute(
+                "INSERT INTO secrets (worker_id, name, key_id, nonce, ciphertext, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (worker_id, name) DO UPDATE SET key_id = excluded.key_id, nonce = excluded.nonce, "
+                "ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+                [worker_id, secret.name, secret.key_id, secret.nonce, secret.ciphertext, stamp],
+            )
+        self._check_distinct_names(db, worker_id, variables)
+        count = db.execute("SELECT COUNT(*) FROM secrets WHERE worker_id = ?", [worker_id]).fetchone()[0]
+        if count > MAX_SECRETS_PER_WORKER:
+            raise InvalidInput(f"a worker can have at most {MAX_SECRETS_PER_WORKER} secrets; worker {name!r} would have {count}")
+
+    def change_secrets(
+        self, namespace: str, name: str, sealed: Sequence[SealedSecret], deleted: tuple[str, ...], message: str,
+        variables: dict[str, str] | None = None,
+    ) -> Worker:
+        """Set and delete secrets (and, given `variables`, replace the vars) as one new version
+        running the same module and tags."""
+        with self.write() as db:
+            current = self._current_row(db, namespace, name)
+            worker_id = db.execute("SELECT id FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone()[0]
+            for secret_name in deleted:  # first, so a var may take a deleted secret's name
+                if not db.execute("DELETE FROM secrets WHERE worker_id = ? AND name = ?", [worker_id, secret_name]).rowcount:
+                    raise NotFound(f"worker {name!r} has no secret named {secret_name}")
+            new_vars = current.vars if variables is None else variables
+            self._new_version(db, namespace, name, current.sha256, current.abi, current.tags, new_vars, message)
+            self._write_secrets(db, namespace, name, sealed, new_vars)
+        return self.worker(namespace, name)
+
+    def sealed_secrets(self, namespace: str, name: str) -> list[SealedSecret]:
+        rows = self.db.execute(
+            "SELECT s.name, s.key_id, s.nonce, s.ciphertext FROM secrets s JOIN workers w ON w.id = s.worker_id "
+            "WHERE w.namespace = ? AND w.name = ? ORDER BY s.name",
+            [namespace, name],
+        ).fetchall()
+        return [SealedSecret(row[0], row[1], bytes(row[2]), bytes(row[3])) for row in rows]
+
+    def secret_names(self, namespace: str, name: str) -> list[str]:
+        """Names only (raises NotFound for an unknown worker)."""
+        self._current_row(self.db, namespace, name)
+        return [secret.name for secret in self.sealed_secrets(namespace, name)]
+
+    def secret_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM secrets").fetchone()[0]
+
+    def compatibility(self, namespace: str, name: str) -> tuple[str | None, tuple[str, ...]]:
+        row = self.db.execute(
+            "SELECT c.date, c.flags FROM compatibility c JOIN workers w ON w.id = c.worker_id WHERE w.namespace = ? AND w.name = ?",
+            [namespace, name],
+        ).fetchone()
+        return (row[0], tuple(json.loads(row[1]))) if row else (None, ())
+
+    def set_compatibility(self, namespace: str, name: str, date: str | None, flags: tuple[str, ...]) -> None:
+        with self.write() as db:
+            row = db.execute("SELECT id FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone()
+            if row is None:
+                raise NotFound(f"worker {name!r} does not exist in namespace {namespace!r}")
+            worker_id = row[0]
+            db.execute(
+                "INSERT INTO compatibility (worker_id, date, flags) VALUES (?, ?, ?) "
+                "ON CONFLICT (worker_id) DO UPDATE SET date = excluded.date, flags = excluded.flags",
+                [worker_id, date, json.dumps(list(flags))],
+            )
 
     def module_bytes(self, sha256: str) -> bytes:
         row = self.db.execute("SELECT bytes FROM modules WHERE sha256 = ?", [sha256]).fetchone()

@@ -29,6 +29,9 @@ Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see
     GET    /namespaces/{ns}/scripts/{name}/vars      its vars
     PUT    /namespaces/{ns}/scripts/{name}/vars      replace its vars (a JSON object of strings)
     GET    /namespaces/{ns}/scripts/{name}/versions  its versions
+    GET    /namespaces/{ns}/scripts/{name}/secrets   the names of its secrets (values are never returned)
+    PUT    /namespaces/{ns}/scripts/{name}/secrets/{secret}  set one: {"value": "..."} (a new version)
+    DELETE /namespaces/{ns}/scripts/{name}/secrets/{secret}  remove one (a new version)
     POST   /namespaces/{ns}/scripts/{name}/rollback  {"version": N}
     GET    /limits                                   limits per tag
     PUT    /limits/{tag}                             merge camelCase fields; null clears one
@@ -37,6 +40,7 @@ Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see
     GET    /server                                   the dispatch listener's URL and namespace, engine defaults, caps
     GET    /openapi.json                             this API as OpenAPI 3.1
     GET    /tail  (WebSocket)                        live trace items; see `server.tail_stream`
+    *      /client/v4/accounts/{account}/workers/... Cloudflare's own paths; see `server.cloudflare_api`
 """
 
 from __future__ import annotations
@@ -58,10 +62,12 @@ from starlette.routing import Route, WebSocketRoute
 from wasmdeck.engine.egress import EgressPolicy
 from wasmdeck.engine import DEFAULT_NAMESPACE, Engine, InvalidInput, InvalidModule, Limits, NotFound, Worker
 from wasmdeck.engine.limits import CAMEL, FIELDS
+from wasmdeck.engine.secrets import SecretsUnavailable
 from wasmdeck.engine.validation import check_name, check_tag, check_tags, check_vars
 from wasmdeck.engine.engine import ABIS
 
 from .auth import token_matches
+from .cloudflare_api import CloudflarePaths
 from .envelope import envelope_error, ok
 from .tail_stream import FILTER_PARAMETERS, MAX_HISTORY, InvalidParameter, TailEndpoint, parse_trace_filter
 
@@ -429,6 +435,23 @@ class AdminApi:
         variables = _vars_body(await _json_body(request), "vars")
         return ok(dict(self.engine.set_vars(name, variables, namespace=ns).vars))
 
+    async def list_secrets(self, request: Request) -> Response:
+        return ok(self.engine.secret_names(request.path_params["name"], namespace=request.path_params["ns"]))
+
+    async def put_secret(self, request: Request) -> Response:
+        ns, name, key = request.path_params["ns"], request.path_params["name"], request.path_params["secret"]
+        self.engine.worker(name, namespace=ns)  # 404 before reading the body
+        body = _only_fields(await _json_body(request), ("value",), "the secret's value")
+        if not isinstance(body.get("value"), str):
+            raise ApiError(400, "value must be the secret as a string", "value")
+        _checked("secret", self.engine.put_secret, name, key, body["value"], namespace=ns)
+        return ok(self.engine.secret_names(name, namespace=ns))
+
+    async def delete_secret(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        self.engine.delete_secret(name, request.path_params["secret"], namespace=ns)
+        return ok(self.engine.secret_names(name, namespace=ns))
+
     async def script_limits(self, request: Request) -> Response:
         limits = self.engine.effective_limits(request.path_params["name"], namespace=request.path_params["ns"])
         return ok(limits.as_dict())
@@ -531,6 +554,10 @@ async def _invalid_input(request: Request, error: Exception) -> Response:
     return envelope_error(400, str(error))
 
 
+async def _secrets_unavailable(request: Request, error: Exception) -> Response:
+    return envelope_error(503, str(error), code="secrets_unavailable")
+
+
 async def _invalid_module(request: Request, error: Exception) -> Response:
     return envelope_error(400, str(error), code="invalid_module")
 
@@ -567,7 +594,7 @@ class BearerAuth:
 
 
 def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener | None = None,
-                     tail_options: dict[str, Any] | None = None) -> BearerAuth:
+                     tail_options: dict[str, Any] | None = None) -> CloudflarePaths:
     """The admin ASGI app over `engine` (which the caller owns and closes), guarded by `token`.
 
     `dispatch` is the dispatch listener serving the same engine, if any (reported by `GET /server`,
@@ -604,6 +631,9 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
         Route(script + "/vars", api.get_vars, methods=["GET"]),
         Route(script + "/vars", api.put_vars, methods=["PUT"]),
         Route(script + "/versions", api.list_versions, methods=["GET"]),
+        Route(script + "/secrets", api.list_secrets, methods=["GET"]),
+        Route(script + "/secrets/{secret}", api.put_secret, methods=["PUT"]),
+        Route(script + "/secrets/{secret}", api.delete_secret, methods=["DELETE"]),
         Route(script + "/rollback", api.rollback, methods=["POST"]),
         Route("/limits", api.list_limits, methods=["GET"]),
         Route("/limits/{tag}", api.put_limits, methods=["PUT"]),
@@ -620,11 +650,13 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
             NotFound: _not_found,
             InvalidModule: _invalid_module,
             InvalidInput: _invalid_input,
+            SecretsUnavailable: _secrets_unavailable,
             HTTPException: _http_error,
             Exception: _internal,
         },
     )
-    return BearerAuth(app, token)
+    # Cloudflare's own paths under /client/v4, beside wasmdeck's
+    return CloudflarePaths(BearerAuth(app, token), engine, token, dispatch.namespace if dispatch else DEFAULT_NAMESPACE)
 
 
 # -- OpenAPI ------------------------------------------------------------------------
@@ -774,6 +806,17 @@ OPENAPI: dict[str, Any] = {
         },
         "/namespaces/{ns}/scripts/{name}/versions": {
             "get": _op("List a script's versions", params=_SC, errors=("401", "404")),
+        },
+        "/namespaces/{ns}/scripts/{name}/secrets": {
+            "get": _op("List the names of a script's secrets (values are never returned)", params=_SC, errors=("401", "404")),
+        },
+        "/namespaces/{ns}/scripts/{name}/secrets/{secret}": {
+            "put": _op("Set a write-only secret (a new version); answers the secret names", params=_SC + ("secret",),
+                       errors=("400", "401", "404", "503"), body=_JSON({
+                           "type": "object", "required": ["value"], "additionalProperties": False,
+                           "properties": {"value": {"type": "string", "maxLength": 5120}}})),
+            "delete": _op("Remove a secret (a new version); answers the secret names", params=_SC + ("secret",),
+                          errors=("401", "404")),
         },
         "/namespaces/{ns}/scripts/{name}/rollback": {
             "post": _op("Serve an earlier version again", params=_SC, errors=("400", "401", "404"),

@@ -82,6 +82,9 @@ EVERY_CALL = [
     ("DELETE", "/namespaces/default/scripts/hello", None), ("GET", "/namespaces/default/scripts/hello/content", None),
     ("GET", "/namespaces/default/scripts/hello/tags", None), ("PUT", "/namespaces/default/scripts/hello/tags", ["x"]),
     ("GET", "/namespaces/default/scripts/hello/versions", None),
+    ("GET", "/namespaces/default/scripts/hello/secrets", None),
+    ("PUT", "/namespaces/default/scripts/hello/secrets/TOKEN", {"value": "v"}),
+    ("DELETE", "/namespaces/default/scripts/hello/secrets/TOKEN", None),
     ("GET", "/namespaces/default/scripts/hello/limits", None),
     ("GET", "/namespaces/default/scripts/hello/vars", None), ("PUT", "/namespaces/default/scripts/hello/vars", {"A": "b"}),
     ("POST", "/namespaces/default/scripts/hello/rollback", {"version": 1}),
@@ -100,6 +103,7 @@ def test_every_openapi_path_is_in_the_auth_table() -> None:
     covered = {(m, p.split("?")[0]) for m, p, _ in EVERY_CALL}
     for path, item in OPENAPI["paths"].items():
         concrete = path.replace("{ns}", "default").replace("{name}", "hello").replace("{tag}", "free").replace("{consumer}", "hello")
+        concrete = concrete.replace("{secret}", "TOKEN")
         for method in item:
             assert (method.upper(), concrete) in covered or (method.upper(), concrete.replace("default", "other")) in covered
 
@@ -437,7 +441,7 @@ async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.
     served = {(m, route.path) for route in create_admin_app(engine, TOKEN).app.routes
               for m in getattr(route, "methods", None) or () if m != "HEAD"}  # /tail is a WebSocket route
     assert documented == served
-    assert len(documented) == 33
+    assert len(documented) == 36
     error(await client.get("/no/such/path"), 404)
     response = await client.post("/limits")
     error(response, 405)
