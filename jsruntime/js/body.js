@@ -32,7 +32,6 @@ class Blob {
   bytes() { return Promise.resolve(this.#bytes.slice()); }
   stream() { return bytesStream(this.#bytes); }
 }
-defineTag(Blob, "Blob");
 
 class File extends Blob {
   #name;
@@ -46,7 +45,6 @@ class File extends Blob {
   get name() { return this.#name; }
   get lastModified() { return this.#lastModified; }
 }
-defineTag(File, "File");
 
 function formEntry(name, value, filename) {
   name = String(name);
@@ -84,7 +82,6 @@ class FormData {
   *values() { for (const [, v] of this.#list.slice()) yield v; }
   [Symbol.iterator]() { return this.entries(); }
 }
-defineTag(FormData, "FormData");
 
 const escapeFormName = (name) => name.replace(/\r\n|\r|\n/g, "\r\n").replace(/"/g, "%22").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
 
@@ -196,7 +193,7 @@ class BodyState {
     return Promise.resolve(this.bytes === null ? new Uint8Array(0) : this.bytes);
   }
   clone() {
-    if (this.usedFlag) throw new TypeError("Body has already been used. It can only be used once. Use tee() first if you need to read it twice.");
+    if (this.usedFlag) throw new TypeError("This ReadableStream is currently locked to a reader,"); // workerd's words, comma included
     if (this.stream) {
       const [mine, theirs] = this.stream.tee();
       this.stream = mine;

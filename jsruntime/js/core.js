@@ -4,14 +4,12 @@ const kInternal = Symbol("wasmdeck.internal");
 const kListeners = Symbol("wasmdeck.listeners");
 const kStripSpaces = Symbol("wasmdeck.stripSpaces");
 const kPairs = Symbol("wasmdeck.pairs");
+const kWire = Symbol("wasmdeck.wire");
 
 function defineGlobal(name, value) {
   Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
 }
 
-function defineTag(cls, tag) {
-  Object.defineProperty(cls.prototype, Symbol.toStringTag, { value: tag, configurable: true });
-}
 
 function isBufferSource(value) {
   return value instanceof ArrayBuffer || ArrayBuffer.isView(value);
@@ -79,7 +77,6 @@ class Event {
   stopImmediatePropagation() { this[kInternal].stop = true; }
   composedPath() { return this[kInternal].target ? [this[kInternal].target] : []; }
 }
-defineTag(Event, "Event");
 
 class EventTarget {
   #listeners = new Map();
@@ -123,7 +120,6 @@ class EventTarget {
     return (this.#listeners.get(type) || []).map((entry) => entry.listener);
   }
 }
-defineTag(EventTarget, "EventTarget");
 
 function listenersOf(target, type) {
   return target[kListeners](type);
@@ -134,10 +130,20 @@ function listenersOf(target, type) {
 class AbortSignal extends EventTarget {
   #aborted = false;
   #reason = undefined;
-  onabort = null;
+  #onabort = null;
+  #onabortRegistered = false;
   constructor(key) {
     if (key !== kInternal) throw new TypeError("Illegal constructor");
     super();
+  }
+  get onabort() { return this.#onabort; }
+  set onabort(handler) {
+    this.#onabort = typeof handler === "function" ? handler : null;
+    if (!this.#onabortRegistered) {
+      // an event handler attribute listens from the moment it is first set, in listener order
+      this.#onabortRegistered = true;
+      this.addEventListener("abort", (event) => { if (this.#onabort) this.#onabort.call(this, event); });
+    }
   }
   get aborted() { return this.#aborted; }
   get reason() { return this.#reason; }
@@ -146,9 +152,7 @@ class AbortSignal extends EventTarget {
     if (this.#aborted) return;
     this.#aborted = true;
     this.#reason = reason === undefined ? domException("The operation was aborted", "AbortError") : reason;
-    const event = new Event("abort");
-    if (typeof this.onabort === "function") this.onabort.call(this, event);
-    this.dispatchEvent(event);
+    this.dispatchEvent(new Event("abort"));
   }
   static abort(reason) {
     const signal = new AbortSignal(kInternal);
@@ -172,14 +176,12 @@ class AbortSignal extends EventTarget {
     return signal;
   }
 }
-defineTag(AbortSignal, "AbortSignal");
 
 class AbortController {
   #signal = new AbortSignal(kInternal);
   get signal() { return this.#signal; }
   abort(reason) { this.#signal[kInternal](reason); }
 }
-defineTag(AbortController, "AbortController");
 
 // ---- TextEncoder and TextDecoder ----
 
@@ -202,7 +204,6 @@ class TextEncoder {
     return { read, written };
   }
 }
-defineTag(TextEncoder, "TextEncoder");
 
 const ENCODING_LABELS = new Map();
 for (const label of ["unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8", "utf-8", "utf8", "x-unicode20utf8"]) ENCODING_LABELS.set(label, "utf-8");
@@ -226,7 +227,7 @@ class TextDecoder {
   #bomSeen = false;
   constructor(label = "utf-8", options = {}) {
     const encoding = ENCODING_LABELS.get(String(label).trim().toLowerCase());
-    if (!encoding) throw new RangeError(`Undefined or unsupported encoding "${label}"`);
+    if (!encoding) throw new RangeError(`"${label}" is not a valid encoding.`);
     this.#encoding = encoding;
     this.#fatal = Boolean(options && options.fatal);
     this.#ignoreBOM = Boolean(options && options.ignoreBOM);
@@ -260,7 +261,7 @@ class TextDecoder {
       let length = bytes.length & ~1;
       if (stream && length !== bytes.length) this.#pending = bytes.slice(length);
       else if (!stream && length !== bytes.length) {
-        if (this.#fatal) throw new TypeError(`The encoded data was not valid for encoding ${this.#encoding}`);
+        if (this.#fatal) throw new TypeError("Failed to decode input.");
       }
       const units = new Array(length / 2);
       for (let i = 0; i < length; i += 2) units[i / 2] = bigEndian ? (bytes[i] << 8) | bytes[i + 1] : bytes[i] | (bytes[i + 1] << 8);
@@ -270,7 +271,7 @@ class TextDecoder {
       let out = "";
       for (let i = start; i < units.length; i += 8192) out += String.fromCharCode.apply(null, units.slice(i, Math.min(i + 8192, units.length)));
       if (!out.isWellFormed()) {
-        if (this.#fatal) throw new TypeError(`The encoded data was not valid for encoding ${this.#encoding}`);
+        if (this.#fatal) throw new TypeError("Failed to decode input.");
         out = out.toWellFormed();
       }
       if (!stream && length !== bytes.length) out += "\ufffd";
@@ -280,7 +281,6 @@ class TextDecoder {
     return text;
   }
 }
-defineTag(TextDecoder, "TextDecoder");
 
 defineGlobal("Event", Event);
 defineGlobal("EventTarget", EventTarget);
@@ -294,3 +294,27 @@ defineGlobal("navigator", Object.freeze(Object.create(Object.prototype, {
   language: { value: "en", enumerable: true },
   languages: { value: Object.freeze(["en"]), enumerable: true },
 })));
+
+// QuickJS-ng's atob and btoa, with workerd's messages
+const nativeAtob = globalThis.atob;
+const nativeBtoa = globalThis.btoa;
+function rethrowAs(error, message) {
+  if (error instanceof DOMException && error.name === "InvalidCharacterError") throw domException(message, "InvalidCharacterError");
+  throw error;
+}
+defineGlobal("atob", function atob(data) {
+  if (arguments.length === 0) throw new TypeError("Failed to execute 'atob': 1 argument required, but only 0 present.");
+  try {
+    return nativeAtob(data);
+  } catch (error) {
+    rethrowAs(error, "atob() called with invalid base64-encoded data. (Only whitespace, '+', '/', alphanumeric ASCII, and up to two terminal '=' signs when the input data length is divisible by 4 are allowed.)");
+  }
+});
+defineGlobal("btoa", function btoa(data) {
+  if (arguments.length === 0) throw new TypeError("Failed to execute 'btoa': 1 argument required, but only 0 present.");
+  try {
+    return nativeBtoa(data);
+  } catch (error) {
+    rethrowAs(error, "btoa() can only operate on characters in the Latin1 (ISO/IEC 8859-1) range.");
+  }
+});

@@ -34,13 +34,12 @@ class CryptoKey {
   get algorithm() { return structuredCloneValue(this[kInternal].algorithm); }
   get usages() { return this[kInternal].usages.slice(); }
 }
-defineTag(CryptoKey, "CryptoKey");
 
 const HMAC_USAGES = ["sign", "verify"];
 
 function makeHmacKey(bytes, hash, length, extractable, usages) {
   for (const usage of usages) {
-    if (!HMAC_USAGES.includes(usage)) throw domException(`Unsupported key usage for a HMAC key: ${usage}`, "SyntaxError");
+    if (!HMAC_USAGES.includes(usage)) throw domException(`Attempt to import secret HMAC key with invalid usage "${usage}".`, "SyntaxError");
   }
   if (usages.length === 0) throw domException("Secret key usages must not be empty.", "SyntaxError");
   const key = new CryptoKey(kInternal);
@@ -132,7 +131,7 @@ const subtle = {
   exportKey(format, key) {
     return asPromise(() => {
       if (!(key instanceof CryptoKey)) throw new TypeError("The key must be a CryptoKey.");
-      if (!key[kInternal].extractable) throw domException("Attempt to export non-extractable key.", "InvalidAccessError");
+      if (!key[kInternal].extractable) throw domException(`Attempt to export non-extractable ${key[kInternal].algorithm.name} key.`, "InvalidAccessError");
       const bytes = key[kInternal].bytes;
       if (format === "raw") return copyToArrayBuffer(bytes);
       if (format === "jwk") {
@@ -180,10 +179,10 @@ const crypto = {
   getRandomValues(array) {
     inGlobalScope();
     if (!INTEGER_ARRAYS.some((type) => array instanceof type)) {
-      throw domException("The data argument must be an integer-type TypedArray", "TypeMismatchError");
+      throw domException("ArrayBufferView argument to getRandomValues() must be an integer-typed view.", "TypeMismatchError");
     }
     if (array.byteLength > 65536) {
-      throw domException(`The data argument's byteLength (${array.byteLength}) exceeds the number of bytes of entropy available via this API (65536)`, "QuotaExceededError");
+      throw domException(`getRandomValues() only accepts buffers of size <= 64K but provided ${array.byteLength} bytes.`, "QuotaExceededError");
     }
     host.randomFill(array);
     return array;
@@ -198,8 +197,6 @@ const crypto = {
     return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
   },
 };
-Object.defineProperty(subtle, Symbol.toStringTag, { value: "SubtleCrypto" });
-Object.defineProperty(crypto, Symbol.toStringTag, { value: "Crypto" });
 
 defineGlobal("crypto", crypto);
 defineGlobal("CryptoKey", CryptoKey);

@@ -59,10 +59,11 @@ class Headers {
   static [kInternal](pairs, immutable) {
     const headers = new Headers();
     for (let i = 0; i < pairs.length; i++) {
-      const name = pairs[i][0].toLowerCase();
+      const name = String(pairs[i][0]).toLowerCase();
+      const value = String(pairs[i][1]).replace(HTTP_WHITESPACE, "");
       const list = headers.#map.get(name);
-      if (list) list.push(pairs[i][1]);
-      else headers.#map.set(name, [pairs[i][1]]);
+      if (list) list.push(value);
+      else headers.#map.set(name, [value]);
     }
     if (immutable) headers.#guard = GUARD_IMMUTABLE;
     return headers;
@@ -114,6 +115,11 @@ class Headers {
     }
     return pairs;
   }
+  [kWire]() {
+    const pairs = [];
+    for (const name of Array.from(this.#map.keys()).sort()) for (const value of this.#map.get(name)) pairs.push([name, value]);
+    return pairs;
+  }
   forEach(callback, thisArg) {
     if (typeof callback !== "function") throw new TypeError("The \"callback\" argument must be a function.");
     for (const [name, value] of this[kPairs]()) callback.call(thisArg, value, name, this);
@@ -123,8 +129,9 @@ class Headers {
   *values() { for (const [, value] of this[kPairs]()) yield value; }
   [Symbol.iterator]() { return this.entries(); }
 }
-defineTag(Headers, "Headers");
 
 const headerPairs = (headers) => headers[kPairs]();
+// what goes on the wire: lower-case names in order, every value of a repeated header on its own line
+const wirePairs = (headers) => headers[kWire]();
 
 defineGlobal("Headers", Headers);

@@ -1,6 +1,10 @@
 // Request and Response.
 
-const NORMALIZED_METHODS = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
+const NORMALIZED_METHODS = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"];
+// the methods workerd's HTTP layer knows (case-sensitive once the six above are normalised)
+const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "PURGE", "OPTIONS", "TRACE", "COPY", "LOCK",
+  "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "ACL", "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE",
+  "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "QUERY", "BAN"]);
 const NULL_BODY_STATUS = [101, 204, 205, 304];
 const REDIRECT_STATUS = [301, 302, 303, 307, 308];
 
@@ -8,7 +12,9 @@ function normalizeMethod(method) {
   method = String(method);
   if (!TOKEN.test(method)) throw new TypeError(`Invalid HTTP method string: ${method}`);
   const upper = method.toUpperCase();
-  return NORMALIZED_METHODS.includes(upper) ? upper : method;
+  const normalized = NORMALIZED_METHODS.includes(upper) ? upper : method;
+  if (!KNOWN_METHODS.has(normalized)) throw new TypeError(`Invalid HTTP method string: ${method}`);
+  return normalized;
 }
 
 function parseRequestURL(input) {
@@ -94,7 +100,6 @@ class Request {
   }
 }
 mixBody(Request);
-defineTag(Request, "Request");
 
 class Response {
   constructor(body = null, init = {}) {
@@ -131,9 +136,16 @@ class Response {
     return new Response(text, { ...init, status: init.status, statusText: init.statusText, headers });
   }
   static redirect(url, status = 302) {
-    const location = parseRequestURL(String(url));
+    let location;
+    try {
+      location = serializeURL(parseURL(String(url)));
+    } catch {
+      throw new TypeError(`Unable to parse URL: ${url}`);
+    }
     status = Number(status);
-    if (!REDIRECT_STATUS.includes(status)) throw new RangeError(`${status} is not a valid redirect status code.`);
+    if (!REDIRECT_STATUS.includes(status)) {
+      throw new RangeError(`${status} is not a redirect status code. It must be one of: 301, 302, 303, 307, or 308.`);
+    }
     const response = new Response(null, { status, headers: { location } });
     response[kInternal].headers[kInternal](true);
     return response;
@@ -171,7 +183,6 @@ class Response {
   }
 }
 mixBody(Response);
-defineTag(Response, "Response");
 
 const STATUS_TEXT = {
   100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created", 202: "Accepted", 203: "Non-Authoritative Information",

@@ -146,7 +146,7 @@ function errorDetails(error) {
 
 // V8's shape ("Name: message" then "    at ..." lines), without the runtime's own frames.
 function formatStack(name, message, stack) {
-  const lines = typeof stack === "string" ? stack.split("\n").filter((line) => line.trim() && !line.includes("wasmdeck:runtime")) : [];
+  const lines = typeof stack === "string" ? stack.split("\n").filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)")) : [];
   return wellFormed([`${name}: ${message}`, ...lines].join("\n"));
 }
 
@@ -231,7 +231,7 @@ async function respond(invocation, response) {
     }
   }
   if (invocation.phase !== "running") return;
-  const meta = { type: "response", status: internal.status, headers: headerPairs(internal.headers) };
+  const meta = { type: "response", status: internal.status, headers: wirePairs(internal.headers) };
   if (invocation.waitUntilPending > 0) {
     meta.waitUntil = true;
     invocation.phase = "responded";
@@ -250,7 +250,7 @@ async function requestParts(request) {
     bytes = await internal.body.consume();
     if (bytes.byteLength > MAX_BODY_BYTES) throw new RangeError(`The request body is over the ${MAX_BODY_BYTES} byte limit.`);
   }
-  return { method: internal.method, url: internal.url, headers: headerPairs(request.headers), bytes };
+  return { method: internal.method, url: internal.url, headers: wirePairs(request.headers), bytes };
 }
 
 const FETCH_ERRORS = {
@@ -368,7 +368,6 @@ class DispatchedWorker {
     return Response[kInternal](answer.status, answer.headers || [], new Uint8Array(body), parts.url, false);
   }
 }
-defineTag(DispatchedWorker, "Fetcher");
 
 class DispatchNamespace {
   get(name, args = undefined, options = undefined) {
@@ -396,7 +395,6 @@ class DispatchNamespace {
     return new DispatchedWorker(name, wanted);
   }
 }
-defineTag(DispatchNamespace, "DispatchNamespace");
 
 const BINDING_TYPES = {
   dispatch_namespace: () => new DispatchNamespace(),
@@ -413,7 +411,6 @@ class ExecutionContext {
   passThroughOnException() { this.#invocation.passThrough = true; }
   get props() { return {}; }
 }
-defineTag(ExecutionContext, "ExecutionContext");
 
 class FetchEvent extends Event {
   #request;
@@ -435,7 +432,6 @@ class FetchEvent extends Event {
   waitUntil(promise) { waitUntil(this.#invocation, promise); }
   passThroughOnException() { this.#invocation.passThrough = true; }
 }
-defineTag(FetchEvent, "FetchEvent");
 
 // ---- the global scope (service-worker form) ----
 

@@ -22,7 +22,6 @@ class ReadableStreamDefaultController {
   close() { this[kInternal][kInternal].close(); }
   error(reason) { this[kInternal][kInternal].error(reason); }
 }
-defineTag(ReadableStreamDefaultController, "ReadableStreamDefaultController");
 
 class ReadableByteStreamController extends ReadableStreamDefaultController {
   get byobRequest() { return null; }
@@ -31,7 +30,6 @@ class ReadableByteStreamController extends ReadableStreamDefaultController {
     super.enqueue(chunk);
   }
 }
-defineTag(ReadableByteStreamController, "ReadableByteStreamController");
 
 class ReadableStream {
   constructor(source = undefined, strategy = {}) {
@@ -251,7 +249,6 @@ class ReadableStream {
   }
   [Symbol.asyncIterator](options) { return this.values(options); }
 }
-defineTag(ReadableStream, "ReadableStream");
 
 class ReadableStreamDefaultReader {
   constructor(stream) {
@@ -305,7 +302,6 @@ class ReadableStreamDefaultReader {
     return internal.stream[kInternal].cancel(reason);
   }
 }
-defineTag(ReadableStreamDefaultReader, "ReadableStreamDefaultReader");
 
 class ReadableStreamBYOBReader extends ReadableStreamDefaultReader {
   read(view) {
@@ -330,7 +326,6 @@ class ReadableStreamBYOBReader extends ReadableStreamDefaultReader {
     });
   }
 }
-defineTag(ReadableStreamBYOBReader, "ReadableStreamBYOBReader");
 
 class WritableStreamDefaultController {
   constructor(key, state) {
@@ -340,7 +335,6 @@ class WritableStreamDefaultController {
   error(reason) { this[kInternal].fail(reason); }
   get signal() { return this[kInternal].abortController.signal; }
 }
-defineTag(WritableStreamDefaultController, "WritableStreamDefaultController");
 
 class WritableStream {
   constructor(sink = undefined, strategy = {}) {
@@ -406,7 +400,6 @@ class WritableStream {
   }
   getWriter() { return new WritableStreamDefaultWriter(this); }
 }
-defineTag(WritableStream, "WritableStream");
 
 class WritableStreamDefaultWriter {
   constructor(stream) {
@@ -456,7 +449,6 @@ class WritableStreamDefaultWriter {
     this[kInternal] = null;
   }
 }
-defineTag(WritableStreamDefaultWriter, "WritableStreamDefaultWriter");
 
 class TransformStreamDefaultController {
   constructor(key, readableController, terminate) {
@@ -468,7 +460,6 @@ class TransformStreamDefaultController {
   error(reason) { this[kInternal].readableController.error(reason); }
   terminate() { this[kInternal].terminate(); }
 }
-defineTag(TransformStreamDefaultController, "TransformStreamDefaultController");
 
 class TransformStream {
   #readable;
@@ -512,7 +503,6 @@ class TransformStream {
   get readable() { return this.#readable; }
   get writable() { return this.#writable; }
 }
-defineTag(TransformStream, "TransformStream");
 
 class IdentityTransformStream extends TransformStream {
   constructor() { super(); }

@@ -812,7 +812,6 @@ class URLSearchParams {
   [Symbol.iterator]() { return this.entries(); }
   toString() { return serializeForm(this.#list); }
 }
-defineTag(URLSearchParams, "URLSearchParams");
 
 // ---- URL ----
 
@@ -953,7 +952,6 @@ class URL {
   toString() { return this.href; }
   toJSON() { return this.href; }
 }
-defineTag(URL, "URL");
 
 defineGlobal("URL", URL);
 defineGlobal("URLSearchParams", URLSearchParams);
