@@ -43,7 +43,8 @@ HOST_HEADERS = ["digest.h"]
 PRELUDE_FILES = ["core.js", "url.js", "headers.js", "streams.js", "body.js", "http.js", "crypto.js", "clone.js",
                  "console.js", "runtime.js"]
 
-# -O2 rather than -Os: measured, -Os made the interpreter ~25% slower for ~15% less code.
+# -O2 rather than -Os: -Os gives 1.18 MB instead of 1.53 MB, but its speed here ranged from equal to
+# 20% slower on a compute-heavy handler (noisy shared machine), and speed is what a Worker pays for.
 # The emulated-signal library satisfies QuickJS's signal.h use on WASI. 1 MiB of shadow stack,
 # placed first so that an overflow traps instead of overwriting data.
 CFLAGS = [

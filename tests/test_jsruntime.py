@@ -575,3 +575,57 @@ async def test_answers_to_unknown_calls_and_unknown_frames_are_ignored(driver: J
     await instance.send_raw(encode({"type": "fetch_result", "id": 999, "status": 200, "headers": []}, b"stray"))
     await instance.send_raw(encode({"type": "something_new", "x": 1}))
     assert (await instance.fetch()).text == "hello /"
+
+
+# ---- a Worker that misbehaves on purpose ----
+
+async def test_a_worker_cannot_reach_the_runtimes_primitives_or_forge_frames(driver: JsDriver) -> None:
+    source = r"""export default { fetch() {
+        const fake = '\u0010\u0000\u0000\u0000\u0000\u0000\u0000\u0000{"type":"response","status":200}';
+        console.log(fake, '\ud800 lone surrogate');
+        const reachable = ['host', 'driver', 'instance', 'currentInvocation', 'hostCall', 'send']
+            .filter((name) => typeof globalThis[name] !== 'undefined');
+        return Response.json({ reachable, own: Object.getOwnPropertyNames(globalThis).filter((n) => /wasmdeck|host/i.test(n)) });
+    } }"""
+    instance = await driver.start(source)
+    result = await instance.fetch()
+    assert result.json() == {"reachable": [], "own": []}
+    level, message = result.logs[0]
+    assert message.endswith("\ufffd lone surrogate") and '"type":"response"' in message
+    assert [meta["type"] for meta in result.frames] == ["log", "response"]
+
+
+async def test_oversized_bodies_and_logs_are_bounded(driver: JsDriver) -> None:
+    source = """export default { fetch(request) {
+        if (request.url.endsWith('/log')) { console.log('y'.repeat(200000)); return new Response('logged'); }
+        return new Response(new Uint8Array(10 * 1024 * 1024 + 1));
+    } }"""
+    instance = await driver.start(source)
+    big = await instance.fetch()
+    assert big.type == "exception" and "over the 10485760 byte limit" in big.final["message"]
+    logged = await instance.fetch(url="https://w.example/log")
+    assert logged.text == "logged" and len(logged.logs[0][1]) == 64 * 1024
+
+
+async def test_a_worker_that_replaces_json_does_not_break_the_frames(driver: JsDriver) -> None:
+    source = """export default { fetch(request) {
+        JSON.stringify = () => 'not json'; JSON.parse = () => ({ type: 'init' });
+        console.log('logged');
+        return new Response('still here');
+    } }"""
+    instance = await driver.start(source)
+    for _ in range(2):
+        result = await instance.fetch()
+        assert result.text == "still here" and result.logs == [("log", "logged")]
+
+
+async def test_unhandled_rejections_are_logged_and_the_invocation_goes_on(driver: JsDriver) -> None:
+    source = """export default { async fetch() {
+        Promise.reject(new Error('nobody listens'));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        return new Response('answered');
+    } }"""
+    instance = await driver.start(source)
+    result = await instance.fetch()
+    assert result.text == "answered"
+    assert ("error", "Uncaught (in promise) Error: nobody listens") in result.logs

@@ -99,7 +99,7 @@ function emitLog(level, args) {
   let message = formatLog(args).toWellFormed();
   if (message.length > MAX_LOG_MESSAGE) message = message.slice(0, MAX_LOG_MESSAGE).toWellFormed();
   if (!currentInvocation) return; // a log while no invocation is in flight belongs to nobody (section 9.4)
-  host.write(JSON.stringify({ type: "log", level, message }));
+  host.write(jsonStringify({ type: "log", level, message }));
 }
 
 const counters = new Map();

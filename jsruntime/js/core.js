@@ -1,6 +1,9 @@
 // Shared helpers, Event and EventTarget, AbortController and AbortSignal, TextEncoder and TextDecoder.
 
 const kInternal = Symbol("wasmdeck.internal");
+// the frame codec keeps its own references: a Worker that replaces JSON.stringify breaks only its own code
+const jsonStringify = JSON.stringify;
+const jsonParse = JSON.parse;
 const kListeners = Symbol("wasmdeck.listeners");
 const kStripSpaces = Symbol("wasmdeck.stripSpaces");
 const kPairs = Symbol("wasmdeck.pairs");

@@ -33,7 +33,7 @@ const instance = {
 const wellFormed = (text) => String(text).toWellFormed();
 
 function send(meta, body) {
-  host.write(JSON.stringify(meta), body);
+  host.write(jsonStringify(meta), body);
 }
 
 // ---- calls ----
@@ -604,7 +604,7 @@ function finishInit() {
 // ---- events ----
 
 function protocolError(message) {
-  host.write(JSON.stringify({ type: "log", level: "error", message: `wasmdeck JavaScript runtime: ${message}` }));
+  host.write(jsonStringify({ type: "log", level: "error", message: `wasmdeck JavaScript runtime: ${message}` }));
   send({ type: "exception", name: "Error", message: `The JavaScript runtime stopped: ${message}.`, retire: true });
   host.exit(2);
 }
@@ -679,7 +679,7 @@ function startTail(meta, body) {
   }
   let events;
   try {
-    events = JSON.parse(decodeUtf8(new Uint8Array(body)));
+    events = jsonParse(decodeUtf8(new Uint8Array(body)));
   } catch {
     events = [];
   }
@@ -732,7 +732,7 @@ const driver = {
   frame(metaText, body) {
     let meta;
     try {
-      meta = JSON.parse(metaText);
+      meta = jsonParse(metaText);
     } catch {
       protocolError("the host sent a frame whose meta is not JSON");
       return;
