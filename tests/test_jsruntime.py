@@ -629,3 +629,19 @@ async def test_unhandled_rejections_are_logged_and_the_invocation_goes_on(driver
     result = await instance.fetch()
     assert result.text == "answered"
     assert ("error", "Uncaught (in promise) Error: nobody listens") in result.logs
+
+
+async def test_a_class_default_export_is_constructed_with_ctx_and_env(driver: JsDriver) -> None:
+    source = """export default class {
+        constructor(ctx, env) { this.env = env; this.ctx = ctx; }
+        async fetch(request) { this.ctx.waitUntil(Promise.resolve()); return new Response(`${this.env.GREETING} ${request.method}`); }
+    }"""
+    instance = await driver.start(source, env={"GREETING": "hi"})
+    assert (await instance.fetch("PUT")).text == "hi PUT"
+
+
+async def test_deeply_nested_source_traps_the_instance_without_harming_the_host(driver: JsDriver) -> None:
+    instance = await driver.spawn()
+    with pytest.raises(ProtocolError):
+        await instance.init("export default { fetch() { return new Response(String(" + "(" * 3000 + "1" + ")" * 3000 + ")) } }")
+    assert (await driver.start(HELLO)).invocations == 0  # the next instance starts as usual
