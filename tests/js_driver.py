@@ -282,6 +282,12 @@ class Instance:
         except WasmerError:
             pass
 
+    async def forget_stderr(self) -> None:
+        """Stop reading stderr (a killed guest's pipe may never end) before the wasmer client closes."""
+        if not self._stderr_task.done():
+            self._stderr_task.cancel()
+            await asyncio.wait([self._stderr_task], timeout=1.0)
+
 
 class JsDriver:
     """Starts runtime instances in one sandbox (the module loaded once)."""
@@ -331,6 +337,7 @@ class JsDriver:
         for instance in self._instances:
             if instance.exit_code is None:
                 await instance.close(timeout=5.0)
+            await instance.forget_stderr()
         for sandbox in self._sandboxes.values():
             try:
                 await sandbox.close()  # type: ignore[attr-defined]
