@@ -645,3 +645,11 @@ async def test_deeply_nested_source_traps_the_instance_without_harming_the_host(
     with pytest.raises(ProtocolError):
         await instance.init("export default { fetch() { return new Response(String(" + "(" * 3000 + "1" + ")" * 3000 + ")) } }")
     assert (await driver.start(HELLO)).invocations == 0  # the next instance starts as usual
+
+
+async def test_a_module_that_only_registers_listeners_is_served_as_a_service_worker(driver: JsDriver) -> None:
+    instance = await driver.spawn()
+    ready = await instance.init("const greeting = await Promise.resolve('awaited');\n"
+                                "addEventListener('fetch', (event) => event.respondWith(new Response(greeting)));")
+    assert ready.final["format"] == "service-worker"
+    assert (await instance.fetch()).text == "awaited"

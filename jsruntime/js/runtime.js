@@ -576,6 +576,11 @@ function startInit(meta, body) {
 function finishInit() {
   instance.initSettled = true;
   let handlers;
+  if (instance.format === "module" && !handlersOf(instance.exports) &&
+      (listenersOf(globalScope, "fetch").length || listenersOf(globalScope, "tail").length)) {
+    // a module that only registers listeners (a service-worker script using top-level await, say)
+    instance.format = "service-worker";
+  }
   if (instance.format === "module") {
     handlers = handlersOf(instance.exports);
     if (!handlers || (!handlers.fetch && !handlers.tail)) {
