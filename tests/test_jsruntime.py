@@ -653,3 +653,23 @@ async def test_a_module_that_only_registers_listeners_is_served_as_a_service_wor
                                 "addEventListener('fetch', (event) => event.respondWith(new Response(greeting)));")
     assert ready.final["format"] == "service-worker"
     assert (await instance.fetch()).text == "awaited"
+
+
+async def test_a_second_init_or_an_overlapping_event_is_a_host_error(driver: JsDriver) -> None:
+    instance = await driver.start(HELLO)
+    result = await instance.init(HELLO)
+    assert result.type == "exception" and "a second init frame" in result.final["message"]
+    assert await instance.wait_exit() == 2
+
+    async def never(request, body):
+        await asyncio.sleep(30)
+        return {"type": "fetch_result", "status": 200, "headers": []}, b""
+
+    busy = await driver.start("export default { async fetch() { await fetch('https://slow.example/'); return new Response('x') } }",
+                              on_fetch=never)
+    first = asyncio.ensure_future(busy.fetch())
+    await asyncio.sleep(0.2)
+    await busy.send_raw(encode({"type": "fetch", "protocol": 2, "invocation": 2, "request": {"method": "GET", "url": "https://w.example/"}, "env": {}}))
+    result = await asyncio.wait_for(first, 5)
+    assert result.type == "exception" and "while invocation 1 was still running" in result.final["message"]
+    assert await busy.wait_exit() == 2
