@@ -673,3 +673,25 @@ async def test_a_second_init_or_an_overlapping_event_is_a_host_error(driver: JsD
     result = await asyncio.wait_for(first, 5)
     assert result.type == "exception" and "while invocation 1 was still running" in result.final["message"]
     assert await busy.wait_exit() == 2
+
+
+async def test_the_everyday_proxy_pattern_works(driver: JsDriver) -> None:
+    def upstream(request, body):
+        return {"type": "fetch_result", "status": 200, "headers": [["content-type", "text/html"], ["set-cookie", "a=1"], ["set-cookie", "b=2"]]}, b"<h1>up</h1>"
+
+    source = """export default { async fetch(request) {
+        const url = new URL(request.url);
+        url.hostname = 'origin.example';
+        const upstream = await fetch(new Request(url, request));
+        const response = new Response(upstream.body, upstream);
+        response.headers.set('x-proxied', 'yes');
+        response.headers.delete('set-cookie');
+        return response;
+    } }"""
+    instance = await driver.start(source, on_fetch=upstream)
+    result = await instance.fetch("POST", "https://shop.example/page?x=1", [("content-type", "text/plain")], b"form")
+    assert (result.status, result.text) == (200, "<h1>up</h1>")
+    assert sorted(map(tuple, result.headers)) == [("content-type", "text/html"), ("x-proxied", "yes")]
+    call, body = result.calls[0]
+    assert call["request"]["url"] == "https://origin.example/page?x=1" and call["request"]["method"] == "POST"
+    assert body == b"form"

@@ -173,7 +173,7 @@ class BodyState {
     this.stream = stream; // ReadableStream or null
     this.used = false;
   }
-  get isNull() { return this.bytes === null && this.stream === null; }
+  get isNull() { return this.bytes === null && this.stream === null && !this.used; }
   getStream() {
     if (this.stream === null && this.bytes !== null) {
       this.stream = bytesStream(this.bytes);

@@ -52,10 +52,11 @@ class Request {
     } else if (source && init.body === undefined && !source.body.isNull) {
       if (source.body.usedFlag) throw new TypeError(BODY_USED);
       if (method === "GET" || method === "HEAD") throw new TypeError("Request with a GET or HEAD method cannot have a body.");
-      // the body moves to the new Request, as in workerd
+      // the body moves to the new Request, as in workerd: the old one is left used
       body = new BodyState(source.body.bytes, source.body.stream);
-      if (source.body.stream === null) source.body.used = true;
-      else source.body.stream[kInternal].disturbed = true;
+      source.body.bytes = null;
+      source.body.stream = null;
+      source.body.used = true;
     } else {
       body = new BodyState(null, null);
     }
