@@ -695,3 +695,60 @@ async def test_the_everyday_proxy_pattern_works(driver: JsDriver) -> None:
     call, body = result.calls[0]
     assert call["request"]["url"] == "https://origin.example/page?x=1" and call["request"]["method"] == "POST"
     assert body == b"form"
+
+
+async def test_a_webhook_signature_check_agrees_with_python(driver: JsDriver) -> None:
+    import hashlib
+    import hmac
+
+    source = """const hex = (s) => new Uint8Array(s.match(/../g).map((b) => parseInt(b, 16)));
+export default { async fetch(request, env) {
+    const body = await request.text();
+    const key = await crypto.subtle.importKey('raw', new TextEncoder().encode(env.WEBHOOK_SECRET), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']);
+    const valid = await crypto.subtle.verify('HMAC', key, hex(request.headers.get('x-signature')), new TextEncoder().encode(body));
+    return valid ? Response.json({ accepted: JSON.parse(body).event }) : new Response('bad signature', { status: 401 });
+} }"""
+    instance = await driver.start(source, env={"WEBHOOK_SECRET": "whsec_test"})
+    payload = b'{"event":"order.paid","id":7}'
+    good = hmac.new(b"whsec_test", payload, hashlib.sha256).hexdigest()
+    assert (await instance.fetch("POST", "https://hooks.example/", [("x-signature", good)], payload)).json() == {"accepted": "order.paid"}
+    bad = hmac.new(b"other", payload, hashlib.sha256).hexdigest()
+    assert (await instance.fetch("POST", "https://hooks.example/", [("x-signature", bad)], payload)).status == 401
+
+
+async def test_a_response_streamed_from_wait_until_work(driver: JsDriver) -> None:
+    source = """export default { fetch(request, env, ctx) {
+        const { readable, writable } = new TransformStream();
+        const writer = writable.getWriter();
+        const encoder = new TextEncoder();
+        ctx.waitUntil((async () => {
+            for (let i = 0; i < 3; i++) { await writer.write(encoder.encode(`line ${i}\\n`)); await scheduler.wait(5); }
+            await writer.close();
+        })());
+        return new Response(readable, { headers: { 'content-type': 'text/plain' } });
+    } }"""
+    instance = await driver.start(source)
+    result = await instance.fetch()
+    assert result.response_body == b"line 0\nline 1\nline 2\n"
+    assert result.type in ("response", "done")
+
+
+async def test_an_outbound_worker_adds_a_credential_and_forwards(driver: JsDriver) -> None:
+    seen = []
+
+    def origin(request, body):
+        seen.append(request)
+        return {"type": "fetch_result", "status": 200, "headers": [["content-type", "application/json"]]}, b'{"ok":1}'
+
+    source = """export default { async fetch(request, env) {
+        if (new URL(request.url).hostname === 'blocked.example') return new Response('blocked for ' + env.customer_name, { status: 403 });
+        const headers = new Headers(request.headers);
+        headers.set('authorization', `Bearer ${env.API_TOKEN}`);
+        return fetch(request.url, { method: request.method, headers, body: request.body });
+    } }"""
+    instance = await driver.start(source, env={"API_TOKEN": "secret-token"}, on_fetch=origin)
+    forwarded = await instance.fetch("GET", "https://api.example/v1", [("accept", "application/json")], env={"customer_name": "acme"})
+    assert (forwarded.status, forwarded.text) == (200, '{"ok":1}')
+    assert sorted(map(tuple, seen[0]["headers"])) == [("accept", "application/json"), ("authorization", "Bearer secret-token")]
+    blocked = await instance.fetch("GET", "https://blocked.example/", env={"customer_name": "acme"})
+    assert (blocked.status, blocked.text) == (403, "blocked for acme")
