@@ -1,4 +1,5 @@
-/* SHA-1, SHA-256, SHA-384 and SHA-512 (FIPS 180-4) and HMAC (RFC 2104), for crypto.subtle. */
+/* MD5 (RFC 1321, digest only, as workerd offers it), SHA-1, SHA-256, SHA-384 and SHA-512 (FIPS 180-4)
+   and HMAC (RFC 2104), for crypto.subtle. */
 
 #include <stdint.h>
 #include <string.h>
@@ -24,6 +25,45 @@ static void store_be32(uint8_t *p, uint32_t v) {
 static void store_be64(uint8_t *p, uint64_t v) {
     store_be32(p, (uint32_t)(v >> 32));
     store_be32(p + 4, (uint32_t)v);
+}
+
+static uint32_t load_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static const uint32_t MD5_K[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+    0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+    0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+    0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+    0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
+};
+static const uint8_t MD5_S[64] = {
+    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
+    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+};
+
+static void md5_block(uint32_t *h, const uint8_t *block) {
+    uint32_t m[16];
+    for (int i = 0; i < 16; i++) m[i] = load_le32(block + 4 * i);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3];
+    for (int i = 0; i < 64; i++) {
+        uint32_t f;
+        int g;
+        if (i < 16) { f = (b & c) | (~b & d); g = i; }
+        else if (i < 32) { f = (d & b) | (~d & c); g = (5 * i + 1) % 16; }
+        else if (i < 48) { f = b ^ c ^ d; g = (3 * i + 5) % 16; }
+        else { f = c ^ (b | ~d); g = (7 * i) % 16; }
+        uint32_t t = d;
+        d = c;
+        c = b;
+        b = b + rol32(a + f + MD5_K[i] + m[g], MD5_S[i]);
+        a = t;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d;
 }
 
 static void sha1_block(uint32_t *h, const uint8_t *block) {
@@ -121,6 +161,7 @@ static void sha512_block(uint64_t *h, const uint8_t *block) {
 
 int digest_size(enum digest_algorithm alg) {
     switch (alg) {
+    case DIGEST_MD5: return 16;
     case DIGEST_SHA1: return 20;
     case DIGEST_SHA256: return 32;
     case DIGEST_SHA384: return 48;
@@ -137,6 +178,11 @@ void digest_init(struct digest *d, enum digest_algorithm alg) {
     memset(d, 0, sizeof(*d));
     d->alg = alg;
     switch (alg) {
+    case DIGEST_MD5: {
+        static const uint32_t iv[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
+        memcpy(d->h32, iv, sizeof(iv));
+        break;
+    }
     case DIGEST_SHA1: {
         static const uint32_t iv[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
         memcpy(d->h32, iv, sizeof(iv));
@@ -167,6 +213,7 @@ void digest_init(struct digest *d, enum digest_algorithm alg) {
 
 static void digest_block(struct digest *d, const uint8_t *block) {
     switch (d->alg) {
+    case DIGEST_MD5: md5_block(d->h32, block); break;
     case DIGEST_SHA1: sha1_block(d->h32, block); break;
     case DIGEST_SHA256: sha256_block(d->h32, block); break;
     case DIGEST_SHA384:
@@ -206,11 +253,23 @@ void digest_final(struct digest *d, uint8_t *out) {
     if (fill < length_bytes + 1) fill += block;
     memset(pad, 0, sizeof(pad));
     pad[0] = 0x80;
-    /* the message length goes in the last 8 bytes (the upper 64 bits of SHA-512's 128 stay 0) */
-    store_be64(pad + fill - 8, bits);
+    /* the message length goes in the last 8 bytes (the upper 64 bits of SHA-512's 128 stay 0);
+       MD5 writes it and its state little-endian */
+    if (d->alg == DIGEST_MD5) {
+        for (int i = 0; i < 8; i++) pad[fill - 8 + i] = (uint8_t)(bits >> (8 * i));
+    } else {
+        store_be64(pad + fill - 8, bits);
+    }
     digest_update(d, pad, fill);
     int words = digest_size(d->alg);
-    if (d->alg == DIGEST_SHA1 || d->alg == DIGEST_SHA256) {
+    if (d->alg == DIGEST_MD5) {
+        for (int i = 0; i < 4; i++) {
+            out[4 * i] = (uint8_t)d->h32[i];
+            out[4 * i + 1] = (uint8_t)(d->h32[i] >> 8);
+            out[4 * i + 2] = (uint8_t)(d->h32[i] >> 16);
+            out[4 * i + 3] = (uint8_t)(d->h32[i] >> 24);
+        }
+    } else if (d->alg == DIGEST_SHA1 || d->alg == DIGEST_SHA256) {
         for (int i = 0; i < words / 4; i++) store_be32(out + 4 * i, d->h32[i]);
     } else {
         uint8_t full[64];

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum digest_algorithm { DIGEST_SHA1, DIGEST_SHA256, DIGEST_SHA384, DIGEST_SHA512 };
+enum digest_algorithm { DIGEST_MD5, DIGEST_SHA1, DIGEST_SHA256, DIGEST_SHA384, DIGEST_SHA512 };
 
 struct digest {
     enum digest_algorithm alg;

@@ -383,7 +383,8 @@ static int algorithm_of(JSContext *c, JSValueConst name, enum digest_algorithm *
     const char *text = JS_ToCString(c, name);
     if (!text) return -1;
     int ok = 0;
-    if (!strcmp(text, "SHA-1")) { *alg = DIGEST_SHA1; ok = 1; }
+    if (!strcmp(text, "MD5")) { *alg = DIGEST_MD5; ok = 1; }
+    else if (!strcmp(text, "SHA-1")) { *alg = DIGEST_SHA1; ok = 1; }
     else if (!strcmp(text, "SHA-256")) { *alg = DIGEST_SHA256; ok = 1; }
     else if (!strcmp(text, "SHA-384")) { *alg = DIGEST_SHA384; ok = 1; }
     else if (!strcmp(text, "SHA-512")) { *alg = DIGEST_SHA512; ok = 1; }

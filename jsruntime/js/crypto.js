@@ -1,4 +1,4 @@
-// crypto.getRandomValues, crypto.randomUUID, and crypto.subtle: digest (SHA-1/256/384/512) and HMAC
+// crypto.getRandomValues, crypto.randomUUID, and crypto.subtle: digest (SHA-1/256/384/512, and MD5 as workerd has it) and HMAC
 // (importKey, exportKey, generateKey, sign, verify). The hashing is C (digest.c).
 
 const DIGESTS = { "SHA-1": 160, "SHA-256": 256, "SHA-384": 384, "SHA-512": 512 };
@@ -11,8 +11,9 @@ function normalizeAlgorithm(algorithm) {
   return algorithm;
 }
 
-function digestName(algorithm) {
+function digestName(algorithm, allowMD5 = false) {
   const name = normalizeAlgorithm(algorithm).name.toUpperCase();
+  if (allowMD5 && name === "MD5") return name;
   if (!Object.prototype.hasOwnProperty.call(DIGESTS, name)) {
     throw domException(`Unrecognized or unimplemented digest algorithm requested.`, "NotSupportedError");
   }
@@ -81,7 +82,7 @@ const asPromise = (fn) => new Promise((resolve) => resolve(fn()));
 
 const subtle = {
   digest(algorithm, data) {
-    return asPromise(() => host.digest(digestName(algorithm), viewBytes(data)));
+    return asPromise(() => host.digest(digestName(algorithm, true), viewBytes(data)));
   },
   importKey(format, keyData, algorithm, extractable, usages) {
     return asPromise(() => {

@@ -12,6 +12,7 @@ export default {
       out.digest[alg] = {};
       for (const [name, text] of Object.entries(inputs)) out.digest[alg][name] = hex(await crypto.subtle.digest(alg, enc.encode(text)));
     }
+    out.md5 = Object.fromEntries(await Promise.all(Object.entries(inputs).map(async ([name, text]) => [name, hex(await crypto.subtle.digest("MD5", enc.encode(text)))])));
     out.digestObject = hex(await crypto.subtle.digest({ name: "sha-256" }, enc.encode("abc")));
     out.digestView = hex(await crypto.subtle.digest("SHA-256", new DataView(enc.encode("xabcx").buffer, 1, 3)));
     out.digestBad = await settle(crypto.subtle.digest("MD6", enc.encode("abc")));
