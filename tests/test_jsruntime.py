@@ -530,8 +530,13 @@ async def test_deep_recursion_is_a_catchable_range_error(driver: JsDriver) -> No
 async def test_the_metered_module_serves_and_an_endless_loop_is_stopped(cache_root: Path) -> None:
     metered = meter(cap_memory(RUNTIME.read_bytes(), memory_limit_pages(128)))
     async with JsDriver(cache_root, module=metered) as driver:
-        instance = await driver.start("export default { fetch(request) { if (request.url.endsWith('/spin')) for (;;) {} return new Response('metered') } }")
+        instance = await driver.start("""export default { fetch(request) {
+            if (request.url.endsWith('/spin')) for (;;) {}
+            if (request.url.endsWith('/deep')) { const down = (n) => down(n + 1); try { down(0); } catch (e) { return new Response(e.name); } }
+            return new Response('metered');
+        } }""")
         assert (await instance.fetch()).text == "metered"
+        assert (await instance.fetch(url="https://w.example/deep")).text == "RangeError"
         spinning = asyncio.ensure_future(instance.fetch(url="https://w.example/spin"))
         await asyncio.sleep(0.3)
         await instance.kill()
