@@ -201,3 +201,25 @@ const crypto = {
 
 defineGlobal("crypto", crypto);
 defineGlobal("CryptoKey", CryptoKey);
+
+// Math.random from xoshiro128** seeded from the entropy source once per instance: QuickJS-ng seeds
+// it from the clock, so two instances started in the same microsecond would draw the same numbers.
+{
+  const state = new Uint32Array(4);
+  do host.randomFill(state); while ((state[0] | state[1] | state[2] | state[3]) === 0);
+  const next = () => {
+    const result = Math.imul(((Math.imul(state[1], 5) << 7) | (Math.imul(state[1], 5) >>> 25)), 9) >>> 0;
+    const t = state[1] << 9;
+    state[2] ^= state[0];
+    state[3] ^= state[1];
+    state[1] ^= state[2];
+    state[0] ^= state[3];
+    state[2] ^= t;
+    state[3] = (state[3] << 11) | (state[3] >>> 21);
+    return result;
+  };
+  Object.defineProperty(Math, "random", {
+    value: function random() { return ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992; },
+    writable: true, configurable: true, enumerable: false,
+  });
+}
