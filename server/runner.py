@@ -50,10 +50,10 @@ def whole_number(minimum: int = 0, maximum: int | None = None, noun: str = "whol
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
-        if maximum is not None and not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"{text} is not a {noun} ({minimum}-{maximum})")
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is negative" if minimum == 0 else f"{text} is less than {minimum}")
+            raise argparse.ArgumentTypeError(f"{text} is negative" if value < 0 else f"{text} is less than {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is more than {maximum}, the largest {noun} accepted")
         return value
 
     return parse
