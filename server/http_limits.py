@@ -3,7 +3,7 @@ the app: the request line and header fields (uvicorn's httptools protocol accept
 
 - More than `max_header_bytes` bytes of request line and header fields, or more than
   `max_headers` header fields: `431 Request Header Fields Too Large`.
-- A request target over `max_url_bytes`: `414 URI Too Long`.
+- A request target over `max_url_bytes` (16 KiB, at most half of `max_header_bytes`): `414 URI Too Long`.
 - Either way the answer is one sentence and the connection is closed; nothing is dispatched.
 
 The parser is fed at most what the limits still allow, so a client sending megabytes of headers
@@ -48,7 +48,7 @@ def bounded_protocol(
     import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    header_bytes, header_count, url_bytes = max_header_bytes, max_headers, min(max_url_bytes, max_header_bytes)
+    header_bytes, header_count, url_bytes = max_header_bytes, max_headers, min(max_url_bytes, max_header_bytes // 2)
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         max_header_bytes = header_bytes
