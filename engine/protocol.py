@@ -121,7 +121,8 @@ def headers_from(value: Any, what: str) -> list[tuple[str, str]]:
             raise ProtocolViolation(f"{what} header name {name[:40]!r} is not a valid HTTP header name")
         bad = control_character(text)
         if bad is not None:
-            raise ProtocolViolation(f"{what} header {name} has a value with a control character ({bad}), which HTTP forbids")
+            kind = "a line break or NUL" if bad in ("CR", "LF", "NUL") else "a control character"
+            raise ProtocolViolation(f"{what} header {name} has a value with {kind} ({bad}), which HTTP forbids")
         pairs.append((name, text))
     return pairs
 
