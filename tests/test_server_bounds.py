@@ -270,3 +270,30 @@ def test_dispatch_never_waits_on_a_write_stuck_behind_a_locked_database(admin: t
     assert results["limits"].status_code == 200, results["limits"].text
     assert results["deploy"].status_code == 200, results["deploy"].text
     assert server.get("/", host="second.x").status_code == 200
+
+
+# -- the same limits under any ASGI server -----------------------------------------------------------
+
+
+async def test_the_dispatch_app_refuses_oversized_heads_under_any_asgi_server(engine) -> None:
+    from wasmdeck.server.dispatch_app import DispatchApp
+
+    engine.deploy("hello", Path(fixture("hello")))
+    app = DispatchApp(engine, max_header_bytes=2048, max_headers=10, access_log=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hello.x") as client:
+        many = await client.get("/", headers={f"X-H{i}": "v" for i in range(12)})
+        assert many.status_code == 431 and "10 header fields" in many.text
+        big = await client.get("/", headers={"X-Big": "b" * 4096})
+        assert big.status_code == 431 and "2048 bytes" in big.text
+        assert (await client.get("/")).status_code == 200
+    await engine.flush_traces()
+    assert [item["event"]["request"]["url"] for item in engine.recent_traces(10)] == ["http://hello.x/"]
+
+
+def test_a_header_that_cannot_go_on_the_wire_is_caught_before_the_server() -> None:
+    from wasmdeck.server.dispatch_app import _unsendable_header
+
+    assert _unsendable_header([("Content-Type", "text/plain"), ("X-Tab", "a\tb")]) is None
+    assert "control character (NUL)" in _unsendable_header([("X-Bad", "a\x00b")])
+    assert "control character (CR)" in _unsendable_header([("X-Bad", "a\rb")])
+    assert "not a valid HTTP token" in _unsendable_header([("X Bad", "v")])
