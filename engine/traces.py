@@ -277,27 +277,34 @@ def _bounded_exceptions(exceptions: list[dict[str, Any]]) -> tuple[list[dict[str
     return kept, truncated, chars
 
 
+def bounded_subrequest(entry: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A subrequest entry as a trace item keeps it: its URL redacted and cut to MAX_SUBREQUEST_URL_CHARS,
+    its error cut (with the URL in it redacted alike); also whether anything was cut. A host that
+    records subrequests while an invocation runs can keep entries in this form from the start."""
+    bounded = dict(entry)
+    raw_url = str(entry.get("url", ""))
+    shown = redact_url(raw_url)
+    bounded["url"], url_cut = _cut(shown, MAX_SUBREQUEST_URL_CHARS)
+    bounded["method"], method_cut = _cut(str(entry.get("method", "")), MAX_SHORT_CHARS)
+    bounded["via"], via_cut = _cut(str(entry.get("via", "")), MAX_SHORT_CHARS)
+    error_cut = False
+    if "error" in entry:
+        error = str(entry["error"])
+        if raw_url and shown != raw_url:
+            error = error.replace(raw_url, shown)
+        bounded["error"], error_cut = _cut(error, MAX_SUBREQUEST_ERROR_CHARS)
+    return bounded, url_cut or method_cut or via_cut or error_cut
+
+
 def _bounded_subrequests(subrequests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool, int]:
-    """At most MAX_SUBREQUESTS entries, their URLs redacted and cut, their errors cut (and redacted alike)."""
+    """At most MAX_SUBREQUESTS entries, each a `bounded_subrequest`."""
     kept: list[dict[str, Any]] = []
     truncated = len(subrequests) > MAX_SUBREQUESTS
     chars = 0
     for entry in subrequests[:MAX_SUBREQUESTS]:
-        bounded = dict(entry)
-        raw_url = str(entry.get("url", ""))
-        shown = redact_url(raw_url)
-        bounded["url"], url_cut = _cut(shown, MAX_SUBREQUEST_URL_CHARS)
-        bounded["method"], method_cut = _cut(str(entry.get("method", "")), MAX_SHORT_CHARS)
-        bounded["via"], via_cut = _cut(str(entry.get("via", "")), MAX_SHORT_CHARS)
-        truncated = truncated or url_cut or method_cut or via_cut
-        chars += len(bounded["url"]) + len(bounded["method"]) + len(bounded["via"])
-        if "error" in entry:
-            error = str(entry["error"])
-            if raw_url and shown != raw_url:
-                error = error.replace(raw_url, shown)
-            bounded["error"], error_cut = _cut(error, MAX_SUBREQUEST_ERROR_CHARS)
-            truncated = truncated or error_cut
-            chars += len(bounded["error"])
+        bounded, cut = bounded_subrequest(entry)
+        truncated = truncated or cut
+        chars += len(bounded["url"]) + len(bounded["method"]) + len(bounded["via"]) + len(bounded.get("error", ""))
         kept.append(bounded)
     return kept, truncated, chars
 

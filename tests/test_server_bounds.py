@@ -13,6 +13,7 @@ sockets against a real server process:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import socket
@@ -222,6 +223,27 @@ def test_a_chunked_json_body_is_refused_as_it_arrives(admin: tuple[Server, int, 
     block = b"{" + b" " * (MiB - 1)
     answer, sent = exchange(port, head, (b"%x\r\n%s\r\n" % (len(block), block) for _ in range(100)))
     assert status_of(answer) == 413 and sent < 50 * MiB
+
+
+def test_a_tail_client_cannot_send_large_websocket_messages(admin: tuple[Server, int, str, Path]) -> None:
+    """The /tail WebSocket ignores what clients send; uvicorn would buffer 16 MiB messages."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    server, port, token, _ = admin
+
+    async def flood() -> int | None:
+        async with connect(f"ws://127.0.0.1:{port}/tail", additional_headers={"Authorization": f"Bearer {token}"},
+                           max_size=None) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send("x" * (2 * MiB))
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            return ws.close_code
+
+    assert asyncio.run(flood()) == 1009  # message too big
+    assert server.get("/", host="hello.x").status_code == 200
 
 
 def test_dispatch_never_waits_on_a_write_stuck_behind_a_locked_database(admin: tuple[Server, int, str, Path]) -> None:
