@@ -781,7 +781,7 @@ class Store:
             )
         with self.write() as db:
             for key, value in changes.items():
-                db["settings"].upsert({"key": key, "value": value}, pk="key")
+                db.table("settings").upsert({"key": key, "value": value}, pk="key")
 
     def trace_bytes(self) -> int:
         """The size of the stored trace items (as stored)."""

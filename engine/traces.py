@@ -220,10 +220,11 @@ def new_item(
     chars = len(shown_url) + len(shown_method) + header_chars + log_chars + exception_chars
     entries = len(shown_headers) + len(bounded_logs) + len(bounded_exceptions)
     if subrequests:
-        item["subrequests"], subrequests_cut, subrequest_chars = _bounded_subrequests(subrequests)
+        bounded_subrequests, subrequests_cut, subrequest_chars = _bounded_subrequests(subrequests)
+        item["subrequests"] = bounded_subrequests
         item["truncated"] = item["truncated"] or subrequests_cut
         chars += subrequest_chars
-        entries += len(item["subrequests"])
+        entries += len(bounded_subrequests)
     if _MAX_JSON_BYTES_PER_CHAR * chars + _MAX_JSON_BYTES_PER_ENTRY * (entries + 4) <= MAX_ITEM_BYTES:
         return item  # fits whatever its text is: no need to serialize it to know
     return fit_item(item)

@@ -48,7 +48,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -75,6 +75,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 MAX_JSON_BYTES = 1024 * 1024
 WRITER_THREADS = 2
@@ -208,7 +209,7 @@ class AdminApi:
         # loop that also serves dispatch. Each writer thread has its own SQLite connection.
         self._writer = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="wasmdeck-admin-write")
 
-    async def _write(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _write(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run an engine write (or a deploy) in a writer thread, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._writer, functools.partial(call, *args, **kwargs))
 
@@ -236,12 +237,11 @@ class AdminApi:
 
     async def create_namespace(self, request: Request) -> Response:
         body = _only_fields(await _json_body(request), ("name", "routing", "defaults"), "a name")
-        name = body.get("name")
-        _checked("name", check_name, name, "namespace name")
+        name: str = _checked("name", check_name, body.get("name"), "namespace name")
         routing, defaults, _ = self._namespace_settings(body, "host")
         if any(ns.name == name for ns in self.engine.namespaces()):
             raise ApiError(409, f"namespace {name!r} already exists", "name")
-        return ok((await self._write(self.engine.create_namespace, name, routing=routing, defaults=defaults)).as_dict(), 201)
+        return ok((await self._write(self.engine.create_namespace, name, routing=routing or "host", defaults=defaults)).as_dict(), 201)
 
     async def get_namespace(self, request: Request) -> Response:
         ns = self.engine.namespace(request.path_params["ns"])
