@@ -9,6 +9,13 @@ worker `hello` (the namespace's router picks the worker, exactly as for `wasmdec
 - Request bodies are bounded (`max_body_bytes`, 10 MiB by default): a declared
   Content-Length over the limit is refused before any of the body is read, and a chunked
   body is counted as it streams in; either way 413 with one sentence and `Connection: close`.
+- Request header fields are bounded too (`max_header_bytes`, 32 KiB with the request target;
+  `max_headers`, 100 fields): more is 431 with one sentence. Under `wasmdeck serve` the
+  uvicorn protocol in `http_limits` refuses them before reading them; this check holds under
+  any ASGI server.
+- A response header that cannot go on the wire (a name that is not a token, a control
+  character in a value) is never handed to the HTTP server: 502 with one sentence. The ABIs
+  refuse such headers already; this is the last line.
 - A request the engine refuses to build (bad Host, bad port, a target that is not a path)
   gets 400 with one sentence; an unexpected failure gets 500 with one sentence (logged
   with its traceback to the `wasmdeck.server` logger), never a traceback to the client.
@@ -176,7 +183,8 @@ class DispatchApp:
         them before they are read; this holds under any ASGI server)."""
         if len(headers) > self.max_headers:
             sentence = f"The request has more than this server's limit of {self.max_headers} header fields."
-        elif sum(len(k) + len(v) + 4 for k, v in headers) + len(scope.get("raw_path") or b"") > self.max_header_bytes:
+        elif (sum(len(k) + len(v) + 4 for k, v in headers) + len(scope.get("raw_path") or b"")
+              + len(scope.get("query_string") or b"") > self.max_header_bytes):
             sentence = (f"The request's header fields are larger than this server's limit of {self.max_header_bytes} "
                         "bytes (request line and headers together).")
         else:
