@@ -63,7 +63,7 @@ def database_error(path: Path, error: sqlite3.Error) -> WasmdeckError:
     if "readonly" in lowered or "read-only" in lowered:
         return DatabaseUnavailable(
             f"the database {path} is read-only; wasmdeck needs to write to it (and to its -wal and -shm files "
-            "beside it) for this command"
+            "beside it)"
         )
     if "unable to open" in lowered or "disk i/o error" in lowered:
         return DatabaseUnavailable(f"cannot open the database {path} ({text}): check that it and its folder can be read and written")
