@@ -10,17 +10,21 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from wasmdeck.engine import Engine, Limits, Request, TraceFilter, WasmdeckError, format_pretty
 from wasmdeck.engine.engine import default_db_path
 from wasmdeck.engine.errors import InvalidInput
 from wasmdeck.engine.http import parse_header_line
 from wasmdeck.engine.limits import CAMEL, FIELDS
+from wasmdeck.engine.store import MAX_VERSION, TRACE_RETENTION_BYTES_RANGE, TRACE_RETENTION_RANGE
 from wasmdeck.engine.validation import parse_var_assignment
 from wasmdeck.server.runner import add_serve_arguments, whole_number
 
@@ -39,6 +43,23 @@ class Parser(argparse.ArgumentParser):
 
 _positive = whole_number(0)
 NO_FOLLOW_HISTORY = 20  # what `tail --no-follow` prints without --history
+_version = whole_number(1, MAX_VERSION, noun="version number")
+_retention_items = whole_number(*TRACE_RETENTION_RANGE, noun="number of trace items")
+_history = whole_number(0, TRACE_RETENTION_RANGE[1], noun="number of trace items")
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmg])(?:i?b)?)?\s*$", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """An argparse type for trace retention bytes: `1048576`, `64MiB`, `512M`, `2GiB` (K, M and G
+    are powers of 1024), within the store's range."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 1048576, 64MiB or 2GiB")
+    value = int(match.group(1)) * 1024 ** (" kmg".index((match.group(2) or " ").lower()))
+    low, high = TRACE_RETENTION_BYTES_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is not a size from {_size(low)} to {_size(high)}")
+    return value
 
 
 def build_parser() -> Parser:
@@ -72,7 +93,7 @@ def build_parser() -> Parser:
 
     rollback = commands.add_parser("rollback", help="serve an earlier version again")
     rollback.add_argument("name")
-    rollback.add_argument("version", type=_positive)
+    rollback.add_argument("version", type=_version)
     rollback.add_argument("--namespace", default="default")
 
     limits = commands.add_parser("limits", help="per-tag limits")
@@ -127,7 +148,7 @@ def build_parser() -> Parser:
     tail.add_argument("--header", default=None, help="only items with this request header (NAME or NAME:VALUE)")
     tail.add_argument("--sampling-rate", type=float, default=None)
     tail.add_argument("--format", choices=["json", "pretty"], default="pretty")
-    tail.add_argument("--history", type=_positive, default=None, metavar="N",
+    tail.add_argument("--history", type=_history, default=None, metavar="N",
                       help=f"first print the N newest stored items that match (default: {NO_FOLLOW_HISTORY} with --no-follow, else none)")
     tail.add_argument("--no-follow", action="store_true",
                       help=f"print the stored history (the {NO_FOLLOW_HISTORY} newest matching items unless --history says) and exit")
@@ -135,8 +156,10 @@ def build_parser() -> Parser:
                       help="tail a server's admin listener (e.g. http://127.0.0.1:8788) instead of the local database")
     tail.add_argument("--token", default=None, help="the admin token for --remote (default: $WASMDECK_TOKEN, else $WASMDECK_ADMIN_TOKEN)")
 
-    retention = commands.add_parser("retention", help="show or set how many trace items are kept")
-    retention.add_argument("items", nargs="?", type=_positive)
+    retention = commands.add_parser("retention", help="show or set how many trace items (and bytes of them) are kept")
+    retention.add_argument("items", nargs="?", type=_retention_items, help="keep the newest N items (default 10000)")
+    retention.add_argument("--bytes", type=byte_size, default=None, dest="max_bytes", metavar="SIZE",
+                           help="and at most SIZE of them, as stored, e.g. 64MiB (default 256MiB)")
 
     console = commands.add_parser("console", help="open the admin console (Textual) on the database or a served engine")
     console.add_argument("--demo", action="store_true", help="a throwaway copy of the demo platform with generated traffic")
@@ -177,6 +200,8 @@ def _when(ms: int) -> str:
 
 
 def _size(size: int) -> str:
+    if size >= 2**30:
+        return f"{size / 2**30:.1f} GiB"
     return f"{size / 1024:.1f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"
 
 
@@ -318,7 +343,15 @@ def _request_body(data: str | None) -> bytes:
     return data.encode()
 
 
+def _check_url(url: str) -> None:
+    try:
+        urlsplit(url).port
+    except ValueError as error:
+        raise InvalidInput(f"{url!r} is not a valid URL ({error})") from None
+
+
 async def cmd_request(engine: Engine, args: argparse.Namespace) -> int:
+    _check_url(args.url)
     headers = [parse_header_line(line) for line in args.headers]
     body = _request_body(args.data)
     method = args.method or ("POST" if args.data is not None else "GET")
@@ -382,9 +415,9 @@ async def run_remote_tail(args: argparse.Namespace) -> int:
 
 
 async def cmd_retention(engine: Engine, args: argparse.Namespace) -> int:
-    if args.items is not None:
-        engine.set_trace_retention(args.items)
-    print(f"keeping the newest {engine.trace_retention()} trace items")
+    if args.items is not None or args.max_bytes is not None:
+        engine.set_trace_retention(args.items, max_bytes=args.max_bytes)
+    print(f"keeping the newest {engine.trace_retention()} trace items, at most {_size(engine.trace_retention_bytes())} of them")
     return 0
 
 
@@ -482,6 +515,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as error:  # a path the command cannot use: not found, not allowed, read-only, full
+        where = f" {error.filename}" if error.filename else ""
+        print(f"wasmdeck: cannot use{where}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as error:
+        print(f"wasmdeck: the database failed: {error}", file=sys.stderr)
+        return 1
     except Exception as error:  # never a traceback: one line, and a distinct exit status
         print(f"wasmdeck: internal error: {type(error).__name__}: {error}", file=sys.stderr)
         return 70

@@ -457,10 +457,13 @@ class Engine:
     def trace_retention(self) -> int:
         return self.traces.retention or self.store.trace_retention()
 
-    def set_trace_retention(self, items: int) -> None:
-        if items < 1:
-            raise InvalidInput("trace retention must be at least 1 item")
-        self.store.set_setting("trace_retention", str(items))
+    def trace_retention_bytes(self) -> int:
+        return self.store.trace_retention_bytes()
+
+    def set_trace_retention(self, items: int | None = None, *, max_bytes: int | None = None) -> None:
+        """Keep the newest `items` trace items, and of those at most `max_bytes` bytes (as stored);
+        None leaves a value as it is. Shared by every process using the database."""
+        self.store.set_trace_retention(items, max_bytes)
 
     # -- dispatch -----------------------------------------------------------------
 

@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from .validation import control_character
+
 ABI = "protocol"
 VERSION = 1
 MARKER_EXPORT = "wasmdeck_worker_protocol_1"
@@ -117,8 +119,10 @@ def headers_from(value: Any, what: str) -> list[tuple[str, str]]:
         name, text = item
         if not name or any(ord(ch) <= 32 or ord(ch) >= 127 or ch in '()<>@,;:\\"/[]?={}' for ch in name):
             raise ProtocolViolation(f"{what} header name {name[:40]!r} is not a valid HTTP header name")
-        if any(ch in text for ch in "\r\n\x00"):
-            raise ProtocolViolation(f"{what} header {name} has a value with a line break or NUL")
+        bad = control_character(text)
+        if bad is not None:
+            kind = "a line break or NUL" if bad in ("CR", "LF", "NUL") else "a control character"
+            raise ProtocolViolation(f"{what} header {name} has a value with {kind} ({bad}), which HTTP forbids")
         pairs.append((name, text))
     return pairs
 

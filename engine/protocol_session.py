@@ -14,6 +14,7 @@ from typing import Any
 from . import protocol
 from .protocol import Frame, FrameDecoder, ProtocolViolation
 from .runtime import GuestSession
+from .traces import MAX_LOG_BYTES
 
 # After its final frame a guest should exit at once; this long is allowed for it.
 EXIT_GRACE_S = 1.0
@@ -31,6 +32,7 @@ class SessionResult:
     exception_name: str = ""
     logs: list[dict[str, Any]] = field(default_factory=list)
     logs_truncated: bool = False
+    log_chars: int = 0
     cpu_ms: float = 0.0
     exit_error: str | None = None
 
@@ -125,14 +127,18 @@ def final_type_event(final_type: str) -> str:
 
 
 def _record_log(result: SessionResult, frame: Frame, timestamp: int, limit: int) -> None:
-    if len(result.logs) >= limit:
+    """Keep a `log` frame, within the invocation's bounds: `limit` entries, each message cut to
+    protocol.MAX_LOG_MESSAGE characters, and at most traces.MAX_LOG_BYTES characters in all."""
+    room = MAX_LOG_BYTES - result.log_chars
+    if len(result.logs) >= limit or room <= 0:
         result.logs_truncated = True
         return
     message = frame.meta.get("message")
     text = message if isinstance(message, str) else str(message)
-    if len(text) > protocol.MAX_LOG_MESSAGE:
-        text = text[: protocol.MAX_LOG_MESSAGE]
+    if len(text) > min(protocol.MAX_LOG_MESSAGE, room):
+        text = text[: min(protocol.MAX_LOG_MESSAGE, room)]
         result.logs_truncated = True
+    result.log_chars += len(text)
     result.logs.append({"timestamp": timestamp, "level": protocol.log_level(frame.meta.get("level")), "message": [text]})
 
 

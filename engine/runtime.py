@@ -102,7 +102,7 @@ class Runtime:
 
     def _client(self) -> Wasmer:
         if self._wasmer is None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # compiled tenant code: owner only
             self._wasmer = Wasmer(cache_root=self.cache_dir, output_bytes=self.max_output_bytes)
             self._slots = asyncio.Semaphore(self.max_concurrency)
         return self._wasmer
@@ -290,7 +290,9 @@ class Runtime:
         one (an Outbound Worker, a Worker a dispatch Worker calls), which would otherwise wait
         for slots their own callers hold.
         """
-        async with self._worker_sandbox(gated, queue_timeout_s, worker_key, sha256, memory_pages, module, dict(env)) as entry:
+        # no baseline: a protocol Worker's env is its vars, and a var removed by a later version must
+        # be absent, which a sandbox-wide value (sandboxes outlive versions) could not be
+        async with self._worker_sandbox(gated, queue_timeout_s, worker_key, sha256, memory_pages, module, {}) as entry:
             command = self._command(entry, env)
             try:
                 process = await command.spawn(  # type: ignore[attr-defined]

@@ -8,9 +8,11 @@ the previous state intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,21 +24,82 @@ from typing import Any
 import sqlite_utils
 
 from .egress import EgressPolicy
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput, NotFound, WasmdeckError
 from .limits import FIELDS, Limits
 from .outbound import OutboundParameter, OutboundSetting
 from .secrets import MAX_SECRETS_PER_WORKER, SealedSecret
+from .traces import MAX_ITEM_BYTES, fit_item
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_NAMESPACE = "default"
+# Trace retention: the newest N items are kept, and of those only as many of the newest as fit
+# in the byte budget (each item counted as stored: compact JSON, at most traces.MAX_ITEM_BYTES).
 DEFAULT_TRACE_RETENTION = 10_000
+TRACE_RETENTION_RANGE = (1, 10_000_000)
+DEFAULT_TRACE_RETENTION_BYTES = 256 * 2**20
+TRACE_RETENTION_BYTES_RANGE = (2**20, 64 * 2**30)
+MAX_VERSION = 2**31 - 1  # versions are counted from 1; no worker gets anywhere near this
 BUSY_TIMEOUT_MS = 30_000
+PRIVATE_FILE_MODE = 0o600  # the database holds vars and traces: only its owner may read it
 ROUTING_MODES = ("host", "path")
 TAIL_SCOPES = ("worker", "namespace", "dispatcher")
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class DatabaseUnavailable(WasmdeckError):
+    """The database cannot be used as asked: read-only, unopenable, full, or locked too long."""
+
+
+class CorruptModule(WasmdeckError):
+    """A stored module's bytes no longer match the sha256 they were stored under."""
+
+
+def database_error(path: Path, error: sqlite3.Error) -> WasmdeckError:
+    """One sentence for an SQLite failure that is about the file, not about wasmdeck's data."""
+    text = str(error)
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        return DatabaseUnavailable(
+            f"the database {path} is read-only; wasmdeck needs to write to it (and to its -wal and -shm files "
+            "beside it)"
+        )
+    if "unable to open" in lowered or "disk i/o error" in lowered:
+        return DatabaseUnavailable(f"cannot open the database {path} ({text}): check that it and its folder can be read and written")
+    if "locked" in lowered or "busy" in lowered:
+        return DatabaseUnavailable(
+            f"the database {path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000} s; try again when it is done"
+        )
+    if "full" in lowered:
+        return DatabaseUnavailable(f"the database {path} cannot grow: the disk is full ({text})")
+    return DatabaseUnavailable(f"the database {path} failed: {text}")
+
+
+def whole_number_in(value: object, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{what} must be a whole number from {low:,} to {high:,}, not {value!r}")
+    return value
+
+
+def _private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 if it does not exist (SQLite takes an empty file as a new
+    database); an existing one that group or others may read loses those bits, if it is ours."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+        return
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # SQLite's own open will say what is wrong
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            info = companion.stat()
+            if info.st_mode & 0o077 and info.st_uid == os.geteuid() and stat.S_ISREG(info.st_mode):
+                os.chmod(companion, stat.S_IMODE(info.st_mode) & ~0o077)
+        except OSError:
+            continue
 
 
 @dataclass(frozen=True)
@@ -230,7 +293,26 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     _config_triggers(db, "secrets")
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """Trace sizes, so retention can count bytes: each row's size and a running total kept by triggers."""
+    db.execute("ALTER TABLE traces ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE traces SET size = length(CAST(item AS BLOB))")
+    db.execute("CREATE TABLE trace_totals (id INTEGER PRIMARY KEY CHECK (id = 1), bytes INTEGER NOT NULL)")
+    db.execute("INSERT INTO trace_totals (id, bytes) SELECT 1, COALESCE(SUM(size), 0) FROM traces")
+    db.execute(
+        "CREATE TRIGGER traces_insert_size AFTER INSERT ON traces "
+        "BEGIN UPDATE trace_totals SET bytes = bytes + NEW.size WHERE id = 1; END"
+    )
+    db.execute(
+        "CREATE TRIGGER traces_delete_size AFTER DELETE ON traces "
+        "BEGIN UPDATE trace_totals SET bytes = bytes - OLD.size WHERE id = 1; END"
+    )
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
+
+
+_encode_item = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Store:
@@ -239,13 +321,24 @@ class Store:
         self.now_ms = clock
         if self.path.exists() and self.path.is_dir():
             raise InvalidInput(f"database path {self.path} is a directory")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as error:
+            raise DatabaseUnavailable(f"cannot create the folder {self.path.parent} for the database: {error.strerror}") from None
+        _private_file(self.path)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         try:
             self._migrate()
+        except WasmdeckError:
+            self.close()
+            raise
+        except sqlite3.OperationalError as error:
+            self.close()
+            raise database_error(self.path, error) from None
         except sqlite3.DatabaseError as error:
+            self.close()
             raise InvalidInput(f"{self.path} is not a wasmdeck database ({error})") from error
 
     # -- connections and transactions -------------------------------------------------
@@ -268,14 +361,25 @@ class Store:
     def write(self) -> Iterator[sqlite_utils.Database]:
         """One IMMEDIATE transaction: all of it lands, or none of it."""
         database = self.db
-        database.execute("BEGIN IMMEDIATE")
+        try:
+            database.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise database_error(self.path, error) from None
         try:
             yield database
-        except BaseException:
-            database.execute("ROLLBACK")
+        except BaseException as error:
+            if database.conn.in_transaction:
+                database.execute("ROLLBACK")
+            if isinstance(error, sqlite3.OperationalError):
+                raise database_error(self.path, error) from None
             raise
         else:
-            database.execute("COMMIT")
+            try:
+                database.execute("COMMIT")
+            except sqlite3.OperationalError as error:
+                if database.conn.in_transaction:
+                    database.execute("ROLLBACK")
+                raise database_error(self.path, error) from None
 
     def _migrate(self) -> None:
         database = self.db
@@ -611,6 +715,7 @@ class Store:
 
     def rollback(self, namespace: str, name: str, version: int) -> Worker:
         """Serve an earlier version again; recorded as a new version so history only grows."""
+        whole_number_in(version, 1, MAX_VERSION, "a version")
         with self.write() as db:
             current = self._current_row(db, namespace, name)
             row = db.execute(
@@ -712,10 +817,17 @@ class Store:
             )
 
     def module_bytes(self, sha256: str) -> bytes:
+        """A stored module, checked against its sha256 (CorruptModule if the bytes changed)."""
         row = self.db.execute("SELECT bytes FROM modules WHERE sha256 = ?", [sha256]).fetchone()
         if row is None:
             raise NotFound(f"module {sha256} is not stored")
-        return bytes(row[0])
+        data = bytes(row[0])
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise CorruptModule(
+                f"the stored module {sha256[:12]} is corrupt (its bytes no longer match their sha256); "
+                "deploy the worker again to store it anew"
+            )
+        return data
 
     # -- limits -----------------------------------------------------------------------
 
@@ -745,24 +857,75 @@ class Store:
 
     # -- traces -----------------------------------------------------------------------
 
+    def _setting_in(self, key: str, default: int, bounds: tuple[int, int]) -> int:
+        """A numeric setting; one out of range or malformed (written by hand, or by an old version
+        that did not check) counts as unset rather than breaking every trace write."""
+        raw = self.get_setting(key)
+        try:
+            value = int(raw) if raw is not None else default
+        except ValueError:
+            return default
+        return value if bounds[0] <= value <= bounds[1] else default
+
     def trace_retention(self) -> int:
-        return int(self.get_setting("trace_retention", str(DEFAULT_TRACE_RETENTION)) or DEFAULT_TRACE_RETENTION)
+        """How many of the newest trace items are kept."""
+        return self._setting_in("trace_retention", DEFAULT_TRACE_RETENTION, TRACE_RETENTION_RANGE)
+
+    def trace_retention_bytes(self) -> int:
+        """How many bytes of the newest trace items (as stored) are kept."""
+        return self._setting_in("trace_retention_bytes", DEFAULT_TRACE_RETENTION_BYTES, TRACE_RETENTION_BYTES_RANGE)
+
+    def set_trace_retention(self, items: int | None = None, max_bytes: int | None = None) -> None:
+        """Keep the newest `items` trace items and at most `max_bytes` bytes of them (None: unchanged);
+        applied from the next trace write."""
+        changes: dict[str, str] = {}
+        if items is not None:
+            changes["trace_retention"] = str(whole_number_in(items, *TRACE_RETENTION_RANGE, "trace retention (items)"))
+        if max_bytes is not None:
+            changes["trace_retention_bytes"] = str(
+                whole_number_in(max_bytes, *TRACE_RETENTION_BYTES_RANGE, "trace retention (bytes)")
+            )
+        with self.write() as db:
+            for key, value in changes.items():
+                db.table("settings").upsert({"key": key, "value": value}, pk="key")
+
+    def trace_bytes(self) -> int:
+        """The size of the stored trace items (as stored)."""
+        return self.db.execute("SELECT bytes FROM trace_totals WHERE id = 1").fetchone()[0]
 
     def insert_traces(self, origin: str, items: list[dict[str, Any]], retention: int | None = None) -> None:
         if not items:
             return
-        keep = self.trace_retention() if retention is None else retention
-        dumps = json.JSONEncoder(separators=(",", ":")).encode
-        rows = [
-            (origin, item.get("dispatchNamespace"), item.get("scriptName"), item.get("outcome"), item.get("eventTimestamp"), dumps(item))
-            for item in items
-        ]
+        keep = self.trace_retention() if retention is None else min(max(retention, 1), TRACE_RETENTION_RANGE[1])
+        keep_bytes = self.trace_retention_bytes()
+        rows = []
+        for item in items:
+            text = _encode_item(item)
+            if len(text) > MAX_ITEM_BYTES:  # items are bounded when made; this holds for any other source
+                text = _encode_item(fit_item(json.loads(text)))
+            rows.append((origin, item.get("dispatchNamespace"), item.get("scriptName"), item.get("outcome"),
+                         item.get("eventTimestamp"), text, len(text)))
         with self.write() as db:
             db.conn.executemany(
-                "INSERT INTO traces (origin, namespace, script_name, outcome, event_timestamp, item) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO traces (origin, namespace, script_name, outcome, event_timestamp, item, size) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             db.execute("DELETE FROM traces WHERE id <= (SELECT MAX(id) FROM traces) - ?", [keep])
+            excess = db.execute("SELECT bytes FROM trace_totals WHERE id = 1").fetchone()[0] - keep_bytes
+            if excess > 0:
+                self._drop_oldest_traces(db, excess)
+
+    @staticmethod
+    def _drop_oldest_traces(db: sqlite_utils.Database, excess: int) -> None:
+        """Delete the oldest items until at least `excess` bytes are gone."""
+        freed, cutoff = 0, None
+        for row_id, size in db.execute("SELECT id, size FROM traces ORDER BY id"):
+            freed += size
+            cutoff = row_id
+            if freed >= excess:
+                break
+        if cutoff is not None:
+            db.execute("DELETE FROM traces WHERE id <= ?", [cutoff])
 
     def traces_after(
         self,

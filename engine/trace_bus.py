@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .errors import WasmdeckError
 from .store import Store
 from .traces import TraceFilter
 
@@ -22,6 +24,7 @@ DEFAULT_SUBSCRIBER_BUFFER = 1_000
 FLUSH_INTERVAL_S = 0.1
 MAX_BATCH = 500
 MAX_PENDING_WRITES = 20_000
+FAILURE_REPORT_INTERVAL_S = 60.0
 
 
 class Subscription:
@@ -111,6 +114,8 @@ class TraceBus:
         self._queued = 0  # items handed to the writer so far
         self._settled = 0  # of those, stored or given up on
         self._progress = asyncio.Condition()
+        self._last_failure = ""
+        self._last_failure_at = 0.0
 
     def subscribe(self, trace_filter: TraceFilter | None = None, buffer: int = DEFAULT_SUBSCRIBER_BUFFER) -> Subscription:
         subscription = Subscription(self, trace_filter or TraceFilter(), buffer)
@@ -145,12 +150,23 @@ class TraceBus:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 await asyncio.to_thread(self._store.insert_traces, self.origin, batch, self.retention)
+            except WasmdeckError as error:  # e.g. a read-only database: one line, now and then, never a traceback
+                self.write_dropped += len(batch)
+                self._report_failure(f"could not store {len(batch)} trace item(s): {error}")
             except Exception:  # the store is the only place traces persist; keep serving if it fails
                 log.exception("could not store %d trace items", len(batch))
                 self.write_dropped += len(batch)
             async with self._progress:
                 self._settled += len(batch)
                 self._progress.notify_all()
+
+    def _report_failure(self, message: str) -> None:
+        """Log a storage failure: at once when it is new, then at most every FAILURE_REPORT_INTERVAL_S."""
+        now = time.monotonic()
+        if message.split(": ", 1)[-1] == self._last_failure and now - self._last_failure_at < FAILURE_REPORT_INTERVAL_S:
+            return
+        self._last_failure, self._last_failure_at = message.split(": ", 1)[-1], now
+        log.warning("wasmdeck: %s (%d dropped so far)", message, self.write_dropped)
 
     async def flush(self) -> None:
         """Store everything published so far (used at shutdown and by tests). Items published

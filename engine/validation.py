@@ -39,6 +39,20 @@ RESERVED_VARS = frozenset(
 )
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_NAMES = {"\x00": "NUL", "\r": "CR", "\n": "LF", "\x7f": "DEL"}
+
+
+def control_character(value: str) -> str | None:
+    """The first character an HTTP field value may not hold (a control character other than tab),
+    named ("NUL", "CR", "LF", "DEL", "0x01"...), or None when there is none."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    return _CONTROL_NAMES.get(char, f"0x{ord(char):02x}")
+
+
 def check_name(name: str, what: str = "worker name") -> str:
     """A worker or namespace name must be a DNS label, so it can be a hostname's first label."""
     if not isinstance(name, str) or not DNS_LABEL.match(name):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from .http import Headers, Request
+from .validation import control_character
 
 ABI = "wcgi"
 SERVER_SOFTWARE = "wasmdeck/0.1"
@@ -124,9 +125,12 @@ def parse_response(stdout: bytes) -> CgiResponse:
     headers: Headers = []
     for line in text.replace("\r\n", "\n").split("\n"):
         name, sep, value = line.partition(":")
-        name, value = name.strip(), value.strip()
+        name, value = name.strip(" \t"), value.strip(" \t")
         if not sep or not _HEADER_NAME.match(name):
             raise InvalidResponse(f"the Worker sent a malformed header line {line[:60]!r}")
+        bad = control_character(value)
+        if bad is not None:
+            raise InvalidResponse(f"the Worker sent header {name} with a control character ({bad}) in its value, which HTTP forbids")
         lowered = name.lower()
         if lowered == "status":
             status = _status(value)

@@ -47,10 +47,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -65,10 +67,12 @@ from wasmdeck.engine.limits import CAMEL, FIELDS
 from wasmdeck.engine.secrets import SecretsUnavailable
 from wasmdeck.engine.validation import check_name, check_tag, check_tags, check_vars
 from wasmdeck.engine.engine import ABIS
+from wasmdeck.engine.store import MAX_VERSION, CorruptModule, DatabaseUnavailable
 
 from .auth import token_matches
 from .cloudflare_api import CloudflarePaths
 from .envelope import envelope_error, ok
+from .http_limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS
 from .tail_stream import FILTER_PARAMETERS, MAX_HISTORY, InvalidParameter, TailEndpoint, parse_trace_filter
 
 Scope = MutableMapping[str, Any]
@@ -76,7 +80,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+T = TypeVar("T")
+P = ParamSpec("P")
+
 MAX_JSON_BYTES = 1024 * 1024
+WRITER_THREADS = 2
 DEFAULT_TRACES = 100
 # Traces are stored in batches off the request path; /traces first waits for what was published so
 # far, but never longer than this (under steady traffic the batch writer is never idle).
@@ -105,9 +113,12 @@ class DispatchListener:
     url: str
     namespace: str
     max_body_bytes: int
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
 
     def as_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "namespace": self.namespace, "maxBodyBytes": self.max_body_bytes}
+        return {"url": self.url, "namespace": self.namespace, "maxBodyBytes": self.max_body_bytes,
+                "maxHeaderBytes": self.max_header_bytes, "maxHeaders": self.max_headers}
 
 
 
@@ -153,15 +164,39 @@ def parse_tag_filter(text: str) -> tuple[list[str], list[str]]:
     return required, refused
 
 
+# a refused body is not read to its end, so the connection cannot carry another request
+_CLOSE = {"Connection": "close"}
+
+
+def _bounded_body(request: Request, limit: int, refusal: Callable[[], ApiError]) -> Request:
+    """The same request, whose body raises `refusal()` as soon as more than `limit` bytes have
+    arrived (a chunked body declares no length: it is counted as it streams in)."""
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise refusal()
+        return message
+
+    return Request(request.scope, receive)
+
+
 async def _json_body(request: Request) -> Any:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise ApiError(413, f"the JSON body is over the {MAX_JSON_BYTES} byte limit")
-    body = b""
+        raise ApiError(413, f"the JSON body is over the {MAX_JSON_BYTES} byte limit", headers=_CLOSE)
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise ApiError(413, f"the JSON body is over the {MAX_JSON_BYTES} byte limit")
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise ApiError(413, f"the JSON body is over the {MAX_JSON_BYTES} byte limit", headers=_CLOSE)
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -175,6 +210,20 @@ class AdminApi:
         self.engine = engine
         self.dispatch = dispatch
         self.tail = tail
+        # Writes may wait on a database another process holds locked (up to the store's busy
+        # timeout) and a deploy validates and meters its module: none of that may run on the event
+        # loop that also serves dispatch. Each writer thread has its own SQLite connection.
+        self._writer = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="wasmdeck-admin-write")
+
+    async def _write(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run an engine write (or a deploy) in a writer thread, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, functools.partial(call, *args, **kwargs))
+
+    async def _delete_worker(self, name: str, namespace: str) -> None:
+        """`Engine.delete` in two halves: the store write in a writer thread, then dropping the
+        worker's sandbox on the event loop (the runtime is the loop's)."""
+        await self._write(self.engine.store.delete_worker, namespace, name)
+        self.engine.runtime.forget_worker(f"{namespace}/{name}")
 
     # -- namespaces -----------------------------------------------------------------
 
@@ -198,7 +247,7 @@ class AdminApi:
         routing, defaults, _ = self._namespace_settings(body, "host")
         if any(ns.name == name for ns in self.engine.namespaces()):
             raise ApiError(409, f"namespace {name!r} already exists", "name")
-        return ok(self.engine.create_namespace(name, routing=routing or "host", defaults=defaults).as_dict(), 201)
+        return ok((await self._write(self.engine.create_namespace, name, routing=routing or "host", defaults=defaults)).as_dict(), 201)
 
     async def get_namespace(self, request: Request) -> Response:
         ns = self.engine.namespace(request.path_params["ns"])
@@ -209,7 +258,7 @@ class AdminApi:
         self.engine.namespace(name)  # 404 before reading the body
         body = _only_fields(await _json_body(request), ("routing", "defaults"), "routing and/or defaults")
         routing, defaults, clear = self._namespace_settings(body, None)
-        return ok(self.engine.update_namespace(name, routing=routing, defaults=defaults, clear=clear).as_dict())
+        return ok((await self._write(self.engine.update_namespace, name, routing=routing, defaults=defaults, clear=clear)).as_dict())
 
     async def namespace_stats(self, request: Request) -> Response:
         name = request.path_params["ns"]
@@ -224,7 +273,7 @@ class AdminApi:
             raise ApiError(400, "the default namespace cannot be deleted", "ns")
         if workers:
             raise ApiError(409, f"namespace {name!r} still has {len(workers)} script(s); delete them first")
-        self.engine.delete_namespace(name)
+        await self._write(self.engine.delete_namespace, name)
         return ok(None)
 
     # -- platform settings: dispatch Worker, Outbound Worker, egress, tail consumers ----------
@@ -236,10 +285,10 @@ class AdminApi:
         worker = body.get("worker")
         if not isinstance(worker, str):
             raise ApiError(400, "worker must be the name of a Worker-protocol script", "worker")
-        return ok(_checked("worker", self.engine.set_dispatch_worker, worker, namespace=ns).as_dict())
+        return ok((await self._write(_checked, "worker", self.engine.set_dispatch_worker, worker, namespace=ns)).as_dict())
 
     async def delete_dispatcher(self, request: Request) -> Response:
-        return ok(self.engine.set_dispatch_worker(None, namespace=request.path_params["ns"]).as_dict())
+        return ok((await self._write(self.engine.set_dispatch_worker, None, namespace=request.path_params["ns"])).as_dict())
 
     async def put_outbound(self, request: Request) -> Response:
         ns = request.path_params["ns"]
@@ -259,10 +308,10 @@ class AdminApi:
                 parameters.append((item, None))
             else:
                 raise ApiError(400, "each parameter must be a name or a {name, template} object", "parameters")
-        return ok(_checked("parameters", self.engine.set_outbound, service, parameters, namespace=ns).as_dict())
+        return ok((await self._write(_checked, "parameters", self.engine.set_outbound, service, parameters, namespace=ns)).as_dict())
 
     async def delete_outbound(self, request: Request) -> Response:
-        return ok(self.engine.set_outbound(None, namespace=request.path_params["ns"]).as_dict())
+        return ok((await self._write(self.engine.set_outbound, None, namespace=request.path_params["ns"])).as_dict())
 
     async def put_egress(self, request: Request) -> Response:
         ns = request.path_params["ns"]
@@ -279,7 +328,7 @@ class AdminApi:
             lists[field] = value
         for field in ("allow", "block"):  # name the list that holds the bad entry
             _checked(field, EgressPolicy.parse, **{field: lists[field]})
-        return ok(self.engine.set_egress(allow=lists["allow"], block=lists["block"], namespace=ns).as_dict())
+        return ok((await self._write(self.engine.set_egress, allow=lists["allow"], block=lists["block"], namespace=ns)).as_dict())
 
     async def list_tail_consumers(self, request: Request) -> Response:
         return ok([c.as_dict() for c in self.engine.tail_consumers(request.path_params["ns"])])
@@ -302,13 +351,13 @@ class AdminApi:
         consumer = body.get("consumer")
         if not isinstance(consumer, str):
             raise ApiError(400, "consumer must be the name of a Worker-protocol script", "consumer")
-        added = _checked("consumer", self.engine.add_tail_consumer, consumer, namespace=ns, **self._tail_scope(body))
+        added = await self._write(_checked, "consumer", self.engine.add_tail_consumer, consumer, namespace=ns, **self._tail_scope(body))
         return ok(added.as_dict(), 201)
 
     async def remove_tail_consumer(self, request: Request) -> Response:
         ns = request.path_params["ns"]
         scope = self._tail_scope(request.query_params)
-        _checked("consumer", self.engine.remove_tail_consumer, request.path_params["consumer"], namespace=ns, **scope)
+        await self._write(_checked, "consumer", self.engine.remove_tail_consumer, request.path_params["consumer"], namespace=ns, **scope)
         return ok(None)
 
     # -- scripts --------------------------------------------------------------------
@@ -330,7 +379,7 @@ class AdminApi:
         ns = request.path_params["ns"]
         doomed = self._filtered(request, required=True)
         for worker in doomed:
-            self.engine.delete(worker.name, namespace=ns)
+            await self._delete_worker(worker.name, ns)
         return ok({"deleted": [w.name for w in doomed]})
 
     async def put_script(self, request: Request) -> Response:
@@ -341,12 +390,15 @@ class AdminApi:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK_BYTES:
             raise ApiError(413, f"the request is {int(declared) / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB module limit",
-                           DEFAULT_MODULE_PART, code="invalid_module")
+                           DEFAULT_MODULE_PART, headers=_CLOSE, code="invalid_module")
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
             raise ApiError(400, "the body must be multipart/form-data with a metadata part and a module part", "body")
+        bounded = _bounded_body(request, limit + MULTIPART_SLACK_BYTES, lambda: ApiError(
+            413, f"the request is over the {limit / 2**20:.0f} MiB module limit (refused as it arrived)",
+            DEFAULT_MODULE_PART, headers=_CLOSE, code="invalid_module"))
         try:
-            form = await request.form(max_files=4, max_fields=8, max_part_size=MAX_JSON_BYTES)
+            form = await bounded.form(max_files=4, max_fields=8, max_part_size=MAX_JSON_BYTES)
         except HTTPException as error:
             raise ApiError(400, f"the multipart body cannot be parsed: {error.detail}", "body") from None
         try:
@@ -391,7 +443,7 @@ class AdminApi:
             raise ApiError(400, f"the {part!r} part must be a file part (give it a filename)", part)
         data = await upload.read()
         try:
-            worker = self.engine.deploy(name, data, namespace=ns, tags=tags, vars=variables, message=message, abi=abi)
+            worker = await self._write(self.engine.deploy, name, data, namespace=ns, tags=tags, vars=variables, message=message, abi=abi)
         except InvalidModule as error:
             raise ApiError(413 if len(data) > self.engine.max_module_bytes else 400, str(error), part,
                            code="invalid_module") from None
@@ -404,7 +456,7 @@ class AdminApi:
 
     async def delete_script(self, request: Request) -> Response:
         ns, name = request.path_params["ns"], request.path_params["name"]
-        self.engine.delete(name, namespace=ns)
+        await self._delete_worker(name, ns)
         return ok(None)
 
     async def get_content(self, request: Request) -> Response:
@@ -423,7 +475,7 @@ class AdminApi:
         if not isinstance(body, list) or not all(isinstance(t, str) for t in body):
             raise ApiError(400, "the body must be a JSON list of tag strings", "tags")
         tags = _checked("tags", check_tags, body)
-        return ok(list(self.engine.set_tags(name, tags, namespace=ns).tags))
+        return ok(list((await self._write(self.engine.set_tags, name, tags, namespace=ns)).tags))
 
     async def get_vars(self, request: Request) -> Response:
         worker = self.engine.worker(request.path_params["name"], namespace=request.path_params["ns"])
@@ -433,7 +485,7 @@ class AdminApi:
         ns, name = request.path_params["ns"], request.path_params["name"]
         self.engine.worker(name, namespace=ns)  # 404 before reading the body
         variables = _vars_body(await _json_body(request), "vars")
-        return ok(dict(self.engine.set_vars(name, variables, namespace=ns).vars))
+        return ok(dict((await self._write(self.engine.set_vars, name, variables, namespace=ns)).vars))
 
     async def list_secrets(self, request: Request) -> Response:
         return ok(self.engine.secret_names(request.path_params["name"], namespace=request.path_params["ns"]))
@@ -444,12 +496,12 @@ class AdminApi:
         body = _only_fields(await _json_body(request), ("value",), "the secret's value")
         if not isinstance(body.get("value"), str):
             raise ApiError(400, "value must be the secret as a string", "value")
-        _checked("secret", self.engine.put_secret, name, key, body["value"], namespace=ns)
+        await self._write(_checked, "secret", self.engine.put_secret, name, key, body["value"], namespace=ns)
         return ok(self.engine.secret_names(name, namespace=ns))
 
     async def delete_secret(self, request: Request) -> Response:
         ns, name = request.path_params["ns"], request.path_params["name"]
-        self.engine.delete_secret(name, request.path_params["secret"], namespace=ns)
+        await self._write(self.engine.delete_secret, name, request.path_params["secret"], namespace=ns)
         return ok(self.engine.secret_names(name, namespace=ns))
 
     async def script_limits(self, request: Request) -> Response:
@@ -465,9 +517,9 @@ class AdminApi:
         self.engine.worker(name, namespace=ns)
         body = await _json_body(request)
         version = body.get("version") if isinstance(body, dict) else None
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ApiError(400, "the body must be {\"version\": N} with N a version number of 1 or more", "version")
-        return ok(_record(self.engine.rollback(name, version, namespace=ns)))
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+            raise ApiError(400, f"the body must be {{\"version\": N}} with N a version number from 1 to {MAX_VERSION}", "version")
+        return ok(_record(await self._write(self.engine.rollback, name, version, namespace=ns)))
 
     # -- limits ---------------------------------------------------------------------
 
@@ -497,10 +549,10 @@ class AdminApi:
         if not isinstance(body, dict) or not body:
             raise ApiError(400, "the body must be a JSON object such as {\"cpuMs\": 50}", "body")
         limits, clear = self._limits(body)
-        return ok(self.engine.set_limits(tag, limits, clear=clear).as_dict())
+        return ok((await self._write(self.engine.set_limits, tag, limits, clear=clear)).as_dict())
 
     async def delete_limits(self, request: Request) -> Response:
-        self.engine.delete_limits(request.path_params["tag"])
+        await self._write(self.engine.delete_limits, request.path_params["tag"])
         return ok(None)
 
     # -- traces and the server ---------------------------------------------------------
@@ -567,6 +619,15 @@ async def _http_error(request: Request, error: Exception) -> Response:
     message = {404: f"no admin API endpoint at {request.url.path}",
                405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, str(error.detail))
     return envelope_error(error.status_code, message, headers=error.headers)
+
+
+async def _unavailable(request: Request, error: Exception) -> Response:
+    """The database cannot take the write (read-only, locked too long, full): try again later, or fix the file."""
+    return envelope_error(503, str(error), code="unavailable")
+
+
+async def _corrupt(request: Request, error: Exception) -> Response:
+    return envelope_error(500, str(error), code="corrupt_module")
 
 
 async def _internal(request: Request, error: Exception) -> Response:
@@ -651,6 +712,8 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
             InvalidModule: _invalid_module,
             InvalidInput: _invalid_input,
             SecretsUnavailable: _secrets_unavailable,
+            DatabaseUnavailable: _unavailable,
+            CorruptModule: _corrupt,
             HTTPException: _http_error,
             Exception: _internal,
         },
@@ -821,7 +884,7 @@ OPENAPI: dict[str, Any] = {
         "/namespaces/{ns}/scripts/{name}/rollback": {
             "post": _op("Serve an earlier version again", params=_SC, errors=("400", "401", "404"),
                         body=_JSON({"type": "object", "required": ["version"],
-                                    "properties": {"version": {"type": "integer", "minimum": 1}}})),
+                                    "properties": {"version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}}})),
         },
         "/limits": {"get": _op("List limits per tag")},
         "/limits/{tag}": {

@@ -9,6 +9,13 @@ worker `hello` (the namespace's router picks the worker, exactly as for `wasmdec
 - Request bodies are bounded (`max_body_bytes`, 10 MiB by default): a declared
   Content-Length over the limit is refused before any of the body is read, and a chunked
   body is counted as it streams in; either way 413 with one sentence and `Connection: close`.
+- Request header fields are bounded too (`max_header_bytes`, 32 KiB with the request target;
+  `max_headers`, 100 fields): more is 431 with one sentence. Under `wasmdeck serve` the
+  uvicorn protocol in `http_limits` refuses them before reading them; this check holds under
+  any ASGI server.
+- A response header that cannot go on the wire (a name that is not a token, a control
+  character in a value) is never handed to the HTTP server: 502 with one sentence. The ABIs
+  refuse such headers already; this is the last line.
 - A request the engine refuses to build (bad Host, bad port, a target that is not a path)
   gets 400 with one sentence; an unexpected failure gets 500 with one sentence (logged
   with its traceback to the `wasmdeck.server` logger), never a traceback to the client.
@@ -28,6 +35,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from wasmdeck.engine import DEFAULT_NAMESPACE, Engine, InvalidInput, Request, Response, WasmdeckError
+from wasmdeck.engine.validation import control_character
+
+from .http_limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,6 +45,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_BODY_BYTES_LIMIT = 1024 * 1024 * 1024
 RESERVED_PREFIX = "/__wasmdeck/"
 HEALTH_PATH = RESERVED_PREFIX + "health"
 OUTCOME_HEADER = "X-Wasmdeck-Outcome"
@@ -67,13 +78,19 @@ class DispatchApp:
         *,
         namespace: str = DEFAULT_NAMESPACE,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
         access_log: bool = True,
     ) -> None:
-        if max_body_bytes < 0:
-            raise InvalidInput("the body limit must not be negative")
+        if not 0 <= max_body_bytes <= MAX_BODY_BYTES_LIMIT:
+            raise InvalidInput(f"the body limit must be from 0 to {MAX_BODY_BYTES_LIMIT} bytes")
+        if max_header_bytes < 1 or max_headers < 1:
+            raise InvalidInput("the header limits must be at least 1")
         self.engine = engine
         self.namespace = namespace
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
         self.access_log = access_log
         self.started = time.monotonic()
         self.in_flight = 0
@@ -118,6 +135,9 @@ class DispatchApp:
     async def _respond(
         self, scope: Scope, receive: Receive, method: str, path: str, headers: list[tuple[str, str]], host: str
     ) -> tuple[Response | None, str]:
+        refusal = self._head_refusal(scope, headers)
+        if refusal is not None:
+            return refusal, "headersTooLarge"
         if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX.rstrip("/"):
             return self._reserved(method, path), "reserved"
         declared = next((v for k, v in headers if k.lower() == "content-length"), None)
@@ -138,6 +158,10 @@ class DispatchApp:
         except WasmdeckError as error:  # e.g. the engine is closing, or the namespace was deleted
             return _plain(503, f"The server cannot dispatch right now: {str(error).rstrip('.')}."), "unavailable"
         response.headers = [(k, v) for k, v in response.headers if k.lower() not in _SERVER_HEADERS]
+        unsendable = _unsendable_header(response.headers)
+        if unsendable is not None:  # the engine refuses these already; never hand one to the HTTP server
+            log.warning("refused to send a response for %s: %s", request.url.split("?")[0], unsendable)
+            return _plain(502, f"Bad gateway: the Worker's response cannot be sent: {unsendable}."), "exception"
         return response, response.outcome
 
     def _request(self, scope: Scope, method: str, headers: list[tuple[str, str]], host: str, body: bytes) -> Request:
@@ -153,6 +177,21 @@ class DispatchApp:
         client = scope.get("client")
         remote = {"remote_addr": client[0]} if client else {}
         return Request(url=url, method=method, headers=headers, body=body, **remote)
+
+    def _head_refusal(self, scope: Scope, headers: list[tuple[str, str]]) -> Response | None:
+        """431 for too many or too large header fields (the uvicorn protocol in `http_limits` refuses
+        them before they are read; this holds under any ASGI server)."""
+        if len(headers) > self.max_headers:
+            sentence = f"The request has more than this server's limit of {self.max_headers} header fields."
+        elif (sum(len(k) + len(v) + 4 for k, v in headers) + len(scope.get("raw_path") or b"")
+              + len(scope.get("query_string") or b"") > self.max_header_bytes):
+            sentence = (f"The request's header fields are larger than this server's limit of {self.max_header_bytes} "
+                        "bytes (request line and headers together).")
+        else:
+            return None
+        response = _plain(431, sentence)
+        response.headers.append(("Connection", "close"))
+        return response
 
     def _too_large(self) -> Response:
         response = _plain(413, f"The request body is larger than this server's limit of {self.max_body_bytes} bytes.")
@@ -188,6 +227,8 @@ class DispatchApp:
             "workers": len(self.engine.workers(self.namespace)),
             "namespaces": len(namespaces),
             "maxBodyBytes": self.max_body_bytes,
+            "maxHeaderBytes": self.max_header_bytes,
+            "maxHeaders": self.max_headers,
         }
 
 
@@ -220,6 +261,21 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _unsendable_header(headers: list[tuple[str, str]]) -> str | None:
+    """Why a header cannot go on the wire (a name that is not a token, a control character in a
+    value), or None when all can."""
+    for name, value in headers:
+        if not _TOKEN.match(name):
+            return f"the header name {name[:60]!r} is not a valid HTTP token"
+        bad = control_character(value)
+        if bad is not None:
+            return f"the header {name} has a control character ({bad}) in its value"
+    return None
 
 
 def _server_host(scope: Scope) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 _CODES = {400: "invalid_input", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 413: "too_large", 500: "internal_error"}
+          409: "conflict", 413: "too_large", 431: "too_large", 500: "internal_error", 503: "unavailable"}
 
 
 def envelope_error(status: int, message: str, field: str | None = None, headers: Mapping[str, str] | None = None,

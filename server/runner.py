@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from wasmdeck.engine import DEFAULT_NAMESPACE, Engine, InvalidInput
 
-from .dispatch_app import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, DispatchApp
+from .dispatch_app import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, MAX_BODY_BYTES_LIMIT, DispatchApp
+from .http_limits import (
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, MAX_HEADER_BYTES_RANGE, MAX_HEADERS_RANGE, bounded_protocol,
+)
 
 if TYPE_CHECKING:
     from .admin_app import DispatchListener
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 DEFAULT_ADMIN_PORT = 8788
+MAX_TAIL_CLIENTS = 100_000
+ADMIN_WS_MAX_MESSAGE_BYTES = 64 * 1024  # /tail clients send nothing that matters; uvicorn would take 16 MiB
 GRACEFUL_SHUTDOWN_S = 30  # the engine's default wallMs: a request still running after that is cut off
 
 log = logging.getLogger("wasmdeck.server")
@@ -45,17 +50,19 @@ def whole_number(minimum: int = 0, maximum: int | None = None, noun: str = "whol
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
-        if maximum is not None and not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"{text} is not a {noun} ({minimum}-{maximum})")
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is negative" if minimum == 0 else f"{text} is less than {minimum}")
+            raise argparse.ArgumentTypeError(f"{text} is negative" if value < 0 else f"{text} is less than {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is more than {maximum}, the largest {noun} accepted")
         return value
 
     return parse
 
 
-_byte_count = whole_number(0, noun="whole number of bytes")
-_at_least_one = whole_number(1)
+_body_bytes = whole_number(0, MAX_BODY_BYTES_LIMIT, noun="whole number of bytes")
+_header_bytes = whole_number(*MAX_HEADER_BYTES_RANGE, noun="whole number of bytes")
+_header_count = whole_number(*MAX_HEADERS_RANGE, noun="header count")
+_tail_clients = whole_number(1, MAX_TAIL_CLIENTS)
 _port = whole_number(1, 65535, noun="port number")
 
 
@@ -64,8 +71,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="dispatch namespace to serve (default: default)")
     parser.add_argument(
-        "--max-body-bytes", type=_byte_count, default=DEFAULT_MAX_BODY_BYTES,
-        help=f"largest request body accepted; larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES})",
+        "--max-body-bytes", type=_body_bytes, default=DEFAULT_MAX_BODY_BYTES,
+        help=f"largest request body accepted; larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES}, at most {MAX_BODY_BYTES_LIMIT})",
+    )
+    parser.add_argument(
+        "--max-header-bytes", type=_header_bytes, default=DEFAULT_MAX_HEADER_BYTES,
+        help=f"largest request line and headers together; larger ones get 431 (default {DEFAULT_MAX_HEADER_BYTES})",
+    )
+    parser.add_argument(
+        "--max-headers", type=_header_count, default=DEFAULT_MAX_HEADERS,
+        help=f"most header fields in a request; more get 431 (default {DEFAULT_MAX_HEADERS})",
     )
     parser.add_argument("--no-access-log", action="store_true", help="do not log one line per request to stderr")
     parser.add_argument("--admin-host", default=DEFAULT_HOST, help=f"address of the admin API (default {DEFAULT_HOST})")
@@ -79,11 +94,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # the defaults live in server.tail_stream, which is not imported before the server starts (it loads Starlette)
     parser.add_argument(
-        "--tail-max-per-worker", type=_at_least_one, default=None, metavar="N",
+        "--tail-max-per-worker", type=_tail_clients, default=None, metavar="N",
         help="live tail on the admin API: at most N clients at once per worker filter (default 8)",
     )
     parser.add_argument(
-        "--tail-max-clients", type=_at_least_one, default=None, metavar="N",
+        "--tail-max-clients", type=_tail_clients, default=None, metavar="N",
         help="live tail on the admin API: at most N clients at once in all (default 64)",
     )
 
@@ -148,6 +163,8 @@ async def serve(
     port: int = DEFAULT_PORT,
     namespace: str = DEFAULT_NAMESPACE,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    max_headers: int = DEFAULT_MAX_HEADERS,
     access_log: bool = True,
     admin_host: str = DEFAULT_HOST,
     admin_port: int | None = None,
@@ -169,12 +186,15 @@ async def serve(
     engine.namespace(namespace)  # NotFound (one sentence) before listening, not on every request
     configure_logging()
     engine.capture_runtime_output()  # now, so guest trap backtraces never land in the log stream
-    app = DispatchApp(engine, namespace=namespace, max_body_bytes=max_body_bytes, access_log=access_log)
+    app = DispatchApp(
+        engine, namespace=namespace, max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes,
+        max_headers=max_headers, access_log=access_log,
+    )
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http="httptools",
+        http=bounded_protocol(max_header_bytes, max_headers),
         lifespan="on",
         access_log=False,  # ours has the outcome and the wall time
         log_config=None,  # logging is configured above
@@ -187,7 +207,9 @@ async def serve(
     listener = _listen(host, port, shown)
     admin = None
     if admin_port is not None:
-        dispatch = DispatchListener(f"http://{shown}:{listener.getsockname()[1]}", namespace, max_body_bytes)
+        dispatch = DispatchListener(
+            f"http://{shown}:{listener.getsockname()[1]}", namespace, max_body_bytes, max_header_bytes, max_headers
+        )
         caps = {"per_worker": tail_max_per_worker, "total": tail_max_clients}
         tail_options = {name: value for name, value in caps.items() if value is not None}
         try:
@@ -233,7 +255,7 @@ def _admin_server(
     app = create_admin_app(engine, token, dispatch=dispatch, tail_options=tail_options)
     config = uvicorn.Config(
         app, host=host, port=port, http="h11", lifespan="off", access_log=False, log_config=None, server_header=False,
-        proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, ws_max_size=ADMIN_WS_MAX_MESSAGE_BYTES,
     )
     log.info("wasmdeck: admin API on http://%s:%d (bearer token in %s)", shown, port, path)
     return _server_class(capture=False)(config), listener
@@ -266,6 +288,8 @@ async def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
         port=args.port,
         namespace=args.namespace,
         max_body_bytes=args.max_body_bytes,
+        max_header_bytes=args.max_header_bytes,
+        max_headers=args.max_headers,
         access_log=not args.no_access_log,
         admin_host=args.admin_host,
         admin_port=args.admin_port,

@@ -415,7 +415,8 @@ async def test_server_info(engine: Engine) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a", headers=AUTH) as c:
         info = ok(await c.get("/server"))
     assert info == {
-        "dispatch": {"url": "http://127.0.0.1:8787", "namespace": "default", "maxBodyBytes": 4096},
+        "dispatch": {"url": "http://127.0.0.1:8787", "namespace": "default", "maxBodyBytes": 4096,
+                     "maxHeaderBytes": 32768, "maxHeaders": 100},
         "engineDefaults": {"cpuMs": 5000, "memoryMb": 128, "subRequests": 50, "wallMs": 30000},
         "maxModuleBytes": engine.max_module_bytes,
         "tail": {"perWorker": 2, "total": 5, "clients": 0},

@@ -223,13 +223,14 @@ def test_limits_and_retention_commands(tmp_path: Path) -> None:
     assert ok_json(tmp_path, "limits", "list", "--json") == {}, "limits delete left the tag"
     assert_refused(wasmdeck(tmp_path, "limits", "delete", "free"), "deleting limits that are not set", mentions="free")
 
-    assert re.fullmatch(r"keeping the newest \d+ trace items\n", ok(tmp_path, "retention")), "retention shows nothing sensible"
-    assert ok(tmp_path, "retention", "2") == "keeping the newest 2 trace items\n"
+    assert re.fullmatch(r"keeping the newest \d+ trace items, at most [\d.]+ MiB of them\n", ok(tmp_path, "retention")), \
+        "retention shows nothing sensible"
+    assert ok(tmp_path, "retention", "2") == "keeping the newest 2 trace items, at most 256.0 MiB of them\n"
     ok(tmp_path, "deploy", "hello", fixture("hello"))
     for path in ("a", "b", "c"):
         request(tmp_path, f"http://hello.x/{path}")
     assert urls(tail_items(tmp_path)) == ["http://hello.x/b", "http://hello.x/c"], "retention 2 does not keep the newest 2"
-    assert_refused(wasmdeck(tmp_path, "retention", "0"), "retention 0", mentions="at least 1")
+    assert_refused(wasmdeck(tmp_path, "retention", "0"), "retention 0", code=2, mentions="less than 1")
 
 
 # --- 3. request --json, headers, body, vars ---------------------------------------

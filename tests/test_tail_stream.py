@@ -165,7 +165,8 @@ def test_serve_passes_the_tail_caps_to_the_admin_api(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
         info = httpx.get(f"{admin}/server", headers=headers, timeout=20).json()["result"]
         assert info["tail"] == {"perWorker": 1, "total": 2, "clients": 0}
-        assert info["dispatch"] == {"url": server.base, "namespace": "default", "maxBodyBytes": 10 * 1024 * 1024}
+        assert info["dispatch"] == {"url": server.base, "namespace": "default", "maxBodyBytes": 10 * 1024 * 1024,
+                                    "maxHeaderBytes": 32 * 1024, "maxHeaders": 100}
 
         async def clients() -> list[tuple[str, int | None]]:
             outcomes = []

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from wasmdeck.engine import Engine, InvalidInput, TraceFilter, format_pretty
-from wasmdeck.engine.traces import log_entries, new_item, redact_headers
+from wasmdeck.engine.traces import log_entries, new_item, redact_headers, redact_url
 
 from .conftest import fixture_module
 
@@ -80,6 +80,36 @@ def test_redaction() -> None:
         "x-session-token": "REDACTED",
         "accept": "e",
     }
+
+
+def test_redaction_of_more_secret_headers() -> None:
+    names = ["X-Password", "X-Session-Id", "Signature", "X-Credential", "X-Hub-Signature-256", "X-CSRF-Token",
+             "X-XSRF", "Passwd", "X-Pwd", "Session"]
+    shown = redact_headers([(name, "s3cret") for name in names] + [("X-Request-Id", "r1"), ("Accept-Language", "en")])
+    assert {name: value for name, value in shown.items() if value != "REDACTED"} == {"x-request-id": "r1", "accept-language": "en"}
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://a.x/p?access_token=abc&page=2", "http://a.x/p?access_token=REDACTED&page=2"),
+    ("http://a.x/?X-Amz-Signature=1&X-Amz-Credential=2&X-Amz-Date=3", "http://a.x/?X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED&X-Amz-Date=3"),
+    ("http://a.x/?api_key=k&code=c&sig=s&q=shoes#code=frag", "http://a.x/?api_key=REDACTED&code=REDACTED&sig=REDACTED&q=shoes#code=frag"),
+    ("http://a.x/?%61ccess_token=x&password=p&session_id=1", "http://a.x/?%61ccess_token=REDACTED&password=REDACTED&session_id=REDACTED"),
+    ("https://user:hunter2@a.x/path?q=1", "https://user:REDACTED@a.x/path?q=1"),
+    ("http://a.x/token/in/path?flag&secret", "http://a.x/token/in/path?flag&secret"),
+    ("http://a.x/", "http://a.x/"),
+])
+def test_redaction_of_url_query_parameters(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert _item(url=url)["event"]["request"]["url"] == shown
+
+
+def test_subrequest_urls_and_their_errors_are_redacted() -> None:
+    url = "http://api.example.com/v1?access_token=abc123&q=1"
+    item = _item(subrequests=[{"url": url, "method": "GET", "via": "refused", "durationMs": 0.1,
+                               "error": f"EgressBlocked: the egress policy refused {url}: not allowed"}])
+    entry = item["subrequests"][0]
+    assert entry["url"] == "http://api.example.com/v1?access_token=REDACTED&q=1"
+    assert "abc123" not in entry["error"] and "access_token=REDACTED" in entry["error"]
 
 
 def test_log_levels_from_prefixes() -> None:
