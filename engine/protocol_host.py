@@ -27,6 +27,7 @@ from .recorder import Recorder
 from .runtime import Runtime
 from .store import Namespace, Worker
 from .tail_workers import TailDelivery
+from . import traces
 from .traces import exception_entry, is_tail_event, log_entries, tail_event_item
 from .validation import check_name
 from .wasm_module import memory_limit_pages
@@ -251,7 +252,11 @@ class ProtocolHost:
                 entry["status"] = status
             if error is not None:
                 entry["error"] = error
-            invocation.subrequests.append(entry)
+            # kept in their bounded trace form from the start, and one past the trace's cap at most
+            # (so the item still says it was truncated): a guest looping over refused fetches with
+            # huge URLs cannot make the host hold more than that while it runs
+            if len(invocation.subrequests) <= traces.MAX_SUBREQUESTS:
+                invocation.subrequests.append(traces.bounded_subrequest(entry)[0])
 
         def refuse(name: str, message: str, via: str = "refused") -> bytes:
             record(via, error=f"{name}: {message}")
