@@ -139,6 +139,7 @@ class Engine:
         self._capture_stderr = capture_runtime_stderr
         self._capturing = False
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop running guests, known from the first dispatch
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -265,9 +266,27 @@ class Engine:
         return worker
 
     def delete(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Delete a worker and all its versions. Safe to call from a thread other than the one
+        running the engine's event loop (a server's writer threads do)."""
         self.store.delete_worker(namespace, name)
-        self.runtime.forget_worker(f"{namespace}/{name}")
         self.config_cache.changed()
+        self._on_engine_loop(self.runtime.forget_worker, f"{namespace}/{name}")
+
+    def _on_engine_loop(self, call: Callable[[str], None], argument: str) -> None:
+        """Run `call(argument)` on the event loop that runs this engine's guests: at once when
+        that is the current thread's loop (or the engine has run nothing yet), else soon, safely."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            call(argument)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            call(argument)
+        else:
+            loop.call_soon_threadsafe(call, argument)
 
     def set_tags(self, name: str, tags: Iterable[str], *, namespace: str = DEFAULT_NAMESPACE) -> Worker:
         worker = self.store.update_settings(namespace, name, check_tags(tags), None, "tags changed")
@@ -485,6 +504,8 @@ class Engine:
         """Route a request to its worker, run it under its limits, and return the response with its trace."""
         if self._closed:
             raise WasmdeckError("the engine is closed")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         self.capture_runtime_output()
         started = time.perf_counter()
         timestamp = self.clock()

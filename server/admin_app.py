@@ -47,12 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -73,6 +71,7 @@ from .auth import token_matches
 from .cloudflare_api import CloudflarePaths
 from .envelope import envelope_error, ok
 from .http_limits import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS
+from .writer import EngineWriter
 from .tail_stream import FILTER_PARAMETERS, MAX_HISTORY, InvalidParameter, TailEndpoint, parse_trace_filter
 
 Scope = MutableMapping[str, Any]
@@ -80,11 +79,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
 MAX_JSON_BYTES = 1024 * 1024
-WRITER_THREADS = 2
 DEFAULT_TRACES = 100
 # Traces are stored in batches off the request path; /traces first waits for what was published so
 # far, but never longer than this (under steady traffic the batch writer is never idle).
@@ -206,24 +201,15 @@ async def _json_body(request: Request) -> Any:
 class AdminApi:
     """The handlers; `engine` is owned (and closed) by the caller."""
 
-    def __init__(self, engine: Engine, dispatch: DispatchListener | None = None, tail: TailEndpoint | None = None) -> None:
+    def __init__(self, engine: Engine, dispatch: DispatchListener | None = None, tail: TailEndpoint | None = None,
+                 writer: EngineWriter | None = None) -> None:
         self.engine = engine
         self.dispatch = dispatch
         self.tail = tail
-        # Writes may wait on a database another process holds locked (up to the store's busy
-        # timeout) and a deploy validates and meters its module: none of that may run on the event
-        # loop that also serves dispatch. Each writer thread has its own SQLite connection.
-        self._writer = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="wasmdeck-admin-write")
-
-    async def _write(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run an engine write (or a deploy) in a writer thread, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, functools.partial(call, *args, **kwargs))
+        self._write = writer or EngineWriter()  # every write and deploy runs off the event loop
 
     async def _delete_worker(self, name: str, namespace: str) -> None:
-        """`Engine.delete` in two halves: the store write in a writer thread, then dropping the
-        worker's sandbox on the event loop (the runtime is the loop's)."""
-        await self._write(self.engine.store.delete_worker, namespace, name)
-        self.engine.runtime.forget_worker(f"{namespace}/{name}")
+        await self._write(self.engine.delete, name, namespace=namespace)
 
     # -- namespaces -----------------------------------------------------------------
 
@@ -663,7 +649,8 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
     total, queue_size, slow_timeout, poll_interval).
     """
     tail = TailEndpoint(engine, token, **(tail_options or {}))
-    api = AdminApi(engine, dispatch, tail)
+    writer = EngineWriter()
+    api = AdminApi(engine, dispatch, tail, writer)
     script = "/namespaces/{ns}/scripts/{name}"
     routes = [
         Route("/namespaces", api.list_namespaces, methods=["GET"]),
@@ -719,7 +706,7 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
         },
     )
     # Cloudflare's own paths under /client/v4, beside wasmdeck's
-    return CloudflarePaths(BearerAuth(app, token), engine, token, dispatch.namespace if dispatch else DEFAULT_NAMESPACE)
+    return CloudflarePaths(BearerAuth(app, token), engine, token, dispatch.namespace if dispatch else DEFAULT_NAMESPACE, writer)
 
 
 # -- OpenAPI ------------------------------------------------------------------------

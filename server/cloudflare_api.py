@@ -82,6 +82,7 @@ from wasmdeck.engine.validation import check_name, check_tag, check_tags
 from wasmdeck.engine.wasm_module import validate_worker_module
 
 from .auth import token_matches
+from .writer import EngineWriter
 from .cloudflare_upload import (
     CODE_BAD_REQUEST, CODE_NAMESPACE_EXISTS, CODE_NAMESPACE_NOT_FOUND, CODE_SCRIPT_NOT_FOUND, CODE_TOO_LARGE,
     CODE_VALIDATION, HONOURED_FIELDS, UPLOAD_SLACK_BYTES, Bindings, DispatchBinding, Module, Part, Settings,
@@ -162,9 +163,12 @@ def _flag(request: Request, name: str) -> bool:
 class CloudflareApi:
     """The handlers; `platform_namespace` holds the platform's own Workers (see the module's notes)."""
 
-    def __init__(self, engine: Engine, platform_namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(self, engine: Engine, platform_namespace: str = DEFAULT_NAMESPACE, writer: EngineWriter | None = None) -> None:
         self.engine = engine
         self.platform_namespace = platform_namespace
+        # every change (several engine calls for one request, a deploy that validates and compiles)
+        # runs in a writer thread, never on the event loop that serves dispatch
+        self._write = writer or EngineWriter()
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -299,7 +303,7 @@ class CloudflareApi:
             raise bad(str(error)) from None
         if any(ns.name == name for ns in self.engine.namespaces()):
             raise _refused(409, CODE_NAMESPACE_EXISTS, f"dispatch namespace {name!r} already exists")
-        ns = self.engine.create_namespace(name)
+        ns = await self._write(self.engine.create_namespace, name)
         return envelope(self._namespace_result(ns, request.path_params["account_id"]))
 
     async def get_namespace(self, request: Request) -> Response:
@@ -313,6 +317,10 @@ class CloudflareApi:
         if ns.name == self.platform_namespace:
             raise _refused(409, CODE_BAD_REQUEST, f"namespace {ns.name!r} is the one this server's dispatch listener serves; "
                                                   "it cannot be deleted while the server runs")
+        await self._write(self._delete_namespace, ns)
+        return envelope(None)
+
+    def _delete_namespace(self, ns: Namespace) -> None:
         if ns.dispatch_worker is not None:
             self.engine.set_dispatch_worker(None, namespace=ns.name)
         if ns.outbound is not None:
@@ -323,7 +331,6 @@ class CloudflareApi:
         for worker in self.engine.workers(ns.name):  # Cloudflare deletes a namespace with its scripts
             self.engine.delete(worker.name, namespace=ns.name)
         self.engine.delete_namespace(ns.name)
-        return envelope(None)
 
     # -- listing and bulk deletion by tags -----------------------------------------------
 
@@ -370,7 +377,7 @@ class CloudflareApi:
         for worker in doomed:  # every refusal before the first deletion
             self._check_unreferenced(ns, worker.name, force)
         for worker in doomed:
-            self._delete(ns, worker.name)
+            await self._write(self._delete, ns, worker.name)
         return envelope([{"id": worker.name} for worker in doomed])
 
     # -- one script -------------------------------------------------------------------
@@ -416,13 +423,13 @@ class CloudflareApi:
     async def delete_script(self, request: Request) -> Response:
         ns, name = self._dispatch_path(request)
         self._check_unreferenced(ns, name, _flag(request, "force"))
-        self._delete(ns, name)
+        await self._write(self._delete, ns, name)
         return envelope(None)
 
     async def delete_platform_script(self, request: Request) -> Response:
         ns, name = self._platform_path(request)
         self._check_unreferenced(ns, name, _flag(request, "force"))
-        self._delete(ns, name)
+        await self._write(self._delete, ns, name)
         return envelope(None)
 
     # -- uploads ----------------------------------------------------------------------
@@ -549,14 +556,21 @@ class CloudflareApi:
         if plan.settings.bindings is not None and plan.settings.bindings.dispatch is not None:
             raise bad("a script in a dispatch namespace is a user Worker and cannot dispatch; upload the dispatch Worker "
                       "as the platform's own Worker (PUT /accounts/{account_id}/workers/scripts/{name})")
-        self._check_consumers(ns, name, plan.settings.tail_consumers or ())
-        worker = self._deploy(ns, name, plan.main, plan.settings, f"uploaded through the Cloudflare API ({plan.main.name})")
-        self._after_deploy(ns, name, plan.settings, dispatcher=False, compatibility=True)
+        await self._write(self._put_script, ns, name, plan)
         return envelope(self._script_result(ns, self.engine.worker(name, namespace=ns)))
+
+    def _put_script(self, ns: str, name: str, plan: UploadPlan) -> None:
+        self._check_consumers(ns, name, plan.settings.tail_consumers or ())
+        self._deploy(ns, name, plan.main, plan.settings, f"uploaded through the Cloudflare API ({plan.main.name})")
+        self._after_deploy(ns, name, plan.settings, dispatcher=False, compatibility=True)
 
     async def put_platform_script(self, request: Request) -> Response:
         name = self._script_name(request.path_params["name"])
         plan = await self._read_upload(request)
+        ns, messages = await self._write(self._put_platform_script, name, plan)
+        return envelope(self._script_result(ns, self.engine.worker(name, namespace=ns)), messages=messages)
+
+    def _put_platform_script(self, name: str, plan: UploadPlan) -> tuple[str, list[dict[str, Any]]]:
         settings = plan.settings
         binding = settings.bindings.dispatch if settings.bindings is not None else None
         home = self._platform_home(name)
@@ -572,7 +586,7 @@ class CloudflareApi:
         self._deploy(ns, name, plan.main, settings, f"uploaded through the Cloudflare API ({plan.main.name})")
         messages = self._apply_dispatch(ns, name, binding, was_dispatcher, settings.keep_bindings)
         self._after_deploy(ns, name, settings, dispatcher=binding is not None, compatibility=True)
-        return envelope(self._script_result(ns, self.engine.worker(name, namespace=ns)), messages=messages)
+        return ns, messages
 
     def _apply_dispatch(self, ns: str, name: str, binding: DispatchBinding | None, was_dispatcher: bool,
                         keep: frozenset[str]) -> list[dict[str, Any]]:
@@ -618,8 +632,8 @@ class CloudflareApi:
         if self.engine.namespace(ns).dispatch_worker == name:
             self._check_dispatch(ns, name, DispatchBinding("dispatcher", ns), module)
         data, abi = self._module_for_engine(module)
-        self._engine_deploy(name, data, namespace=ns, tags=worker.tags, vars=worker.vars, abi=abi,
-                            message=f"content replaced through the Cloudflare API ({module.name})")
+        await self._write(self._engine_deploy, name, data, namespace=ns, tags=worker.tags, vars=worker.vars, abi=abi,
+                          message=f"content replaced through the Cloudflare API ({module.name})")
         return envelope(self._script_result(ns, self.engine.worker(name, namespace=ns)))
 
     async def put_content(self, request: Request) -> Response:
@@ -709,13 +723,15 @@ class CloudflareApi:
     async def patch_settings(self, request: Request) -> Response:
         ns, name = self._dispatch_path(request)
         self._worker(ns, name)
-        self._change_settings(ns, name, await self._settings_part(request), platform=False)
+        settings = await self._settings_part(request)
+        await self._write(self._change_settings, ns, name, settings, platform=False)
         return envelope(self._settings_result(ns, self.engine.worker(name, namespace=ns)))
 
     async def patch_platform_settings(self, request: Request) -> Response:
         ns, name = self._platform_path(request)
         self._worker(ns, name)
-        self._change_settings(ns, name, await self._settings_part(request), platform=True)
+        settings = await self._settings_part(request)
+        await self._write(self._change_settings, ns, name, settings, platform=True)
         return envelope(self._settings_result(ns, self.engine.worker(name, namespace=ns)))
 
     def _script_settings_result(self, ns: str, worker: Worker) -> dict[str, Any]:
@@ -733,7 +749,7 @@ class CloudflareApi:
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise bad("the body must be a JSON object of script settings")
-        self._change_settings(ns, name, parse_settings(body, "body", allowed=("tags", "tail_consumers")), platform=True)
+        await self._write(self._change_settings, ns, name, parse_settings(body, "body", allowed=("tags", "tail_consumers")), platform=True)
         return envelope(self._script_settings_result(ns, self.engine.worker(name, namespace=ns)))
 
     # -- tags -------------------------------------------------------------------------
@@ -760,7 +776,7 @@ class CloudflareApi:
             tags = check_tags(body)
         except InvalidInput as error:
             raise bad(str(error)) from None
-        return _list(list(self.engine.set_tags(name, tags, namespace=ns).tags))
+        return _list(list((await self._write(self.engine.set_tags, name, tags, namespace=ns)).tags))
 
     async def put_tag(self, request: Request) -> Response:
         ns, name = self._dispatch_path(request)
@@ -768,7 +784,7 @@ class CloudflareApi:
         tag = self._tag(request)
         if tag not in worker.tags:
             try:
-                worker = self.engine.set_tags(name, [*worker.tags, tag], namespace=ns)
+                worker = await self._write(self.engine.set_tags, name, [*worker.tags, tag], namespace=ns)
             except InvalidInput as error:
                 raise bad(str(error)) from None
         return _list(list(worker.tags))
@@ -779,7 +795,7 @@ class CloudflareApi:
         tag = self._tag(request)
         if tag not in worker.tags:
             raise _refused(404, CODE_SCRIPT_NOT_FOUND, f"script {name!r} has no tag {tag!r}")
-        self.engine.set_tags(name, [t for t in worker.tags if t != tag], namespace=ns)
+        await self._write(self.engine.set_tags, name, [t for t in worker.tags if t != tag], namespace=ns)
         return envelope(None)
 
     # -- secrets ----------------------------------------------------------------------
@@ -816,7 +832,7 @@ class CloudflareApi:
         ns, name = self._secret_location(request)
         key, text = self._secret_body(await _json_body(request), "the body")
         try:
-            self.engine.put_secret(name, key, text, namespace=ns)
+            await self._write(self.engine.put_secret, name, key, text, namespace=ns)
         except InvalidInput as error:
             raise bad(str(error)) from None
         return envelope({"name": key, "type": "secret_text"})
@@ -837,7 +853,7 @@ class CloudflareApi:
         key = self._secret_name(request)
         if key not in self.engine.secret_names(name, namespace=ns):
             raise _refused(404, CODE_SCRIPT_NOT_FOUND, f"script {name!r} has no secret named {key!r}")
-        self.engine.delete_secret(name, key, namespace=ns)
+        await self._write(self.engine.delete_secret, name, key, namespace=ns)
         return envelope(None)
 
     async def bulk_secrets(self, request: Request) -> Response:
@@ -860,7 +876,7 @@ class CloudflareApi:
             put[key] = text
         if put or deleted:
             try:
-                self.engine.update_bindings(name, put_secrets=put, delete_secrets=deleted, namespace=ns)
+                await self._write(self.engine.update_bindings, name, put_secrets=put, delete_secrets=deleted, namespace=ns)
             except InvalidInput as error:
                 raise bad(str(error)) from None
         return _list([{"name": key, "type": "secret_text"} for key in self.engine.secret_names(name, namespace=ns)])
@@ -956,10 +972,11 @@ class CloudflarePaths:
     """ASGI: answers `/client/v4/...` with Cloudflare's paths and hands everything else to the
     admin app it wraps (which it stands in for: other attributes are the wrapped app's)."""
 
-    def __init__(self, admin_app: Any, engine: Engine, token: str, platform_namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(self, admin_app: Any, engine: Engine, token: str, platform_namespace: str = DEFAULT_NAMESPACE,
+                 writer: EngineWriter | None = None) -> None:
         self.admin_app = admin_app
         self.cloudflare_token = token
-        self.cloudflare_api = CloudflareApi(engine, platform_namespace)
+        self.cloudflare_api = CloudflareApi(engine, platform_namespace, writer)
         self.cloudflare_router = Starlette(
             routes=_routes(self.cloudflare_api),
             exception_handlers={

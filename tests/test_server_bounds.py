@@ -263,6 +263,10 @@ def test_dispatch_never_waits_on_a_write_stuck_behind_a_locked_database(admin: t
         threading.Thread(target=write, args=("limits", "PUT", "/limits/free"), kwargs={"json": {"cpuMs": 50}}),
         threading.Thread(target=write, args=("deploy", "PUT", "/namespaces/default/scripts/second"),
                          kwargs={"files": {"metadata": (None, "{}"), "module": ("hello.wasm", module)}}),
+        # Cloudflare's paths write through the same writer threads
+        threading.Thread(target=write, args=("cloudflare", "PUT",
+                                             "/client/v4/accounts/any/workers/dispatch/namespaces/default/scripts/hello/tags"),
+                         kwargs={"json": ["tagged-while-locked"]}),
     ]
     latencies: list[float] = []
     try:
@@ -291,6 +295,7 @@ def test_dispatch_never_waits_on_a_write_stuck_behind_a_locked_database(admin: t
     assert p99 < 200, f"dispatch p99 was {p99:.0f} ms while the database was locked"
     assert results["limits"].status_code == 200, results["limits"].text
     assert results["deploy"].status_code == 200, results["deploy"].text
+    assert results["cloudflare"].status_code == 200, results["cloudflare"].text
     assert server.get("/", host="second.x").status_code == 200
 
 
