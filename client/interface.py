@@ -102,6 +102,12 @@ class EngineClient(abc.ABC):
     async def set_vars(self, name: str, vars: Mapping[str, str], namespace: str) -> Worker: ...
 
     @abc.abstractmethod
+    async def update_settings(
+        self, name: str, namespace: str, *, tags: Iterable[str] | None = None, vars: Mapping[str, str] | None = None
+    ) -> Worker:
+        """New tags, new vars or both as one new version running the same module (None keeps one)."""
+
+    @abc.abstractmethod
     async def rollback(self, name: str, version: int, namespace: str) -> Worker: ...
 
     @abc.abstractmethod

@@ -100,6 +100,11 @@ class LocalClient(EngineClient):
     async def set_vars(self, name: str, vars: Mapping[str, str], namespace: str) -> Worker:
         return self.engine.set_vars(name, vars, namespace=namespace)
 
+    async def update_settings(
+        self, name: str, namespace: str, *, tags: Iterable[str] | None = None, vars: Mapping[str, str] | None = None
+    ) -> Worker:
+        return self.engine.update_settings(name, tags=tags, vars=vars, namespace=namespace)
+
     async def rollback(self, name: str, version: int, namespace: str) -> Worker:
         return self.engine.rollback(name, version, namespace=namespace)
 

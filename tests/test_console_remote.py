@@ -15,7 +15,8 @@ from wasmdeck.cli.main import main as wasmdeck_main
 from wasmdeck.console.app import WasmdeckApp
 from wasmdeck.console.screens.requests import RequestsView
 from wasmdeck.console.screens.tail import TailView
-from wasmdeck.console.widgets.modals import ErrorLine, UploadScreen
+from wasmdeck.console.widgets.error_line import ErrorLine
+from wasmdeck.console.widgets.modals import UploadScreen
 from wasmdeck.engine import Engine, WasmdeckError
 from wasmdeck.client import LocalClient
 from wasmdeck.client.remote import RemoteClient
@@ -106,6 +107,8 @@ async def test_a_refused_upload_shows_the_engine_s_sentence_and_changes_nothing(
                 await local.deploy(name, path if Path(path).is_absolute() else FIXTURES / path, "default", [], {})
             assert str(in_process.value) in shown, "the remote console shows another sentence than the local one"
             await pilot.press("escape")
+            await pilot.pause()
+            await pilot.press("y")  # discard what was typed
             await pilot.pause()
         assert [v.version for v in engine.versions("hello")] == [1]
         assert [w.name for w in engine.workers()] == ["hello"]

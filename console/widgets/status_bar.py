@@ -12,10 +12,14 @@ from textual.widgets import Static
 
 from wasmdeck.engine.traces import ERROR_OUTCOMES
 
+from ..styles import stylesheet
+
 WINDOW_S = 10.0
 
 
 class StatusBar(Static):
+    DEFAULT_CSS = stylesheet(__name__)
+
     namespace: reactive[str] = reactive("default")
 
     def __init__(self, clock: Callable[[], float], source: str, **kwargs: Any) -> None:
