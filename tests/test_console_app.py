@@ -253,7 +253,7 @@ async def test_help_is_built_from_bindings(engine: Engine) -> None:
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         described = {description for _, _, description in app.screen.entries}
-        assert {"Upload", "Delete", "Versions", "Quit", "Namespace"} <= described
+        assert {"Upload", "Delete", "Versions, and roll back to one", "Quit", "Namespace"} <= described
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)

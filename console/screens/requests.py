@@ -55,9 +55,12 @@ class RequestsView(UsesConsole, Vertical):
 
     BINDINGS = [
         Binding("ctrl+s", "send", "Send", id="requests.send"),
-        Binding("ctrl+r", "resend", "Resend selected", id="requests.resend"),
-        Binding("ctrl+l", "focus_url", "Go to URL (selects it)", id="requests.focus_url"),
-        Binding("ctrl+t", "show_trace", "Show the trace", id="requests.trace"),
+        Binding("ctrl+r", "resend", "Resend", id="requests.resend", tooltip="Resend the request selected in the history"),
+        Binding("ctrl+l", "focus_url", "URL", id="requests.focus_url", tooltip="Go to the URL and select it"),
+        Binding(
+            "ctrl+t", "show_trace", "Trace", id="requests.trace",
+            tooltip="The response's trace, with the keyboard in the response panel",
+        ),
         Binding("escape", "leave_form", "Leave the form", show=False, id="requests.leave_form"),
     ]
 
@@ -250,6 +253,8 @@ class RequestsView(UsesConsole, Vertical):
         if action == "leave_form":
             # escape only means something inside the form; elsewhere it is left to the app
             return self.is_mounted and self.form.has_focus_within
+        if action == "show_trace":
+            return not (self.is_mounted and self.panel.has_focus_within)  # there already: b h t d o move on
         return True
 
 

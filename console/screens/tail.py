@@ -47,7 +47,7 @@ class TailView(Vertical):
     """Live tail panes. The app calls `add_items`, `history` and `namespace_changed`."""
 
     BINDINGS = [
-        Binding("a", "add_pane", "Add pane", id="tail.add"),
+        Binding("a", "add_pane", "Add pane", id="tail.add", tooltip="Add a pane (each has its own filter)"),
         Binding("x", "close_pane", "Close pane", id="tail.close", show=False),
         Binding("m", "maximize_pane", "Maximise pane", id="tail.maximize", show=False),
         Binding("o", "toggle_orientation", "Stack/side by side", id="tail.orientation", show=False),

@@ -37,8 +37,8 @@ class WorkersView(UsesConsole, Vertical):
     DEFAULT_CSS = stylesheet(__name__)
     BINDINGS = [
         Binding("u", "upload", "Upload", id="workers.upload"),
-        Binding("e", "edit", "Edit tags/vars", id="workers.edit"),
-        Binding("v", "versions", "Versions", id="workers.versions"),
+        Binding("e", "edit", "Edit tags/vars", id="workers.edit", tooltip="Edit tags and vars (one new version)"),
+        Binding("v", "versions", "Versions", id="workers.versions", tooltip="Versions, and roll back to one"),
         Binding("d", "delete", "Delete", id="workers.delete"),
         Binding("slash", "filter", "Filter", id="workers.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="workers.clear_filter"),

@@ -51,7 +51,7 @@ def help_entries(
         if (group, binding.description) in seen:
             continue
         seen.add((group, binding.description))
-        entries.append((group, key_display.get(binding.key, binding.key), binding.description))
+        entries.append((group, key_display.get(binding.key, binding.key), binding.tooltip or binding.description))
     first = list(dict.fromkeys(here))
     order = {group: index for index, group in enumerate(first + [g for g, _, _ in entries if g not in first])}
     return sorted(entries, key=lambda entry: order[entry[0]])

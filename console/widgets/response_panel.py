@@ -98,12 +98,12 @@ def trace_view(response: Response) -> Text:
     dispatcher = response.dispatcher_trace
     note = Text(style="dim")
     if dispatcher is not None and dispatcher == trace:
-        note.append(f"The dispatch Worker {_worker_name(dispatcher)} answered this request itself; no user Worker ran.\n")
+        note.append(f"The dispatch Worker {_worker_name(dispatcher)} answered itself: no user Worker ran.")
     elif dispatcher is not None:
-        note.append(f"The user Worker's item. The dispatch Worker {_worker_name(dispatcher)} ran in front of it (")
+        note.append(f"In front of it: dispatch Worker {_worker_name(dispatcher)}, ")
         note.append_text(outcome_text(dispatcher.get("outcome")))
-        note.append(f", {dispatcher.get('wallTime', 0)} ms): its item is on the Dispatcher trace tab (d).\n")
-    note.append("o opens the item whole, with its JSON.\n\n")
+        note.append(f", {dispatcher.get('wallTime', 0)} ms (d shows its item).")
+    note.append(("\n" if note else "") + "o opens this item whole.\n\n")
     return note + summary(trace)
 
 
@@ -114,12 +114,12 @@ def dispatcher_view(response: Response) -> Text:
         return Text("No dispatch Worker handled this request: it went straight to its Worker.", style="dim")
     note = Text(style="dim")
     if dispatcher == response.trace:
-        note.append("The dispatch Worker answered this request itself; no user Worker ran.\n")
+        note.append("The dispatch Worker answered itself: no user Worker ran.")
     else:
-        note.append(f"The dispatch Worker's item. It dispatched to {_worker_name(response.trace)} (")
+        note.append(f"It dispatched to {_worker_name(response.trace)}, ")
         note.append_text(outcome_text(response.trace.get("outcome")))
-        note.append("): that item is on the Trace tab (t).\n")
-    note.append("o opens the item whole, with its JSON.\n\n")
+        note.append(" (t shows that item).")
+    note.append("\no opens this item whole.\n\n")
     return note + summary(dispatcher)
 
 
@@ -128,11 +128,17 @@ class ResponsePanel(Vertical):
 
     DEFAULT_CSS = stylesheet(__name__)
     BINDINGS = [
-        Binding("b", "show_tab('body')", "Body", id="response.body"),
-        Binding("h", "show_tab('headers')", "Headers", id="response.headers"),
-        Binding("t", "show_tab('trace')", "Trace (the request's Worker)", id="response.trace"),
-        Binding("d", "show_tab('dispatcher')", "Dispatcher trace", id="response.dispatcher"),
-        Binding("o", "open_trace", "Open the trace item whole", id="response.open"),
+        Binding("b", "show_tab('body')", "Body", id="response.body", show=False, tooltip="Response body"),
+        Binding("h", "show_tab('headers')", "Headers", id="response.headers", show=False, tooltip="Response headers"),
+        Binding(
+            "t", "show_tab('trace')", "Trace", id="response.trace", show=False,
+            tooltip="Trace: the item of the request's Worker (logs, exceptions)",
+        ),
+        Binding(
+            "d", "show_tab('dispatcher')", "Dispatcher trace", id="response.dispatcher",
+            tooltip="Dispatcher trace: the dispatch Worker's own item",
+        ),
+        Binding("o", "open_trace", "Open trace", id="response.open", tooltip="Open the shown trace item whole, with its JSON"),
     ]
 
     EMPTY_HINT = "Send a request to see its response here: [b]enter[/b] in the URL or [b]ctrl+s[/b] anywhere."

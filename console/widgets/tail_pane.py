@@ -144,7 +144,7 @@ class TailPane(Vertical):
     BINDINGS = [
         Binding("slash", "edit_filter", "Filter", id="tail.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="tail.clear_filter"),
-        Binding("f", "toggle_follow", "Follow/pause", id="tail.follow"),
+        Binding("f", "toggle_follow", "Follow", id="tail.follow", tooltip="Pause or resume following new lines"),
         Binding("c", "clear", "Clear", id="tail.clear"),
     ]
 

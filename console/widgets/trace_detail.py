@@ -58,13 +58,17 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
     field("Namespace", str(item.get("dispatchNamespace") or "-"))
     field("Time", moment(int(item.get("eventTimestamp") or 0), tz))
     field("Duration", f"wall {item.get('wallTime', 0)} ms", ("  ·  ", "dim"), f"cpu {item.get('cpuTime', 0)} ms")
-    headers = request.get("headers") or {}
-    if headers:
-        text.append("Headers\n", "bold")
-        for name, value in headers.items():
-            text.append(f"  {name}: ", "dim")
-            text.append(f"{value}\n")
-
+    exceptions = item.get("exceptions") or []
+    text.append(f"\nExceptions ({len(exceptions)})\n", "bold underline")
+    if not exceptions:
+        text.append("  none\n", "dim")
+    for exception in exceptions:
+        first, *rest = str(exception.get("message") or "").splitlines() or [""]
+        text.append(f"  {moment(int(exception.get('timestamp') or 0), tz, date=False)} ", "dim")
+        text.append(f"{exception.get('name')}: ", "bold red")
+        text.append(first + "\n")
+        for line in rest:
+            text.append(f"      {line.rstrip()}\n", "red")
     logs = item.get("logs") or []
     text.append(f"\nLogs ({len(logs)})\n", "bold underline")
     if not logs:
@@ -74,6 +78,8 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
         text.append(f"  {moment(int(log.get('timestamp') or 0), tz, date=False)} ", "dim")
         text.append(f"{level:<5} ", level_style(level))
         text.append(" ".join(str(part) for part in log.get("message") or ()) + "\n")
+    if item.get("truncated"):
+        text.append("  The engine cut this item short (truncated): some logs or output are missing.\n", "yellow")
 
     subrequests = item.get("subrequests") or []
     if subrequests:
@@ -93,19 +99,12 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
         for entry in consumed:
             text.append(f"  {entry.get('scriptName') or '-'}\n")
 
-    exceptions = item.get("exceptions") or []
-    text.append(f"\nExceptions ({len(exceptions)})\n", "bold underline")
-    if not exceptions:
-        text.append("  none\n", "dim")
-    for exception in exceptions:
-        first, *rest = str(exception.get("message") or "").splitlines() or [""]
-        text.append(f"  {moment(int(exception.get('timestamp') or 0), tz, date=False)} ", "dim")
-        text.append(f"{exception.get('name')}: ", "bold red")
-        text.append(first + "\n")
-        for line in rest:
-            text.append(f"      {line.rstrip()}\n", "red")
-    if item.get("truncated"):
-        text.append("\nLogs were truncated by the engine (too many lines or bytes).\n", "yellow")
+    headers = request.get("headers") or {}
+    if headers:
+        text.append("\nRequest headers\n", "bold underline")
+        for name, value in headers.items():
+            text.append(f"  {name}: ", "dim")
+            text.append(f"{value}\n")
     text.rstrip()
     return text
 

@@ -81,34 +81,39 @@ class TraceRow:
 
 # Columns left to right; the URL takes whatever width the others leave. When a pane is narrow
 # (side by side on a 100-column terminal), outcome and worker shrink first, then flags, method,
-# wall time, worker and time go, in that order, and the URL may shrink to MIN_URL_NARROW. Status
-# and outcome always stay: they are what a tail is watched for.
+# wall time and time go, then outcome and worker shrink again and the URL may narrow to
+# MIN_URL_NARROW; the worker goes last. Status and outcome always stay: they are what a tail is
+# watched for, and the worker tells a dispatcher's line from its tenant's.
 _WIDE = {"time": 8, "method": 7, "url": 0, "status": 3, "outcome": 16, "wall": 7, "worker": 16, "flags": 7}
 _SHRINK = {"outcome": 10, "worker": 10}
-_DROP_ORDER = ("flags", "method", "wall", "worker", "time")
+_SHRINK_MORE = {"outcome": 9, "worker": 7}
+_DROP_ORDER = ("flags", "method", "wall", "time")
 MIN_URL = 20
-MIN_URL_NARROW = 8
+MIN_URL_NARROW = 7
+MIN_OUTCOME = 4
 
 
 @lru_cache(maxsize=64)
 def column_layout(width: int) -> tuple[tuple[str, int], ...]:
-    """(column, width) pairs that fit `width` cells, one space between columns."""
+    """(column, width) pairs that fit `width` cells, one space between columns (from about 20 cells up)."""
     columns = dict(_WIDE)
 
-    def fixed() -> int:
-        return sum(w for name, w in columns.items() if name != "url") + len(columns) - 1
+    def spare() -> int:
+        return width - (sum(w for name, w in columns.items() if name != "url") + len(columns) - 1)
 
-    if fixed() + MIN_URL > width:
+    if spare() < MIN_URL:
         columns.update(_SHRINK)
     for name in _DROP_ORDER:
-        if fixed() + MIN_URL <= width:
+        if spare() >= MIN_URL:
             break
         del columns[name]
-    spare = width - fixed()
-    if spare < MIN_URL_NARROW:  # narrower still: the outcome gives up cells before the URL vanishes
-        columns["outcome"] = max(4, columns["outcome"] - (MIN_URL_NARROW - spare))
-        spare = width - fixed()
-    columns["url"] = max(MIN_URL_NARROW, spare)
+    if spare() < MIN_URL_NARROW:
+        columns.update(_SHRINK_MORE)
+    if spare() < MIN_URL_NARROW:
+        del columns["worker"]
+    if spare() < MIN_URL_NARROW:  # narrower still: the outcome gives up cells before the URL vanishes
+        columns["outcome"] = max(MIN_OUTCOME, columns["outcome"] - (MIN_URL_NARROW - spare()))
+    columns["url"] = max(MIN_URL_NARROW, spare())
     return tuple(columns.items())
 
 
@@ -189,7 +194,7 @@ class TraceLog(ScrollView, can_focus=True, inherit_bindings=False):
         Binding("pagedown", "page_down", "Page down", show=False, id="tail.page_down"),
         Binding("home", "first", "Oldest line (pauses)", show=False, id="tail.home"),
         Binding("end", "follow", "Newest line, follow", show=False, id="tail.end"),
-        Binding("enter", "open", "Show trace", id="tail.open"),
+        Binding("enter", "open", "Open", id="tail.open", tooltip="Open the selected line's trace item whole"),
     ]
     COMPONENT_CLASSES = {"trace-log--cursor", "trace-log--highlight", "trace-log--match"}
     DEFAULT_CSS = stylesheet(__name__)
