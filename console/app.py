@@ -19,6 +19,7 @@ from wasmdeck.engine.errors import WasmdeckError
 from wasmdeck.engine.traces import TraceFilter
 
 from .context import SaveStep
+from .styles import stylesheet
 from .messages import LimitsChanged, PlatformChanged, UnsavedChanged, WorkersChanged
 from .screens.limits import LimitsView
 from .screens.outbound import OutboundView
@@ -58,7 +59,7 @@ Traffic = Callable[[EngineClient, Callable[[], str]], Awaitable[None]]
 class WasmdeckApp(App[None]):
     """The admin console. It only ever talks to the engine through `EngineClient`."""
 
-    CSS_PATH = "app.tcss"
+    CSS = stylesheet(__name__)  # app.tcss; read here, so a subclass elsewhere finds it too
     TITLE = "wasmdeck"
     ENABLE_COMMAND_PALETTE = True
     # start on the workers table, never in the filter box (where 1-6 would be typed, not obeyed)

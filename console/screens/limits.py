@@ -18,6 +18,7 @@ from ..context import UsesConsole
 from ..messages import LimitsChanged
 from ..styles import stylesheet
 from ..widgets.error_line import ErrorLine
+from ..widgets.field import Field
 from ..widgets.modals import ConfirmScreen, FormScreen
 
 LABELS = {"cpu_ms": "CPU ms", "memory_mb": "Memory MiB", "sub_requests": "Subrequests", "wall_ms": "Wall ms"}
@@ -35,11 +36,11 @@ class LimitFormScreen(FormScreen[str]):
         with Vertical(classes="dialog", id="limit-dialog"):
             yield Label("Edit tag limits" if self.tag else "Add tag limits", classes="dialog-title")
             yield Label("Tag")
-            yield Input(self.tag, id="limit-tag", disabled=bool(self.tag), placeholder="free")
+            yield Field(self.tag, id="limit-tag", disabled=bool(self.tag), placeholder="free")
             for name in FIELDS:
                 value = getattr(self.limits, name)
                 yield Label(f"{LABELS[name]} ({CAMEL[name]}, blank = not set)")
-                yield Input("" if value is None else str(value), id=f"limit-{name}", type="integer")
+                yield Field("" if value is None else str(value), id=f"limit-{name}", type="integer")
             yield ErrorLine(classes="-empty", id="limit-error")
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="limit-save")

@@ -22,6 +22,7 @@ from ..context import UsesConsole
 from ..messages import PlatformChanged, UnsavedChanged
 from ..styles import stylesheet
 from ..widgets.error_line import ErrorLine
+from ..widgets.field import Field
 from ..widgets.modals import FormScreen
 
 Parameter = tuple[str, str | None]
@@ -65,9 +66,9 @@ class ParameterFormScreen(FormScreen[Parameter]):
         with Vertical(classes="dialog", id="parameter-dialog"):
             yield Label("Edit parameter" if self.name_ else "Add parameter", classes="dialog-title")
             yield Label("Name (an environment variable name)")
-            yield Input(self.name_, id="parameter-name", placeholder="customer_name")
+            yield Field(self.name_, id="parameter-name", placeholder="customer_name")
             yield Label("Template (blank: only the dispatcher sets it)")
-            yield Input(self.template or "", id="parameter-template", placeholder="{worker} {namespace} {request.url} {request.host} {tag:NAME}")
+            yield Field(self.template or "", id="parameter-template", placeholder="{worker} {namespace} {request.url} {request.host} {tag:NAME}")
             yield ErrorLine(classes="-empty", id="parameter-error")
             with Horizontal(classes="buttons"):
                 yield Button("OK", variant="primary", id="parameter-ok")
@@ -119,9 +120,9 @@ class OutboundView(UsesConsole, Vertical):
         yield table
         yield Label("Egress policy  [dim](hosts with optional :port, *.example.com wildcards; a new namespace allows nothing; block wins)[/dim]", classes="section-title")
         yield Label("Allow")
-        yield Input(id="egress-allow", placeholder="api.example.com, *.example.org:443, 127.0.0.1")
+        yield Field(id="egress-allow", placeholder="api.example.com, *.example.org:443, 127.0.0.1")
         yield Label("Block")
-        yield Input(id="egress-block", placeholder="evil.example.com")
+        yield Field(id="egress-block", placeholder="evil.example.com")
         yield ErrorLine(classes="-empty", id="outbound-error")
         with Horizontal(classes="buttons"):
             yield Button("Save (ctrl+s)", variant="primary", id="outbound-save")

@@ -25,6 +25,7 @@ from ..context import UsesConsole
 from ..formatting import date_time
 from ..styles import stylesheet
 from .error_line import ErrorLine
+from .field import Field
 from .path_suggester import PathSuggester
 
 ResultT = TypeVar("ResultT")
@@ -64,7 +65,7 @@ class Dialog(UsesConsole, ModalScreen[ResultT]):
 
 class FormScreen(Dialog[ResultT]):
     """A dialog with fields and a save step: edits are marked ("● unsaved" on the box) and
-    escape or Cancel asks before throwing them away."""
+    escape or Cancel asks before throwing them away. Its one-line text fields are `Field`s."""
 
     _saved_values: tuple[tuple[str, str], ...] | None = None
 
@@ -128,11 +129,11 @@ class UploadScreen(FormScreen[Worker]):
         with Vertical(classes="dialog", id="upload-dialog"):
             yield Label(f"Upload a Worker to namespace [b]{escape(self.namespace)}[/b]", classes="dialog-title")
             yield Label("Module file (.wasm; → accepts a suggested path)")
-            yield Input(placeholder="path/to/worker.wasm", id="upload-path", suggester=PathSuggester(self.base))
+            yield Field(placeholder="path/to/worker.wasm", id="upload-path", suggester=PathSuggester(self.base))
             yield Label("Name (a DNS label)")
-            yield Input(placeholder="my-worker", id="upload-name")
+            yield Field(placeholder="my-worker", id="upload-name")
             yield Label("Tags (comma separated, at most 8)")
-            yield Input(placeholder="free, eu", id="upload-tags")
+            yield Field(placeholder="free, eu", id="upload-tags")
             yield Label("Vars (one KEY=VALUE per line)")
             yield TextArea(id="upload-vars", classes="vars")
             yield ErrorLine(classes="-empty", id="upload-error")
@@ -187,7 +188,7 @@ class EditWorkerScreen(FormScreen[Worker]):
         with Vertical(classes="dialog", id="edit-dialog"):
             yield Label(f"Edit [b]{self.worker.name}[/b] (version {self.worker.version})", classes="dialog-title")
             yield Label("Tags (comma separated, at most 8)")
-            yield Input(", ".join(self.worker.tags), id="edit-tags")
+            yield Field(", ".join(self.worker.tags), id="edit-tags")
             yield Label("Vars (one KEY=VALUE per line)")
             yield TextArea(format_vars(self.worker.vars), id="edit-vars", classes="vars")
             yield ErrorLine(classes="-empty", id="edit-error")

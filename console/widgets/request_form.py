@@ -20,6 +20,7 @@ from wasmdeck.engine.http import Request, parse_header_line
 
 from ..styles import stylesheet
 from .error_line import ErrorLine
+from .field import Field
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_URL = "http://hello.localhost/"
@@ -74,9 +75,8 @@ class RequestForm(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="request-line"):
             yield Select([(method, method) for method in METHODS], value="GET", allow_blank=False, id="request-method")
-            # Arriving on the tab puts the cursor at the end of the URL, never over a selection that the
-            # next key would replace; ctrl+l selects it on purpose.
-            yield Input(DEFAULT_URL, placeholder="http://worker.localhost/path?query", id="request-url", select_on_focus=False)
+            # arriving on the tab puts the cursor after the URL; ctrl+l selects it on purpose
+            yield Field(DEFAULT_URL, placeholder="http://worker.localhost/path?query", id="request-url")
             yield Button("Send", variant="primary", id="request-send")
         with Horizontal(id="request-editors"):
             headers = TextArea(id="request-headers", placeholder="Content-Type: application/json")
