@@ -196,7 +196,8 @@ async def test_remote_dispatch_finds_the_user_workers_item_and_the_dispatchers(e
             assert remote.trace["scriptName"] == here.trace["scriptName"] == user
             assert remote.outcome == here.outcome == outcome
             assert remote.dispatcher_trace is not None and remote.dispatcher_trace["scriptName"] == "dispatcher"
-            assert [log["message"] for log in remote.trace["logs"]] == [log["message"] for log in here.trace["logs"]]
+            if user == "logger":  # (a trap's logs depend on whether the worker trapped before)
+                assert [log["message"] for log in remote.trace["logs"]] == [log["message"] for log in here.trace["logs"]]
             for item in (remote.trace, remote.dispatcher_trace):  # the client's own header stays out of sight
                 assert REQUEST_ID_HEADER.lower() not in item["event"]["request"]["headers"]
         # the dispatcher answering itself: its item is both
