@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
@@ -27,7 +29,7 @@ from .screens.requests import RequestsView
 from .screens.tail import TailView
 from .screens.tail_workers import TailWorkersView
 from .screens.workers import WorkersView
-from .widgets.help import HelpScreen, help_entries
+from .widgets.help import HelpScreen, build_help
 from .widgets.modals import ConfirmScreen, Dialog, FormScreen, UnsavedChangesScreen, VersionsScreen
 from .widgets.namespace_picker import NamespacePicker
 from .widgets.response_panel import ResponsePanel
@@ -48,7 +50,7 @@ TABS = {
 }
 UNSAVED_MARK = " ●"
 # Every class whose bindings the help screen lists, in the order its groups come when not "here".
-HELP_SOURCES: tuple[type, ...] = (
+HELP_SOURCES: tuple[type[DOMNode], ...] = (
     WorkersView, LimitsView, OutboundView, TailWorkersView, RequestsView, ResponsePanel,
     TailView, TailPane, TraceLog, TraceDetailScreen, VersionsScreen, Dialog, ConfirmScreen,
 )  # fmt: skip
@@ -339,13 +341,14 @@ class WasmdeckApp(App[None]):
         """(group, key, description) for every console binding; the groups active where the focus is first."""
         active = [active.binding for active in self.screen.active_bindings.values()]
         listed = list(active)
-        for source in (WasmdeckApp, *HELP_SOURCES):
-            listed += [binding for binding in Binding.make_bindings(source.BINDINGS)]
+        sources: tuple[type[DOMNode], ...] = (WasmdeckApp, *HELP_SOURCES)
+        for source in sources:
+            listed += Binding.make_bindings(source.BINDINGS)
         listed.append(Binding("ctrl+p", "command_palette", "Command palette (every tab and view by name)", id="app.palette"))
         listed.append(Binding("ctrl+q", "quit", "Quit, from anywhere", id="app.quit_anywhere"))
         display = {binding.key: self.get_key_display(binding) for binding in listed}
         here = [(binding.id or "app.").split(".")[0] for binding in active if binding.id]
-        return help_entries(listed, display, here)
+        return build_help(listed, display, here)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.help_entries()))
@@ -377,7 +380,7 @@ class WasmdeckApp(App[None]):
             ("trace", "Response trace", "The trace item of the request's Worker: logs, exceptions (Requests tab, t)"),
             ("dispatcher", "Dispatcher trace", "The dispatch Worker's own item for the last request (Requests tab, d)"),
         ):
-            yield SystemCommand(title, help_text, self._go("requests", lambda tab=tab: requests.panel.show_tab(tab, focus=True)))
+            yield SystemCommand(title, help_text, self._go("requests", partial(requests.panel.show_tab, tab, focus=True)))
         yield SystemCommand(
             "Open the response's trace item", "The whole trace item of the last request, with its JSON (Requests tab, o)",
             self._go("requests", requests.panel.action_open_trace),

@@ -509,3 +509,18 @@ def test_a_tail_event_line_says_what_it_consumed() -> None:
                            event_timestamp=0, cpu_time=1, wall_time=2, consumed=consumed)
     row = TraceRow(item, 1, timezone.utc)
     assert (row.method, row.url, row.worker) == ("TAIL", "3 event(s): dispatcher, shop", "audit")
+
+
+def test_side_by_side_snapshot_at_100x30(snap_compare) -> None:
+    """Three panes side by side on a 100x30 terminal: every line keeps its status, outcome and worker."""
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _feed(pilot)
+        await pilot.press("tab", "a", "o")
+        await settle(pilot)
+        for pane in pilot.app.query_one(TailView).panes:
+            for line in [line for line in visible(pane) if line]:
+                assert any(status in line for status in (" 200 ", " 404 ", " 500 ")), line
+                assert any(outcome in line for outcome in ("ok", "scriptNo", "exception")), line
+
+    assert snap_compare(_busy_tail(), terminal_size=(100, 30), run_before=run_before)

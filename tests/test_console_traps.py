@@ -5,6 +5,8 @@ ctrl+l, one version per edit, and the trace pump at shutdown."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from textual.widgets import DataTable, Input, Select, TextArea
 
 from wasmdeck.cli.demo import setup_demo_platform
-from wasmdeck.client import LocalClient
+from wasmdeck.client import LocalClient, TraceStream
 from wasmdeck.console.app import WasmdeckApp
 from wasmdeck.console.screens.requests import RequestsView
 from wasmdeck.console.widgets.error_line import ErrorLine
@@ -20,9 +22,9 @@ from wasmdeck.console.widgets.help import HelpScreen
 from wasmdeck.console.widgets.modals import ConfirmScreen, UnsavedChangesScreen, VersionsScreen
 from wasmdeck.console.widgets.trace_detail import TraceDetailScreen
 from wasmdeck.console.widgets.trace_log import column_layout
-from wasmdeck.engine import Engine, InvalidInput, NotFound, Request
+from wasmdeck.engine import Engine, InvalidInput, NotFound, Request, TraceFilter
 
-from .conftest import FIXTURES, fixture_module, protocol_module
+from .conftest import FIXED_CLOCK_MS, FIXTURES, fixture_module, protocol_module
 from .test_console_app import settle
 
 NARROW = (100, 30)
@@ -513,3 +515,138 @@ async def test_the_trace_pump_does_not_feed_views_once_the_app_stops(engine: Eng
     await engine.request("http://hello.x/")
     app.pump_traces()  # what a last timer tick during the teardown does
     assert drained == [], "the pump fed the views of an app that is no longer running"
+
+
+# -- pictures at 100x30 --------------------------------------------------------------------------
+
+
+class PinnedClient(LocalClient):
+    """The times that vary from run to run, pinned, so a picture is the same every time."""
+
+    @staticmethod
+    def _pin(item: dict[str, Any]) -> dict[str, Any]:
+        item["cpuTime"] = item["wallTime"] = 1
+        item["eventTimestamp"] = FIXED_CLOCK_MS
+        for sub in item.get("subrequests") or ():
+            sub["durationMs"] = 1
+        return item
+
+    async def dispatch(self, request: Request, namespace: str) -> Any:
+        response = await super().dispatch(request, namespace)
+        for item in (response.trace, response.dispatcher_trace):
+            if item:
+                self._pin(item)
+        return response
+
+    def stream(self, trace_filter: TraceFilter | None = None, buffer: int = 10_000) -> TraceStream:
+        return PinnedStream(super().stream(trace_filter, buffer), self._pin)
+
+    async def recent_traces(self, limit: int, trace_filter: TraceFilter | None = None) -> list[dict[str, Any]]:
+        return [self._pin(item) for item in await super().recent_traces(limit, trace_filter)]
+
+
+class PinnedStream(TraceStream):
+    def __init__(self, inner: TraceStream, pin: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.inner = inner
+        self.pin = pin
+        self.dropped = 0
+
+    def drain(self) -> list[dict[str, Any]]:
+        return [self.pin(item) for item in self.inner.drain()]
+
+    async def wait(self, timeout: float) -> None:
+        await self.inner.wait(timeout)
+
+    def take_dropped(self) -> int:
+        return self.inner.take_dropped()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def pinned_demo_app(tmp_path: Path, wasmer_cache: Path) -> tuple[WasmdeckApp, Engine]:
+    engine = Engine(tmp_path / "demo.db", cache_dir=wasmer_cache, clock=lambda: FIXED_CLOCK_MS)
+    setup_demo_platform(engine)
+    return WasmdeckApp(PinnedClient(engine, description="demo.db"), clock=lambda: 1_000.0, upload_base=FIXTURES), engine
+
+
+def _snapshot(snap_compare: Any, tmp_path: Path, wasmer_cache: Path, run_before: Any) -> None:
+    app, engine = pinned_demo_app(tmp_path, wasmer_cache)
+    try:
+        assert snap_compare(app, terminal_size=NARROW, run_before=run_before)
+    finally:
+        asyncio.run(engine.close())
+
+
+def test_snapshot_requests_trace_at_100x30(snap_compare: Any, tmp_path: Path, wasmer_cache: Path) -> None:
+    """A trap behind the dispatch Worker: the header says exception, the Trace tab shows the tenant's item."""
+
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        await request(pilot, "http://trap.demo.local/")
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+
+    _snapshot(snap_compare, tmp_path, wasmer_cache, run_before)
+
+
+def test_snapshot_requests_dispatcher_trace_at_100x30(snap_compare: Any, tmp_path: Path, wasmer_cache: Path) -> None:
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        await request(pilot, "http://trap.demo.local/")
+        await pilot.press("ctrl+t", "d")
+        await settle(pilot)
+
+    _snapshot(snap_compare, tmp_path, wasmer_cache, run_before)
+
+
+def test_snapshot_workers_at_100x30(snap_compare: Any, tmp_path: Path, wasmer_cache: Path) -> None:
+    _snapshot(snap_compare, tmp_path, wasmer_cache, settle)
+
+
+def test_snapshot_outbound_unsaved_at_100x30(snap_compare: Any, tmp_path: Path, wasmer_cache: Path) -> None:
+    """An edit not saved yet: the tab label and the view say so."""
+
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        pilot.app.query_one("#egress-block", Input).focus()
+        await type_text(pilot, ", evil.example.com")
+        await settle(pilot)
+
+    _snapshot(snap_compare, tmp_path, wasmer_cache, run_before)
+
+
+def test_snapshot_unsaved_question_at_100x30(snap_compare: Any, tmp_path: Path, wasmer_cache: Path) -> None:
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        pilot.app.query_one("#egress-block", Input).focus()
+        await type_text(pilot, ", evil.example.com")
+        pilot.app.query_one("#outbound-parameters", DataTable).focus()
+        await asked(pilot, "1")
+        await pilot.pause()
+
+    _snapshot(snap_compare, tmp_path, wasmer_cache, run_before)
+
+
+def test_snapshot_versions_confirmation_at_100x30(snap_compare: Any, tmp_path: Path, wasmer_cache: Path) -> None:
+    """Enter on an earlier version asks first, and says what the rollback will serve."""
+    engine = Engine(tmp_path / "w.db", cache_dir=wasmer_cache, clock=lambda: FIXED_CLOCK_MS)
+    engine.deploy("hello", fixture_module("hello"), tags=["free"], vars={"GREETING": "hi"})
+    engine.update_settings("hello", tags=["pro"], vars={"GREETING": "hello"})
+
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("v")
+        await settle(pilot)
+        await pilot.press("down", "enter")
+        await pilot.pause()
+
+    app = WasmdeckApp(PinnedClient(engine, description="wasmdeck.db"), clock=lambda: 1_000.0, upload_base=FIXTURES)
+    try:
+        assert snap_compare(app, terminal_size=NARROW, run_before=run_before)
+    finally:
+        asyncio.run(engine.close())

@@ -118,7 +118,7 @@ class OutboundView(UsesConsole, Vertical):
         table: DataTable[Text] = DataTable(id="outbound-parameters", cursor_type="row", zebra_stripes=True)
         table.add_columns("Name", "Template")
         yield table
-        yield Label("Egress policy  [dim](hosts with optional :port, *.example.com wildcards; a new namespace allows nothing; block wins)[/dim]", classes="section-title")
+        yield Label("Egress policy  [dim](host, host:port or *.example.com; block wins; a new namespace allows nothing)[/dim]", classes="section-title")
         yield Label("Allow")
         yield Field(id="egress-allow", placeholder="api.example.com, *.example.org:443, 127.0.0.1")
         yield Label("Block")

@@ -76,7 +76,7 @@ class TailConsumerFormScreen(FormScreen[TailConsumer]):
             if scope == "worker" and not isinstance(worker, str):
                 raise InvalidInput("choose the Worker whose items it receives")
             added = await self.host.client.add_tail_consumer(
-                consumer, worker if scope == "worker" else None, scope == "dispatcher", self.namespace
+                consumer, worker if scope == "worker" and isinstance(worker, str) else None, scope == "dispatcher", self.namespace
             )
         except WasmdeckError as failure:
             self.query_one("#tail-consumer-error", ErrorLine).show(escape(str(failure)))

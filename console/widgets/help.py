@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical
 from textual.widgets import DataTable, Label
 
 from ..styles import stylesheet
@@ -37,7 +37,7 @@ def group_of(binding: Binding) -> str:
     return (binding.id or "app.").split(".")[0]
 
 
-def help_entries(
+def build_help(
     bindings: Iterable[Binding], key_display: dict[str, str], here: Iterable[str] = ()
 ) -> list[HelpEntry]:
     """One entry per (group, description) of the console's own bindings (those with an id and a
@@ -68,7 +68,7 @@ class HelpScreen(Dialog[None]):
         self.entries = entries
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog wide", id="help-dialog"):
+        with Vertical(classes="dialog wide", id="help-dialog"):
             yield Label(
                 "wasmdeck console: keys  [dim](esc closes; ctrl+p opens the command palette; "
                 "digits switch tabs when no text field has the keyboard, esc leaves a field)[/dim]",

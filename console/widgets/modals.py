@@ -312,10 +312,12 @@ class VersionsScreen(Dialog[Rollback]):
         error.show("")
         serving = self.current
         from_version = serving.version if serving else self.worker.version
-        tags = ", ".join(target.tags) or "no tags"
+        tags = f"tags {', '.join(target.tags)}" if target.tags else "no tags"
+        count = len(target.vars)
+        variables = "no vars" if not count else "1 var" if count == 1 else f"{count} vars"
         question = (
-            f"Roll [b]{self.worker.name}[/b] back to v{target.version}? It serves v{target.version}'s module "
-            f"({target.sha256[:12]}), {tags} and {len(target.vars)} var(s) again, recorded as a new version; "
+            f"Roll [b]{self.worker.name}[/b] back to v{target.version}? It will serve v{target.version}'s module "
+            f"({target.sha256[:12]}) with {escape(tags)} and {variables} again, as a new version; "
             f"v{from_version} stays in the history."
         )
 

@@ -6,6 +6,7 @@ dispatch Worker fronts the namespace, the dispatcher's own item beside it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -77,7 +78,7 @@ def body_view(body: bytes, content_type: str | None) -> tuple[str, Content | Tex
     return "text", _capped(text, lambda shown: Content(shown))
 
 
-def _capped(text: str, render: Any) -> Content:
+def _capped(text: str, render: Callable[[str], Content]) -> Content:
     if len(text) <= MAX_SHOWN_BODY:
         return render(text)
     shown = render(text[:MAX_SHOWN_BODY])
