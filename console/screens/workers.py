@@ -177,6 +177,8 @@ class WorkersView(UsesConsole, Vertical):
             self.notify("Select a worker first", severity="warning")
             return
         name = row.worker.name
+        count = row.worker.version
+        versions = "its only version" if count == 1 else f"all {count} of its versions"
 
         async def done(confirmed: bool | None) -> None:
             if not confirmed:
@@ -190,7 +192,7 @@ class WorkersView(UsesConsole, Vertical):
 
         self.app.push_screen(
             ConfirmScreen(
-                f"Delete [b]{name}[/b] and all {row.worker.version} of its versions from namespace {self.namespace}?",
+                f"Delete [b]{name}[/b] and {versions} from namespace {self.namespace}? This cannot be undone.",
                 yes="Yes, delete",
             ),
             done,

@@ -196,6 +196,10 @@ class EditWorkerScreen(FormScreen[Worker]):
                 yield Button("Save", variant="primary", id="edit-save")
                 yield Button("Cancel", id="edit-cancel")
 
+    def on_mount(self) -> None:
+        variables = self.query_one("#edit-vars", TextArea)
+        variables.move_cursor(variables.document.end)  # tabbing in adds a var after the others
+
     @on(Button.Pressed, "#edit-cancel")
     def cancel(self) -> None:
         self.action_cancel()
