@@ -84,6 +84,7 @@ EVERY_CALL = [
     ("GET", "/namespaces/default/scripts/hello/versions", None),
     ("GET", "/namespaces/default/scripts/hello/limits", None),
     ("GET", "/namespaces/default/scripts/hello/vars", None), ("PUT", "/namespaces/default/scripts/hello/vars", {"A": "b"}),
+    ("PATCH", "/namespaces/default/scripts/hello/settings", {"tags": ["x"]}),
     ("POST", "/namespaces/default/scripts/hello/rollback", {"version": 1}),
     ("GET", "/limits", None), ("PUT", "/limits/free", {"cpuMs": 1}), ("DELETE", "/limits/free", None),
     ("GET", "/traces", None), ("GET", "/server", None),
@@ -437,7 +438,7 @@ async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.
     served = {(m, route.path) for route in create_admin_app(engine, TOKEN).app.routes
               for m in getattr(route, "methods", None) or () if m != "HEAD"}  # /tail is a WebSocket route
     assert documented == served
-    assert len(documented) == 33
+    assert len(documented) == 34
     error(await client.get("/no/such/path"), 404)
     response = await client.post("/limits")
     error(response, 405)
