@@ -54,6 +54,16 @@ def status_label(status: int) -> str:
         return str(status)
 
 
+# -- error rates -----------------------------------------------------------------------------
+
+ERROR_RATE_ALERT = 0.05
+"""From this share of failed requests on, an error rate is shown as an alarm."""
+
+
+def error_rate_style(rate: float) -> str:
+    return "bold red" if rate >= ERROR_RATE_ALERT else "green"
+
+
 # -- log levels ---------------------------------------------------------------------------
 
 _LEVEL_STYLES = {"debug": "dim", "info": "cyan", "log": "", "warn": "yellow", "error": "bold red"}

@@ -17,7 +17,7 @@ from wasmdeck.engine.errors import WasmdeckError
 from wasmdeck.engine.store import Worker
 
 from ..context import UsesConsole
-from ..formatting import date_time, outcome_text, size_text
+from ..formatting import date_time, error_rate_style, outcome_text, size_text
 from ..messages import WorkersChanged
 from ..styles import stylesheet
 from ..widgets.modals import ConfirmScreen, EditWorkerScreen, Rollback, UploadScreen, VersionsScreen
@@ -94,7 +94,7 @@ class WorkersView(UsesConsole, Vertical):
                 str(worker.version),
                 date_time(worker.created_at),
                 str(row.requests),
-                Text(f"{row.error_rate:.0%}", style="bold red" if row.error_rate >= 0.05 else ""),
+                Text(f"{row.error_rate:.0%}", style=error_rate_style(row.error_rate)),
                 outcome_text(row.last_outcome),
                 key=worker.name,
             )
