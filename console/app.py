@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 
 from wasmdeck.client import EngineClient, TraceStream
 from wasmdeck.engine.errors import WasmdeckError
@@ -76,6 +76,7 @@ class WasmdeckApp(App[None]):
         Binding("n", "choose_namespace", "Namespace", id="app.namespace"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "request_quit", "Quit", id="app.quit"),
+        Binding("escape", "leave_field", "Leave the field", id="app.leave_field", tooltip="Leave a text field (then digits switch tabs)"),
     ]
 
     namespace: reactive[str] = reactive("default", init=False)
@@ -243,6 +244,16 @@ class WasmdeckApp(App[None]):
             return
         self.leave_then(f"leaving the {TABS[self._current_tab]} tab", switch, views=[self._view_in(self._current_tab)])
 
+    def _in_text_field(self) -> bool:
+        return isinstance(self.screen.focused, (Input, TextArea)) and not isinstance(self.screen, ModalScreen)
+
+    def action_leave_field(self) -> None:
+        """From a text field to the tab's main widget, where the digits switch tabs again."""
+        pane = self.tabs.active_pane
+        if pane is not None:
+            self.set_focus(None)
+            self.focus_tab_content()
+
     def action_choose_namespace(self) -> None:
         self.leave_then("switching namespace", self.pick_namespace)
 
@@ -333,6 +344,8 @@ class WasmdeckApp(App[None]):
         # (ctrl+q still quits, asking about unsaved edits first).
         if action in ("show_tab", "choose_namespace", "request_quit") and isinstance(self.screen, ModalScreen):
             return False
+        if action == "leave_field":
+            return self._in_text_field()
         return True
 
     # -- help and the command palette ----------------------------------------------

@@ -274,6 +274,12 @@ async def test_digits_are_typed_in_fields_and_switch_tabs_elsewhere(engine: Engi
         allow.focus()
         await type_text(pilot, "10.0.0.3, 127.0.0.1:8080")
         assert allow.value == "10.0.0.3, 127.0.0.1:8080" and app.tabs.active == "outbound"
+        await pilot.press("escape")  # leaves the field; the digit now switches, after asking about the edit
+        await pilot.pause()
+        assert not isinstance(app.focused, Input)
+        await asked(pilot, "1")
+        await pilot.press("d")
+        await until(pilot, lambda: app.tabs.active == "workers")
 
 
 # -- 5. unsaved edits are marked and confirmed on leave --------------------------------------------

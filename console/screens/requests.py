@@ -61,7 +61,7 @@ class RequestsView(UsesConsole, Vertical):
             "ctrl+t", "show_trace", "Trace", id="requests.trace",
             tooltip="The response's trace, with the keyboard in the response panel",
         ),
-        Binding("escape", "leave_form", "Leave the form", show=False, id="requests.leave_form"),
+        Binding("escape", "leave_form", "History", id="requests.leave_form", tooltip="Leave the form for the history"),
     ]
 
     class Sent(Message):
