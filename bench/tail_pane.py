@@ -54,7 +54,7 @@ from textual._compositor import CompositorUpdate  # noqa: E402  (the frame headl
 from textual.app import App, ComposeResult  # noqa: E402
 
 from wasmdeck.console.screens.tail import TailView  # noqa: E402
-from wasmdeck.console.widgets.tail_pane import DEFAULT_CAPACITY, TraceLog  # noqa: E402
+from wasmdeck.console.widgets.trace_log import DEFAULT_CAPACITY, TraceLog  # noqa: E402
 from wasmdeck.engine.traces import exception_entry, new_item  # noqa: E402
 
 TICK_S = 0.05

@@ -113,6 +113,12 @@ class EngineClient(abc.ABC):
     async def delete_secret(self, name: str, key: str, namespace: str) -> Worker: ...
 
     @abc.abstractmethod
+    async def update_settings(
+        self, name: str, namespace: str, *, tags: Iterable[str] | None = None, vars: Mapping[str, str] | None = None
+    ) -> Worker:
+        """New tags, new vars or both as one new version running the same module (None keeps one)."""
+
+    @abc.abstractmethod
     async def rollback(self, name: str, version: int, namespace: str) -> Worker: ...
 
     @abc.abstractmethod

@@ -109,6 +109,11 @@ class LocalClient(EngineClient):
     async def delete_secret(self, name: str, key: str, namespace: str) -> Worker:
         return self.engine.delete_secret(name, key, namespace=namespace)
 
+    async def update_settings(
+        self, name: str, namespace: str, *, tags: Iterable[str] | None = None, vars: Mapping[str, str] | None = None
+    ) -> Worker:
+        return self.engine.update_settings(name, tags=tags, vars=vars, namespace=namespace)
+
     async def rollback(self, name: str, version: int, namespace: str) -> Worker:
         return self.engine.rollback(name, version, namespace=namespace)
 

@@ -5,9 +5,11 @@
     rows = await client.workers("default")      # the same WorkerRow, Worker, Limits... LocalClient returns
 
 Only the admin URL is needed: `GET /server` names the dispatch listener serving the same engine,
-and `dispatch()` sends the request there as real HTTP. Its trace item is then read back from the
-admin API (`GET /traces`), found by an `X-Wasmdeck-Request-Id` header the client adds (the
-worker sees it too; it is removed from the trace item returned). The listener serves one
+and `dispatch()` sends the request there as real HTTP. Its trace items (the user Worker's and,
+behind a dispatch Worker, the dispatcher's) are then read back from the admin API (`GET /traces`),
+found by an `X-Wasmdeck-Request-Id` header the client adds (the workers see it too; it is removed
+from the items returned). A dispatch Worker that rewrites the request without that header leaves
+only its own item to be found. The listener serves one
 namespace, so a request for another namespace is refused with a sentence saying so.
 `stream()` follows the admin listener's `/tail` WebSocket, reconnecting when it drops.
 
@@ -43,6 +45,7 @@ from ..engine.traces import OUTCOMES, TraceFilter
 from ..engine.validation import check_name, check_tags, check_vars
 
 REQUEST_ID_HEADER = "X-Wasmdeck-Request-Id"
+MAX_ITEMS_PER_REQUEST = 20  # the dispatcher's item and those of the Workers it dispatched to
 ADMIN_TIMEOUT_S = 60.0  # a deploy uploads up to 25 MiB
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_MIN_S = 0.25
@@ -269,6 +272,18 @@ class RemoteClient(EngineClient):
         await self._call("DELETE", self._script(namespace, name, f"/secrets/{_quoted(key)}"))
         return await self._worker_now(name, namespace)
 
+    async def update_settings(
+        self, name: str, namespace: str, *, tags: Iterable[str] | None = None, vars: Mapping[str, str] | None = None
+    ) -> Worker:
+        body: dict[str, Any] = {}
+        if tags is not None:
+            body["tags"] = list(check_tags(tags))
+        if vars is not None:
+            body["vars"] = check_vars(dict(vars))
+        if not body:
+            raise InvalidInput("give new tags, new vars, or both")
+        return _worker(await self._call("PATCH", self._script(namespace, name, "/settings"), json=body))
+
     async def rollback(self, name: str, version: int, namespace: str) -> Worker:
         return _worker(await self._call("POST", self._script(namespace, name, "/rollback"), json={"version": version}))
 
@@ -335,19 +350,36 @@ class RemoteClient(EngineClient):
             self._server = None  # the server may have moved: ask again next time
             raise RemoteError(f"cannot reach the dispatch listener at {base}: {_transport_failure(error)}") from None
         response_headers = [(name, value) for name, value in answer.headers.multi_items() if name not in _LISTENER_HEADERS]
-        outcome = answer.headers.get("x-wasmdeck-outcome")
-        trace = await self._trace_of(request_id, listener["namespace"]) if outcome in OUTCOMES else {}
-        return Response(answer.status_code, response_headers, body, trace)
+        response = Response(answer.status_code, response_headers, body)
+        if answer.headers.get("x-wasmdeck-outcome") in OUTCOMES:
+            response.trace, response.dispatcher_trace = await self._traces_of(request_id, listener["namespace"])
+        return response
 
-    async def _trace_of(self, request_id: str, namespace: str) -> dict[str, Any]:
-        """The trace item of the request that carried `request_id`, without that header ({} if not stored)."""
-        found = await self._call("GET", "/traces", params={
-            "limit": "1", "namespace": namespace, "header": f"{REQUEST_ID_HEADER}:{request_id}"})
-        if not found:
-            return {}
-        item = found[0]
-        item["event"]["request"]["headers"].pop(REQUEST_ID_HEADER.lower(), None)
-        return item
+    async def _traces_of(self, request_id: str, namespace: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The request's trace items, found by the `request_id` header it carried, as `Response` holds them:
+        the item of the Worker it was for, and the dispatch Worker's own item when one fronts the
+        namespace (the same item twice when the dispatcher answered without dispatching).
+
+        Every Worker that saw the request's headers stored them: the dispatch Worker (stored last,
+        after the Workers it dispatched to), the user Workers it dispatched to with the request as it
+        came, and an Outbound Worker only if a tenant forwarded the headers in a fetch (left out)."""
+        settings, found = await asyncio.gather(
+            self.namespace(namespace),
+            self._call("GET", "/traces", params={
+                "limit": str(MAX_ITEMS_PER_REQUEST), "namespace": namespace, "header": f"{REQUEST_ID_HEADER}:{request_id}"}),
+        )
+        for item in found:
+            item["event"]["request"]["headers"].pop(REQUEST_ID_HEADER.lower(), None)
+        dispatcher = settings.dispatch_worker
+        outbound = settings.outbound.service if settings.outbound else None
+        dispatcher_items = [item for item in found if dispatcher is not None and item.get("scriptName") == dispatcher]
+        dispatcher_item = dispatcher_items[-1] if dispatcher_items else None
+        users = [item for item in found if item.get("scriptName") not in (dispatcher, outbound)]
+        if users:
+            return users[-1], dispatcher_item
+        if dispatcher_item is not None:
+            return dispatcher_item, dispatcher_item
+        return (found[-1] if found else {}), None
 
     # -- live traces -------------------------------------------------------------------
 

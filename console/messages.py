@@ -15,12 +15,6 @@ class LimitsChanged(Message):
     """A tag's limits were set or removed."""
 
 
-class NamespaceChanged(Message):
-    def __init__(self, namespace: str) -> None:
-        super().__init__()
-        self.namespace = namespace
-
-
 class ShowTrace(Message):
     """Open one trace item whole."""
 
@@ -31,3 +25,11 @@ class ShowTrace(Message):
 
 class PlatformChanged(Message):
     """A namespace's Outbound Worker, egress policy, dispatch Worker or tail consumers changed."""
+
+
+class UnsavedChanged(Message):
+    """A view with a save step gained or lost edits that are not saved yet."""
+
+    def __init__(self, unsaved: bool) -> None:
+        super().__init__()
+        self.unsaved = unsaved

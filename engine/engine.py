@@ -298,6 +298,24 @@ class Engine:
         self.config_cache.changed()
         return worker
 
+    def update_settings(
+        self,
+        name: str,
+        *,
+        tags: Iterable[str] | None = None,
+        vars: Mapping[str, str] | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Worker:
+        """Replace tags, vars or both in one new version running the same module (None keeps one as it is)."""
+        if tags is None and vars is None:
+            raise InvalidInput("give new tags, new vars, or both")
+        checked_tags = None if tags is None else check_tags(tags)
+        checked_vars = None if vars is None else check_vars(dict(vars))
+        message = " and ".join(part for part, given in (("tags", tags), ("vars", vars)) if given is not None) + " changed"
+        worker = self.store.update_settings(namespace, name, checked_tags, checked_vars, message)
+        self._changed()
+        return worker
+
     def worker_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
         return self.store.worker_stats(namespace)
 

@@ -28,6 +28,7 @@ Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see
     PUT    /namespaces/{ns}/scripts/{name}/tags      replace its tags (a JSON list)
     GET    /namespaces/{ns}/scripts/{name}/vars      its vars
     PUT    /namespaces/{ns}/scripts/{name}/vars      replace its vars (a JSON object of strings)
+    PATCH  /namespaces/{ns}/scripts/{name}/settings  {"tags"?, "vars"?}: replace either or both in one new version
     GET    /namespaces/{ns}/scripts/{name}/versions  its versions
     GET    /namespaces/{ns}/scripts/{name}/secrets   the names of its secrets (values are never returned)
     PUT    /namespaces/{ns}/scripts/{name}/secrets/{secret}  set one: {"value": "..."} (a new version)
@@ -490,6 +491,19 @@ class AdminApi:
         await self._write(self.engine.delete_secret, name, request.path_params["secret"], namespace=ns)
         return ok(self.engine.secret_names(name, namespace=ns))
 
+    async def patch_settings(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        self.engine.worker(name, namespace=ns)  # 404 before reading the body
+        body = _only_fields(await _json_body(request), ("tags", "vars"), "tags and/or vars")
+        tags = body.get("tags")
+        if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
+            raise ApiError(400, "tags must be a JSON list of tag strings", "tags")
+        checked_tags = None if tags is None else _checked("tags", check_tags, tags)
+        checked_vars = None if body.get("vars") is None else _vars_body(body["vars"], "vars")
+        if checked_tags is None and checked_vars is None:
+            raise ApiError(400, "give tags, vars or both (null leaves one as it is)", "body")
+        return ok(_record(await self._write(self.engine.update_settings, name, tags=checked_tags, vars=checked_vars, namespace=ns)))
+
     async def script_limits(self, request: Request) -> Response:
         limits = self.engine.effective_limits(request.path_params["name"], namespace=request.path_params["ns"])
         return ok(limits.as_dict())
@@ -678,6 +692,7 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
         Route(script + "/tags", api.put_tags, methods=["PUT"]),
         Route(script + "/vars", api.get_vars, methods=["GET"]),
         Route(script + "/vars", api.put_vars, methods=["PUT"]),
+        Route(script + "/settings", api.patch_settings, methods=["PATCH"]),
         Route(script + "/versions", api.list_versions, methods=["GET"]),
         Route(script + "/secrets", api.list_secrets, methods=["GET"]),
         Route(script + "/secrets/{secret}", api.put_secret, methods=["PUT"]),
@@ -853,6 +868,13 @@ OPENAPI: dict[str, Any] = {
             "get": _op("Get a script's vars", params=_SC, errors=("401", "404")),
             "put": _op("Replace a script's vars (a new version)", params=_SC, errors=("400", "401", "404"),
                        body=_JSON({"type": "object", "additionalProperties": {"type": "string"}})),
+        },
+        "/namespaces/{ns}/scripts/{name}/settings": {
+            "patch": _op("Replace a script's tags, vars or both as one new version", params=_SC,
+                         errors=("400", "401", "404"), body=_JSON({
+                             "type": "object", "minProperties": 1, "additionalProperties": False, "properties": {
+                                 "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+                                 "vars": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}})),
         },
         "/namespaces/{ns}/scripts/{name}/versions": {
             "get": _op("List a script's versions", params=_SC, errors=("401", "404")),

@@ -87,6 +87,7 @@ EVERY_CALL = [
     ("DELETE", "/namespaces/default/scripts/hello/secrets/TOKEN", None),
     ("GET", "/namespaces/default/scripts/hello/limits", None),
     ("GET", "/namespaces/default/scripts/hello/vars", None), ("PUT", "/namespaces/default/scripts/hello/vars", {"A": "b"}),
+    ("PATCH", "/namespaces/default/scripts/hello/settings", {"tags": ["x"]}),
     ("POST", "/namespaces/default/scripts/hello/rollback", {"version": 1}),
     ("GET", "/limits", None), ("PUT", "/limits/free", {"cpuMs": 1}), ("DELETE", "/limits/free", None),
     ("GET", "/traces", None), ("GET", "/server", None),
@@ -442,7 +443,7 @@ async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.
     served = {(m, route.path) for route in create_admin_app(engine, TOKEN).app.routes
               for m in getattr(route, "methods", None) or () if m != "HEAD"}  # /tail is a WebSocket route
     assert documented == served
-    assert len(documented) == 36
+    assert len(documented) == 37
     error(await client.get("/no/such/path"), 404)
     response = await client.post("/limits")
     error(response, 405)

@@ -12,7 +12,8 @@ from textual.widgets import DataTable, Input, OptionList, TextArea
 from wasmdeck.console.app import WasmdeckApp
 from wasmdeck.console.screens.tail import TailView
 from wasmdeck.console.widgets.help import HelpScreen
-from wasmdeck.console.widgets.modals import ConfirmScreen, EditWorkerScreen, ErrorLine, UploadScreen, VersionsScreen
+from wasmdeck.console.widgets.error_line import ErrorLine
+from wasmdeck.console.widgets.modals import ConfirmScreen, EditWorkerScreen, UploadScreen, VersionsScreen
 from wasmdeck.engine import Engine, Request
 from wasmdeck.client import LocalClient
 
@@ -114,8 +115,12 @@ async def test_a_refused_upload_shows_its_error_and_changes_nothing(engine: Engi
             assert isinstance(app.screen, UploadScreen), "the dialog stays open on an error"
             error = app.screen.query_one("#upload-error", ErrorLine)
             assert needle in str(error.render())
-            await pilot.press("escape")
+            await pilot.press("escape")  # what was typed is not thrown away without asking
             await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await pilot.pause()
+            assert not isinstance(app.screen, (ConfirmScreen, UploadScreen))
         assert [v.version for v in engine.versions("hello")] == [1]
         assert [w.name for w in engine.workers()] == ["hello"]
 
@@ -133,7 +138,9 @@ async def test_edit_tags_and_vars_then_roll_back(engine: Engine) -> None:
         await pilot.click("#edit-save")
         await settle(pilot)
         worker = engine.worker("hello")
-        assert worker.tags == ("pro", "eu") and worker.vars == {"GREETING": "edited"} and worker.version == 3
+        # one edit of both is one version, not one per field
+        assert worker.tags == ("pro", "eu") and worker.vars == {"GREETING": "edited"} and worker.version == 2
+        assert engine.versions("hello")[-1].message == "tags and vars changed"
         # a bad var is refused inline and nothing changes, not even the tags
         await pilot.press("e")
         await pilot.pause()
@@ -143,17 +150,29 @@ async def test_edit_tags_and_vars_then_roll_back(engine: Engine) -> None:
         await settle(pilot)
         assert "reserved" in str(app.screen.query_one("#edit-error", ErrorLine).render())
         await pilot.press("escape")
-        assert engine.worker("hello").version == 3
+        await pilot.pause()
+        await pilot.press("y")  # discard what was typed
+        await pilot.pause()
+        assert engine.worker("hello").version == 2
+        # saving without a change makes no version at all
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.click("#edit-save")
+        await settle(pilot)
+        assert not isinstance(app.screen, EditWorkerScreen) and engine.worker("hello").version == 2
         await pilot.press("v")
         await settle(pilot)
         assert isinstance(app.screen, VersionsScreen)
         table = app.screen.query_one("#versions-table", DataTable)
-        assert table.row_count == 3
-        table.move_cursor(row=2)  # newest first: row 2 is version 1
+        assert table.row_count == 2
+        await pilot.press("down")  # newest first: row 1 is version 1
         await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
         await settle(pilot)
         rolled = engine.worker("hello")
-        assert rolled.version == 4 and rolled.tags == ("free",) and rolled.vars == {}
+        assert rolled.version == 3 and rolled.tags == ("free",) and rolled.vars == {}
 
 
 async def test_delete_asks_first(engine: Engine) -> None:
@@ -204,6 +223,9 @@ async def test_limits_add_edit_remove_and_effective(engine: Engine) -> None:
         await settle(pilot)
         assert "cpuMs" in str(app.screen.query_one("#limit-error", ErrorLine).render())
         await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("y")  # discard what was typed
+        await pilot.pause()
         assert "pro" not in engine.limits()
         # effective limits of a worker, with the tag each value came from
         app.query_one("#limits-worker").value = "burn"
@@ -230,8 +252,8 @@ async def test_help_is_built_from_bindings(engine: Engine) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        described = {description for _, _, description in app.screen.bindings}
-        assert {"Upload", "Delete", "Versions", "Quit", "Namespace"} <= described
+        described = {description for _, _, description in app.screen.entries}
+        assert {"Upload", "Delete", "Versions, and roll back to one", "Quit", "Namespace"} <= described
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)

@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import DataTable, Input, Select
 from textual.widgets.select import InvalidSelectValueError
 
-from wasmdeck.console.widgets.modals import ErrorLine
+from wasmdeck.console.widgets.error_line import ErrorLine
 from wasmdeck.engine import Engine, Request
 
 from .conftest import fixture_module, protocol_module
@@ -72,6 +72,8 @@ async def test_refused_egress_or_parameter_changes_nothing(engine: Engine) -> No
         await settle(pilot)
         assert "{request.path}" in str(app.screen.query_one("#parameter-error", ErrorLine).render())
         await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("y")  # discard what was typed in the dialog
         await settle(pilot)
         # a bad egress entry refuses the whole save: the Outbound Worker choice is not half saved
         app.query_one("#outbound-service", Select).clear()

@@ -8,17 +8,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from textual.widgets import Input, TextArea
 
+from wasmdeck.cli.demo import setup_demo_platform
 from wasmdeck.cli.main import main as wasmdeck_main
 from wasmdeck.console.app import WasmdeckApp
 from wasmdeck.console.screens.requests import RequestsView
 from wasmdeck.console.screens.tail import TailView
-from wasmdeck.console.widgets.modals import ErrorLine, UploadScreen
-from wasmdeck.engine import Engine, WasmdeckError
+from wasmdeck.console.widgets.error_line import ErrorLine
+from wasmdeck.console.widgets.modals import EditWorkerScreen, UploadScreen
+from wasmdeck.engine import Engine, NotFound, Request, WasmdeckError
 from wasmdeck.client import LocalClient
-from wasmdeck.client.remote import RemoteClient
+from wasmdeck.client.remote import REQUEST_ID_HEADER, RemoteClient
 
 from .conftest import FIXTURES, fixture_module
 from .test_console_app import SIZE, rows, settle
@@ -107,6 +110,8 @@ async def test_a_refused_upload_shows_the_engine_s_sentence_and_changes_nothing(
             assert str(in_process.value) in shown, "the remote console shows another sentence than the local one"
             await pilot.press("escape")
             await pilot.pause()
+            await pilot.press("y")  # discard what was typed
+            await pilot.pause()
         assert [v.version for v in engine.versions("hello")] == [1]
         assert [w.name for w in engine.workers()] == ["hello"]
         assert [row[0] for row in rows(app, "workers-table")] == ["hello"]
@@ -170,3 +175,128 @@ def test_console_remote_refusals_are_one_line(tmp_path: Path, monkeypatch: pytes
     code, err = console(admin)
     assert code == 2 and "needs the admin token" in err
     assert not local_db.exists(), "console --remote opened a local database"
+
+
+# -- the trace of a request behind a dispatch Worker, remote as in-process ---------------------------
+
+
+async def test_remote_dispatch_finds_the_user_workers_item_and_the_dispatchers(engine: Engine, server: Served) -> None:
+    setup_demo_platform(engine)
+    client = RemoteClient(server.admin_url, TOKEN)
+    local = LocalClient(engine)
+    try:
+        for url, user, outcome in [
+            ("http://trap.demo.local/", "trap", "exception"),
+            ("http://logger.demo.local/?lines=2", "logger", "ok"),
+            ("http://missing.demo.local/", "missing", "scriptNotFound"),
+        ]:
+            remote = await client.dispatch(Request(url), "default")
+            here = await local.dispatch(Request(url), "default")
+            assert remote.status == here.status
+            assert remote.trace["scriptName"] == here.trace["scriptName"] == user
+            assert remote.outcome == here.outcome == outcome
+            assert remote.dispatcher_trace is not None and remote.dispatcher_trace["scriptName"] == "dispatcher"
+            if user == "logger":  # (a trap's logs depend on whether the worker trapped before)
+                assert [log["message"] for log in remote.trace["logs"]] == [log["message"] for log in here.trace["logs"]]
+            for item in (remote.trace, remote.dispatcher_trace):  # the client's own header stays out of sight
+                assert REQUEST_ID_HEADER.lower() not in item["event"]["request"]["headers"]
+        # the dispatcher answering itself: its item is both
+        remote = await client.dispatch(Request("http://any.demo.local/__dispatcher/health"), "default")
+        assert remote.status == 200 and remote.trace == remote.dispatcher_trace and remote.trace["scriptName"] == "dispatcher"
+    finally:
+        await client.close()
+
+
+async def test_remote_dispatch_without_a_dispatch_worker_has_no_dispatcher_item(engine: Engine, server: Served) -> None:
+    engine.deploy("trap", fixture_module("trap"))
+    client = RemoteClient(server.admin_url, TOKEN)
+    try:
+        response = await client.dispatch(Request("http://trap.localhost/"), "default")
+        assert response.trace["scriptName"] == "trap" and response.dispatcher_trace is None
+        assert response.outcome == "exception"
+    finally:
+        await client.close()
+
+
+async def test_remote_requests_tab_shows_the_tenants_trace(engine: Engine, server: Served, app: WasmdeckApp) -> None:
+    setup_demo_platform(engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.action_show_tab("requests")
+        await pilot.pause()
+        await pilot.press("ctrl+l", *"http://trap.demo.local/", "enter")
+        requests = app.query_one(RequestsView)
+        await until(lambda: requests.last_response is not None, pilot)
+        panel = requests.panel
+        assert "exception" in str(panel.border_title) and "Worker     trap v1" in panel.trace_text
+        assert "Exceptions (1)" in panel.trace_text and "Worker     dispatcher v1" in panel.dispatcher_text
+
+
+# -- one edit of tags and vars is one version, over the admin API too -----------------------------
+
+
+async def test_remote_update_settings_is_one_version(engine: Engine, server: Served) -> None:
+    engine.deploy("hello", fixture_module("hello"), tags=["free"])
+    client = RemoteClient(server.admin_url, TOKEN)
+    try:
+        worker = await client.update_settings("hello", "default", tags=["pro", "eu"], vars={"GREETING": "hi"})
+        assert (worker.version, worker.tags, worker.vars) == (2, ("pro", "eu"), {"GREETING": "hi"})
+        assert engine.versions("hello")[-1].message == "tags and vars changed"
+        worker = await client.update_settings("hello", "default", tags=["free"])
+        assert (worker.version, worker.tags, worker.vars) == (3, ("free",), {"GREETING": "hi"})
+        for bad in ({"tags": ["two words"]}, {"vars": {"REQUEST_METHOD": "x"}}):
+            with pytest.raises(WasmdeckError) as refused:
+                await client.update_settings("hello", "default", **bad)  # type: ignore[arg-type]
+            with pytest.raises(WasmdeckError) as in_process:
+                await LocalClient(engine).update_settings("hello", "default", **bad)  # type: ignore[arg-type]
+            assert str(refused.value) == str(in_process.value)
+        with pytest.raises(NotFound):
+            await client.update_settings("ghost", "default", tags=["x"])
+        assert engine.worker("hello").version == 3
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({}, 400, "body"),
+        ({"tags": None, "vars": None}, 400, "body"),
+        ({"tags": "free"}, 400, "tags"),
+        ({"tags": ["free"], "color": "red"}, 400, "color"),
+        ({"vars": ["A=1"]}, 400, "vars"),
+        ({"vars": {"HTTP_HOST": "x"}}, 400, "vars"),
+        ([], 400, "body"),
+    ],
+)
+async def test_the_settings_endpoint_refuses_bad_bodies_and_changes_nothing(
+    engine: Engine, server: Served, body: Any, status: int, field: str
+) -> None:
+    engine.deploy("hello", fixture_module("hello"), tags=["free"])
+    async with httpx.AsyncClient(base_url=server.admin_url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        answer = await http.patch("/namespaces/default/scripts/hello/settings", json=body)
+        assert answer.status_code == status
+        error = answer.json()["errors"][0]
+        assert error["field"] == field and error["message"].count(".") <= 1
+        missing = await http.patch("/namespaces/default/scripts/ghost/settings", json={"tags": ["x"]})
+        assert missing.status_code == 404
+        unauthorized = await http.patch("/namespaces/default/scripts/hello/settings", json={"tags": ["x"]},
+                                        headers={"Authorization": "Bearer wrong"})
+        assert unauthorized.status_code == 401
+    assert engine.worker("hello").version == 1 and engine.worker("hello").tags == ("free",)
+
+
+async def test_remote_edit_dialog_makes_one_version(engine: Engine, server: Served, app: WasmdeckApp) -> None:
+    engine.deploy("hello", fixture_module("hello"), tags=["free"])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await until(lambda: rows(app, "workers-table") != [], pilot)
+        await pilot.press("e")
+        await until(lambda: isinstance(app.screen, EditWorkerScreen), pilot)
+        app.screen.query_one("#edit-tags", Input).value = "pro"
+        app.screen.query_one("#edit-vars", TextArea).text = "GREETING=remote"
+        await pilot.click("#edit-save")
+        await until(lambda: engine.worker("hello").version > 1, pilot)
+        await settle(pilot)
+        worker = engine.worker("hello")
+        assert (worker.version, worker.tags, worker.vars) == (2, ("pro",), {"GREETING": "remote"})

@@ -15,15 +15,8 @@ from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
 
 from wasmdeck.console.screens.requests import RequestsView
 from wasmdeck.console.widgets.request_form import RequestDraft, parse_headers
-from wasmdeck.console.widgets.response_panel import (
-    ResponsePanel,
-    body_view,
-    elapsed_text,
-    hexdump,
-    size_text,
-    status_colour,
-    status_label,
-)
+from wasmdeck.console.formatting import elapsed_text, size_text, status_colour, status_label
+from wasmdeck.console.widgets.response_panel import ResponsePanel, body_view, hexdump
 from wasmdeck.engine import Engine, InvalidInput, Request, Response, WasmdeckError
 from wasmdeck.client import LocalClient
 
@@ -34,13 +27,14 @@ FIXED_EPOCH_MS = 1_795_766_400_000
 
 
 class Host(App[None]):
-    """The bits of the console app the view relies on: client, namespace, clock."""
+    """What the console app offers its views (`ConsoleHost`): client, namespace, clock, upload base."""
 
     def __init__(self, client: Any, clock: Any = time.monotonic, **view_options: Any) -> None:
         super().__init__()
         self.client = client
         self.namespace = "default"
         self.clock = clock
+        self.upload_base = Path.cwd()
         self.view_options = view_options
         self.notes: list[tuple[str, str]] = []
 
@@ -131,7 +125,7 @@ async def test_get_hello_typed_and_sent_with_enter(engine: Engine, client: Local
         assert "Content-Type" in [name for name, _ in response.headers]
         assert "Outcome    ok" in panel.trace_text
         assert "Worker     hello v1" in panel.trace_text
-        assert "  info  hello served GET /greet" in panel.trace_text
+        assert " info  hello served GET /greet" in panel.trace_text
 
         entry = view.history[0]
         assert (entry.draft.method, entry.draft.url, entry.status, entry.outcome) == ("GET", "http://hello.localhost/greet", 200, "ok")
@@ -251,10 +245,10 @@ async def test_history_newest_first_fill_back_and_resend(engine: Engine, client:
         await send(pilot, method="GET", url="http://nobody.localhost/", headers="", body="")
         table = view.query_one("#requests-history-table", DataTable)
         rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
-        assert rows == [
-            ["GET", "http://nobody.localhost/", "404", "scriptNotFound"],
-            ["PUT", "http://echo.localhost/x", "200", "ok"],
-            ["GET", "http://hello.localhost/", "200", "ok"],
+        assert rows == [  # the URLs without their scheme: the whole ones do not fit the column
+            ["GET", "nobody.localhost/", "404", "scriptNotFound"],
+            ["PUT", "echo.localhost/x", "200", "ok"],
+            ["GET", "hello.localhost/", "200", "ok"],
         ]
 
         # selecting the echo request puts it back in the form

@@ -10,8 +10,10 @@ from textual.app import App, ComposeResult
 from textual.widgets import Footer, Input, Static
 
 from wasmdeck.console.screens.tail import TailView
-from wasmdeck.console.widgets.modals import ErrorLine
-from wasmdeck.console.widgets.tail_pane import TailPane, column_layout, fit_url, middle_truncate, parse_filter
+from wasmdeck.console.formatting import fit_url, middle_truncate
+from wasmdeck.console.widgets.error_line import ErrorLine
+from wasmdeck.console.widgets.tail_pane import TailPane, parse_filter
+from wasmdeck.console.widgets.trace_log import column_layout
 from wasmdeck.console.widgets.trace_detail import TraceDetailScreen
 from wasmdeck.engine import Engine
 from wasmdeck.client import LocalClient
@@ -498,7 +500,7 @@ def test_trace_detail_lists_subrequests_and_consumed_events() -> None:
 
 
 def test_a_tail_event_line_says_what_it_consumed() -> None:
-    from wasmdeck.console.widgets.tail_pane import TraceRow
+    from wasmdeck.console.widgets.trace_log import TraceRow
     from wasmdeck.engine.traces import tail_event_item
 
     consumed = [new_item(script_name=name, namespace="default", outcome="ok", event_timestamp=0, cpu_time=0, wall_time=0,
@@ -507,3 +509,18 @@ def test_a_tail_event_line_says_what_it_consumed() -> None:
                            event_timestamp=0, cpu_time=1, wall_time=2, consumed=consumed)
     row = TraceRow(item, 1, timezone.utc)
     assert (row.method, row.url, row.worker) == ("TAIL", "3 event(s): dispatcher, shop", "audit")
+
+
+def test_side_by_side_snapshot_at_100x30(snap_compare) -> None:
+    """Three panes side by side on a 100x30 terminal: every line keeps its status, outcome and worker."""
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await _feed(pilot)
+        await pilot.press("tab", "a", "o")
+        await settle(pilot)
+        for pane in pilot.app.query_one(TailView).panes:
+            for line in [line for line in visible(pane) if line]:
+                assert any(status in line for status in (" 200 ", " 404 ", " 500 ")), line
+                assert any(outcome in line for outcome in ("ok", "scriptNo", "exception")), line
+
+    assert snap_compare(_busy_tail(), terminal_size=(100, 30), run_before=run_before)

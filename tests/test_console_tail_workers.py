@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.widgets import Select
 
-from wasmdeck.console.widgets.modals import ErrorLine
+from wasmdeck.console.widgets.error_line import ErrorLine
 from wasmdeck.engine import Engine, Request, TraceFilter
 
 from .conftest import fixture_module, protocol_module

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select
@@ -13,13 +14,17 @@ from wasmdeck.engine.errors import InvalidInput, WasmdeckError
 from wasmdeck.engine.limits import CAMEL, FIELDS, Limits
 from wasmdeck.engine.validation import check_tag
 
+from ..context import UsesConsole
 from ..messages import LimitsChanged
-from ..widgets.modals import ConfirmScreen, ErrorLine, FormScreen
+from ..styles import stylesheet
+from ..widgets.error_line import ErrorLine
+from ..widgets.field import Field
+from ..widgets.modals import ConfirmScreen, FormScreen
 
 LABELS = {"cpu_ms": "CPU ms", "memory_mb": "Memory MiB", "sub_requests": "Subrequests", "wall_ms": "Wall ms"}
 
 
-class LimitFormScreen(FormScreen):
+class LimitFormScreen(FormScreen[str]):
     """Add or edit one tag's limits; a blank field means "not set by this tag"."""
 
     def __init__(self, tag: str = "", limits: Limits | None = None) -> None:
@@ -31,11 +36,11 @@ class LimitFormScreen(FormScreen):
         with Vertical(classes="dialog", id="limit-dialog"):
             yield Label("Edit tag limits" if self.tag else "Add tag limits", classes="dialog-title")
             yield Label("Tag")
-            yield Input(self.tag, id="limit-tag", disabled=bool(self.tag), placeholder="free")
+            yield Field(self.tag, id="limit-tag", disabled=bool(self.tag), placeholder="free")
             for name in FIELDS:
                 value = getattr(self.limits, name)
                 yield Label(f"{LABELS[name]} ({CAMEL[name]}, blank = not set)")
-                yield Input("" if value is None else str(value), id=f"limit-{name}", type="integer")
+                yield Field("" if value is None else str(value), id=f"limit-{name}", type="integer")
             yield ErrorLine(classes="-empty", id="limit-error")
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="limit-save")
@@ -43,7 +48,7 @@ class LimitFormScreen(FormScreen):
 
     @on(Button.Pressed, "#limit-cancel")
     def cancel(self) -> None:
-        self.dismiss(None)
+        self.action_cancel()
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#limit-save")
@@ -61,14 +66,15 @@ class LimitFormScreen(FormScreen):
             if limits.is_empty():
                 raise InvalidInput("set at least one limit, or remove the tag's limits instead")
             clear = tuple(name for name, value in values.items() if value is None)
-            await self.app.client.set_limits(tag, limits, clear)  # type: ignore[attr-defined]
+            await self.host.client.set_limits(tag, limits, clear)
         except WasmdeckError as failure:
-            error.show(str(failure))
+            error.show(escape(str(failure)))
             return
         self.dismiss(tag)
 
 
-class LimitsView(Vertical):
+class LimitsView(UsesConsole, Vertical):
+    DEFAULT_CSS = stylesheet(__name__)
     BINDINGS = [
         Binding("a", "add", "Add", id="limits.add"),
         Binding("e", "edit", "Edit", id="limits.edit"),
@@ -77,12 +83,12 @@ class LimitsView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("Tag limits  [dim](a: add, e/enter: edit, d: remove; for each field the strictest tag wins)[/dim]", classes="section-title")
-        table: DataTable[object] = DataTable(id="limits-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = DataTable(id="limits-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("Tag", "cpuMs", "memoryMb", "subRequests", "wallMs")
         yield table
         yield Label("Effective limits of a worker", classes="section-title")
         yield Select[str]([], prompt="choose a worker", id="limits-worker", allow_blank=True)
-        effective: DataTable[object] = DataTable(id="effective-table", cursor_type="none")
+        effective: DataTable[str | Text] = DataTable(id="effective-table", cursor_type="none")
         effective.add_columns("Limit", "Value", "From")
         yield effective
 
@@ -94,10 +100,10 @@ class LimitsView(Vertical):
 
     @work(exclusive=True, group="limits-reload")
     async def reload(self) -> None:
-        client = self.app.client  # type: ignore[attr-defined]
+        client = self.host.client
         try:
             limits = await client.limits()
-            rows = await client.workers(self.app.namespace)  # type: ignore[attr-defined]
+            rows = await client.workers(self.host.namespace)
         except WasmdeckError as error:
             self.notify(str(error), severity="error")
             return
@@ -109,7 +115,7 @@ class LimitsView(Vertical):
                 *(Text("-", style="dim") if getattr(values, f) is None else str(getattr(values, f)) for f in FIELDS),
                 key=tag,
             )
-        select = self.query_one("#limits-worker", Select)
+        select: Select[str] = self.query_one("#limits-worker", Select)
         current = select.value
         names = [row.worker.name for row in rows]
         select.set_options([(name, name) for name in names])
@@ -128,7 +134,7 @@ class LimitsView(Vertical):
         if not isinstance(select.value, str):
             return
         try:
-            effective = await self.app.client.effective_limits(select.value, self.app.namespace)  # type: ignore[attr-defined]
+            effective = await self.host.client.effective_limits(select.value, self.host.namespace)
         except WasmdeckError as error:
             self.notify(str(error), severity="error")
             return
@@ -140,7 +146,8 @@ class LimitsView(Vertical):
         table = self.query_one("#limits-table", DataTable)
         if table.row_count == 0:
             return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return str(key) if key is not None else None
 
     def _saved(self, tag: str | None) -> None:
         if tag is not None:
@@ -157,7 +164,11 @@ class LimitsView(Vertical):
         if tag is None:
             self.notify("No tag limits yet: press a to add some", severity="warning")
             return
-        limits = (await self.app.client.limits()).get(tag)  # type: ignore[attr-defined]
+        try:
+            limits = (await self.host.client.limits()).get(tag)
+        except WasmdeckError as error:
+            self.notify(str(error), severity="error")
+            return
         self.app.push_screen(LimitFormScreen(tag, limits), self._saved)
 
     def action_remove(self) -> None:
@@ -169,7 +180,7 @@ class LimitsView(Vertical):
             if not confirmed:
                 return
             try:
-                await self.app.client.delete_limits(tag)  # type: ignore[attr-defined]
+                await self.host.client.delete_limits(tag)
             except WasmdeckError as error:
                 self.notify(str(error), severity="error")
                 return
@@ -177,4 +188,4 @@ class LimitsView(Vertical):
             self.post_message(LimitsChanged())
             self.reload()
 
-        self.app.push_screen(ConfirmScreen(f"Remove the limits of tag [b]{tag}[/b]?"), done)
+        self.app.push_screen(ConfirmScreen(f"Remove the limits of tag [b]{tag}[/b]?", yes="Yes, remove"), done)

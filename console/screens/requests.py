@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -19,13 +20,21 @@ from textual.widgets import DataTable
 from wasmdeck.engine.errors import WasmdeckError
 from wasmdeck.engine.http import Request, Response
 
+from ..context import UsesConsole
+from ..formatting import clip, fit_url, outcome_style, status_style
+from ..messages import ShowTrace
+from ..styles import stylesheet
 from ..widgets.request_form import RequestDraft, RequestForm
-from ..widgets.response_panel import ResponsePanel, outcome_text, status_colour
+from ..widgets.response_panel import ResponsePanel
+from ..widgets.trace_detail import TraceDetailScreen
 
 HISTORY_LIMIT = 100
-HISTORY_COLUMNS = ("Method", "URL", "Status", "Outcome")
-HISTORY_WIDTHS = (7, 6, 14)  # Method, Status, Outcome; the URL takes the rest
 URL_COLUMN_MIN = 16
+# (column, width) with the URL's width left out: it takes what the others leave. When the history
+# is narrow (a 100-column terminal), the method moves into the URL cell and long outcomes are cut.
+WIDE_COLUMNS = (("Method", 7), ("URL", 0), ("Status", 6), ("Outcome", 14))
+NARROW_COLUMNS = (("Request", 0), ("Status", 6), ("Outcome", 10))
+CELL_PADDING = 2  # DataTable pads each cell by one on either side
 
 
 @dataclass(frozen=True)
@@ -39,23 +48,20 @@ class HistoryEntry:
     elapsed: float
 
 
-class RequestsView(Vertical):
+class RequestsView(UsesConsole, Vertical):
     """The request composer, the response panel and the history of sent requests."""
 
-    DEFAULT_CSS = """
-    RequestsView { height: 1fr; }
-    RequestsView #requests-lower { height: 1fr; }
-    RequestsView ResponsePanel { width: 1fr; }
-    RequestsView #requests-history { width: 42%; min-width: 36; max-width: 60; border: round $primary 50%; border-title-align: left; }
-    RequestsView #requests-history:focus-within { border: round $primary; }
-    RequestsView #requests-history DataTable { height: 1fr; }
-    """
+    DEFAULT_CSS = stylesheet(__name__)
 
     BINDINGS = [
         Binding("ctrl+s", "send", "Send", id="requests.send"),
-        Binding("ctrl+r", "resend", "Resend selected", id="requests.resend"),
-        Binding("ctrl+l", "focus_url", "Go to URL", id="requests.focus_url"),
-        Binding("escape", "leave_form", "Leave the form", show=False, id="requests.leave_form"),
+        Binding("ctrl+r", "resend", "Resend", id="requests.resend", tooltip="Resend the request selected in the history"),
+        Binding("ctrl+l", "focus_url", "URL", id="requests.focus_url", tooltip="Go to the URL and select it"),
+        Binding(
+            "ctrl+t", "show_trace", "Trace", id="requests.trace",
+            tooltip="The response's trace, with the keyboard in the response panel",
+        ),
+        Binding("escape", "leave_form", "History", id="requests.leave_form", tooltip="Leave the form for the history"),
     ]
 
     class Sent(Message):
@@ -66,12 +72,14 @@ class RequestsView(Vertical):
             self.entry = entry
             self.response = response
 
-    def __init__(self, history_limit: int = HISTORY_LIMIT, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, history_limit: int = HISTORY_LIMIT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._history: deque[HistoryEntry] = deque(maxlen=history_limit)
         self._ids = itertools.count(1)
         self.last_response: Response | None = None
         self._sending = 0
+        self._columns: tuple[tuple[str, int], ...] = WIDE_COLUMNS
+        self._url_width = URL_COLUMN_MIN
 
     def compose(self) -> ComposeResult:
         yield RequestForm(id="request-form")
@@ -80,8 +88,8 @@ class RequestsView(Vertical):
             with Vertical(id="requests-history") as history:
                 history.border_title = "History"
                 history.border_subtitle = "enter: fill · ctrl+r: resend"
-                table: DataTable[object] = DataTable(id="requests-history-table", cursor_type="row", zebra_stripes=True)
-                self._add_history_columns(table, URL_COLUMN_MIN)
+                table: DataTable[Text] = DataTable(id="requests-history-table", cursor_type="row", zebra_stripes=True)
+                self._add_history_columns(table)
                 yield table
 
     # -- the parts ------------------------------------------------------------------
@@ -101,7 +109,7 @@ class RequestsView(Vertical):
 
     @property
     def namespace(self) -> str:
-        return self.app.namespace  # type: ignore[attr-defined]
+        return self.host.namespace
 
     # -- sending --------------------------------------------------------------------
 
@@ -122,10 +130,10 @@ class RequestsView(Vertical):
         panel = self.panel
         panel.loading = True
         self._sending += 1
-        clock = self.app.clock  # type: ignore[attr-defined]
+        clock = self.host.clock
         try:
             started = clock()
-            response: Response = await self.app.client.dispatch(request, self.namespace)  # type: ignore[attr-defined]
+            response = await self.host.client.dispatch(request, self.namespace)
             elapsed = clock() - started
         except WasmdeckError as error:
             self.notify(str(error), severity="error", title="Request failed", markup=False)
@@ -139,43 +147,54 @@ class RequestsView(Vertical):
             panel.loading = self._sending > 0
         self.last_response = response
         panel.show(response, elapsed)
-        entry = HistoryEntry(next(self._ids), draft, response.status, (response.trace or {}).get("outcome"), elapsed)
+        entry = HistoryEntry(next(self._ids), draft, response.status, response.outcome, elapsed)
         self._history.appendleft(entry)
         self._render_history()
         self.query_one("#requests-history-table", DataTable).move_cursor(row=0, animate=False)
         self.post_message(self.Sent(entry, response))
 
-    @staticmethod
-    def _add_history_columns(table: DataTable[object], url_width: int) -> None:
-        for label, width in zip(HISTORY_COLUMNS, (HISTORY_WIDTHS[0], url_width, *HISTORY_WIDTHS[1:]), strict=True):
-            table.add_column(label, width=width, key=label.lower())
+    def _add_history_columns(self, table: DataTable[Text]) -> None:
+        for label, width in self._columns:
+            table.add_column(label, width=width or self._url_width, key=label.lower())
 
     def on_resize(self, _event: Resize) -> None:
-        self.call_after_refresh(self._fit_url_column)
+        self.call_after_refresh(self._fit_columns)
 
-    def _fit_url_column(self) -> None:
-        """Give the URL column whatever width the other columns (and a scrollbar) leave."""
+    def _fit_columns(self) -> None:
+        """Give the URL whatever width the other columns (and a scrollbar) leave; when that is too
+        little, put the method in the URL's cell and cut long outcomes."""
         table = self.query_one("#requests-history-table", DataTable)
-        spare = table.size.width - sum(HISTORY_WIDTHS) - 2 * len(HISTORY_COLUMNS) - table.styles.scrollbar_size_vertical
-        width = max(URL_COLUMN_MIN, spare)
-        if table.columns["url"].width != width:
+        room = table.size.width - table.styles.scrollbar_size_vertical
+
+        def spare(columns: tuple[tuple[str, int], ...]) -> int:
+            return room - sum(width for _, width in columns) - CELL_PADDING * len(columns)
+
+        columns = WIDE_COLUMNS if spare(WIDE_COLUMNS) >= URL_COLUMN_MIN else NARROW_COLUMNS
+        url_width = max(URL_COLUMN_MIN, spare(columns))
+        if (columns, url_width) != (self._columns, self._url_width):
+            self._columns, self._url_width = columns, url_width
             table.clear(columns=True)
-            self._add_history_columns(table, width)
+            self._add_history_columns(table)
             self._render_history()
+
+    def _cells(self, entry: HistoryEntry) -> list[Text]:
+        draft = entry.draft
+        cells: dict[str, Text] = {
+            "Method": Text(draft.method, style="bold"),
+            "URL": Text(fit_url(draft.url, self._url_width), no_wrap=True),
+            "Request": Text.assemble((draft.method, "bold"), " ", fit_url(draft.url, self._url_width - len(draft.method) - 1)),
+            "Status": Text(str(entry.status), style=status_style(entry.status)),
+        }
+        outcome = entry.outcome or "-"
+        cells["Outcome"] = Text(clip(outcome, dict(self._columns)["Outcome"]).rstrip(), style=outcome_style(outcome))
+        return [cells[label] for label, _ in self._columns]
 
     def _render_history(self) -> None:
         table = self.query_one("#requests-history-table", DataTable)
         cursor = table.cursor_row
         table.clear()
         for entry in self._history:
-            draft = entry.draft
-            table.add_row(
-                Text(draft.method, style="bold"),
-                Text(draft.url, overflow="ellipsis", no_wrap=True),
-                Text(str(entry.status), style=status_colour(entry.status)),
-                outcome_text(entry.outcome),
-                key=str(entry.id),
-            )
+            table.add_row(*self._cells(entry), key=str(entry.id))
         if table.row_count:
             table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
 
@@ -216,7 +235,16 @@ class RequestsView(Vertical):
         self.form.focus_url()
 
     def action_focus_url(self) -> None:
-        self.form.focus_url()
+        self.form.focus_url(select=True)
+
+    def action_show_trace(self) -> None:
+        """The Trace tab of the response, with the keyboard in it (b h t d o switch and open from there)."""
+        self.panel.show_tab("trace", focus=True)
+
+    @on(ShowTrace)
+    def _show_trace(self, event: ShowTrace) -> None:
+        event.stop()
+        self.app.push_screen(TraceDetailScreen(event.item))
 
     def action_leave_form(self) -> None:
         self.query_one("#requests-history-table", DataTable).focus()
@@ -225,6 +253,8 @@ class RequestsView(Vertical):
         if action == "leave_form":
             # escape only means something inside the form; elsewhere it is left to the app
             return self.is_mounted and self.form.has_focus_within
+        if action == "show_trace":
+            return not (self.is_mounted and self.panel.has_focus_within)  # there already: b h t d o move on
         return True
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import tzinfo
-from pathlib import Path
 from typing import Any
 
 from textual import events, on
@@ -20,8 +19,10 @@ from textual.containers import Container, Vertical
 from textual.reactive import reactive
 
 from ..messages import ShowTrace
-from ..widgets.tail_pane import DEFAULT_CAPACITY, TailPane, TraceRow
+from ..styles import stylesheet
+from ..widgets.tail_pane import TailPane
 from ..widgets.trace_detail import TraceDetailScreen
+from ..widgets.trace_log import DEFAULT_CAPACITY, TraceRow
 
 MAX_PANES = 6
 HISTORY_SIZE = 10_000
@@ -46,12 +47,12 @@ class TailView(Vertical):
     """Live tail panes. The app calls `add_items`, `history` and `namespace_changed`."""
 
     BINDINGS = [
-        Binding("a", "add_pane", "Add pane", id="tail.add"),
-        Binding("x", "close_pane", "Close pane", id="tail.close"),
-        Binding("m", "maximize_pane", "Maximise", id="tail.maximize"),
-        Binding("o", "toggle_orientation", "Stack/side by side", id="tail.orientation"),
+        Binding("a", "add_pane", "Add pane", id="tail.add", tooltip="Add a pane (each has its own filter)"),
+        Binding("x", "close_pane", "Close pane", id="tail.close", show=False),
+        Binding("m", "maximize_pane", "Maximise pane", id="tail.maximize", show=False),
+        Binding("o", "toggle_orientation", "Stack/side by side", id="tail.orientation", show=False),
     ]
-    DEFAULT_CSS = (Path(__file__).resolve().parent.parent / "widgets" / "tail.tcss").read_text()
+    DEFAULT_CSS = stylesheet(__name__)
 
     stacked: reactive[bool] = reactive(True)
     """Panes one above the other (True) or side by side (False)."""
@@ -85,7 +86,9 @@ class TailView(Vertical):
                 yield self._new_pane(text)
 
     def on_mount(self) -> None:
-        self.namespace = getattr(self.app, "namespace", None)
+        # the app's namespace if it has one (the console's); mounted elsewhere, every namespace
+        namespace = getattr(self.app, "namespace", None)
+        self.namespace = namespace if isinstance(namespace, str) else None
 
     def watch_stacked(self, stacked: bool) -> None:
         self.set_class(not stacked, "-side-by-side")
@@ -127,9 +130,8 @@ class TailView(Vertical):
     @property
     def current_pane(self) -> TailPane:
         """The pane holding the focus, or the last one that did."""
-        if self._current in self._panes:
-            return self._current  # type: ignore[return-value]
-        return self._panes[0]
+        current = self._current
+        return current if current is not None and current in self._panes else self._panes[0]
 
     def visible_rows(self) -> list[TraceRow]:
         """Recent rows of the current namespace, oldest first."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Label, Select
@@ -12,8 +15,11 @@ from textual.widgets import Button, DataTable, Label, Select
 from wasmdeck.engine.errors import InvalidInput, WasmdeckError
 from wasmdeck.engine.store import TailConsumer
 
+from ..context import UsesConsole
 from ..messages import PlatformChanged
-from ..widgets.modals import ConfirmScreen, ErrorLine, FormScreen
+from ..styles import stylesheet
+from ..widgets.error_line import ErrorLine
+from ..widgets.modals import ConfirmScreen, FormScreen
 
 SCOPES = (
     ("worker", "one Worker's items"),
@@ -28,7 +34,7 @@ def receives(consumer: TailConsumer) -> str:
     return dict(SCOPES)[consumer.scope]
 
 
-class TailConsumerFormScreen(FormScreen):
+class TailConsumerFormScreen(FormScreen[TailConsumer]):
     """Attach a Tail Worker: the consumer (a protocol Worker), and what it receives."""
 
     def __init__(self, namespace: str, consumers: list[str], workers: list[str]) -> None:
@@ -57,7 +63,7 @@ class TailConsumerFormScreen(FormScreen):
 
     @on(Button.Pressed, "#tail-consumer-cancel")
     def cancel(self) -> None:
-        self.dismiss(None)
+        self.action_cancel()
 
     @on(Button.Pressed, "#tail-consumer-add")
     async def add(self) -> None:
@@ -69,23 +75,24 @@ class TailConsumerFormScreen(FormScreen):
                 raise InvalidInput("choose the consumer: the Worker whose tail handler receives the items")
             if scope == "worker" and not isinstance(worker, str):
                 raise InvalidInput("choose the Worker whose items it receives")
-            added = await self.app.client.add_tail_consumer(  # type: ignore[attr-defined]
-                consumer, worker if scope == "worker" else None, scope == "dispatcher", self.namespace
+            added = await self.host.client.add_tail_consumer(
+                consumer, worker if scope == "worker" and isinstance(worker, str) else None, scope == "dispatcher", self.namespace
             )
         except WasmdeckError as failure:
-            self.query_one("#tail-consumer-error", ErrorLine).show(str(failure))
+            self.query_one("#tail-consumer-error", ErrorLine).show(escape(str(failure)))
             return
         self.dismiss(added)
 
 
-class TailWorkersView(Vertical):
+class TailWorkersView(UsesConsole, Vertical):
+    DEFAULT_CSS = stylesheet(__name__)
     BINDINGS = [
         Binding("a", "add", "Add", id="tail_workers.add"),
         Binding("d", "remove", "Remove", id="tail_workers.remove"),
     ]
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.consumers: list[TailConsumer] = []
 
     def compose(self) -> ComposeResult:
@@ -94,7 +101,7 @@ class TailWorkersView(Vertical):
             "a Tail Worker's own items are never delivered)[/dim]",
             classes="section-title",
         )
-        table: DataTable[object] = DataTable(id="tail-consumers", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = DataTable(id="tail-consumers", cursor_type="row", zebra_stripes=True)
         table.add_columns("Consumer", "Receives")
         yield table
         yield Label("", id="tail-consumers-hint", classes="empty-hint")
@@ -108,7 +115,7 @@ class TailWorkersView(Vertical):
     @work(exclusive=True, group="tail-workers-reload")
     async def reload(self) -> None:
         try:
-            self.consumers = await self.app.client.tail_consumers(self.app.namespace)  # type: ignore[attr-defined]
+            self.consumers = await self.host.client.tail_consumers(self.host.namespace)
         except WasmdeckError as error:
             self.notify(str(error), severity="error")
             return
@@ -121,8 +128,8 @@ class TailWorkersView(Vertical):
         )
 
     async def action_add(self) -> None:
-        client = self.app.client  # type: ignore[attr-defined]
-        namespace = self.app.namespace  # type: ignore[attr-defined]
+        client = self.host.client
+        namespace = self.host.namespace
         try:
             rows = await client.workers(namespace)
         except WasmdeckError as error:
@@ -149,7 +156,7 @@ class TailWorkersView(Vertical):
             if not confirmed:
                 return
             try:
-                await self.app.client.remove_tail_consumer(  # type: ignore[attr-defined]
+                await self.host.client.remove_tail_consumer(
                     consumer.consumer, consumer.worker, consumer.scope == "dispatcher", consumer.namespace
                 )
             except WasmdeckError as error:
@@ -159,4 +166,6 @@ class TailWorkersView(Vertical):
             self.post_message(PlatformChanged())
             self.reload()
 
-        self.app.push_screen(ConfirmScreen(f"Stop delivering {receives(consumer)} to [b]{consumer.consumer}[/b]?"), done)
+        self.app.push_screen(
+            ConfirmScreen(f"Stop delivering {receives(consumer)} to [b]{consumer.consumer}[/b]?", yes="Yes, stop"), done
+        )

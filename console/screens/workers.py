@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -14,20 +14,13 @@ from textual.widgets import DataTable, Input, Static
 from wasmdeck.client import WorkerRow
 from wasmdeck.engine.errors import WasmdeckError
 
+from wasmdeck.engine.store import Worker
+
+from ..context import UsesConsole
+from ..formatting import date_time, error_rate_style, outcome_text, size_text
 from ..messages import WorkersChanged
-from ..widgets.modals import ConfirmScreen, EditWorkerScreen, UploadScreen, VersionsScreen
-
-OUTCOME_STYLES = {"ok": "green", "scriptNotFound": "yellow", "canceled": "yellow"}
-
-
-def outcome_text(outcome: str | None) -> Text:
-    if not outcome:
-        return Text("-", style="dim")
-    return Text(outcome, style=OUTCOME_STYLES.get(outcome, "bold red"))
-
-
-def size_text(size: int) -> str:
-    return f"{size / 1024:.1f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"
+from ..styles import stylesheet
+from ..widgets.modals import ConfirmScreen, EditWorkerScreen, Rollback, UploadScreen, VersionsScreen
 
 
 def matches(row: WorkerRow, needle: str) -> bool:
@@ -40,25 +33,26 @@ def matches(row: WorkerRow, needle: str) -> bool:
     return needle in row.worker.name or any(needle in tag.lower() for tag in row.worker.tags)
 
 
-class WorkersView(Vertical):
+class WorkersView(UsesConsole, Vertical):
+    DEFAULT_CSS = stylesheet(__name__)
     BINDINGS = [
         Binding("u", "upload", "Upload", id="workers.upload"),
-        Binding("e", "edit", "Edit tags/vars", id="workers.edit"),
-        Binding("v", "versions", "Versions", id="workers.versions"),
+        Binding("e", "edit", "Edit tags/vars", id="workers.edit", tooltip="Edit tags and vars (one new version)"),
+        Binding("v", "versions", "Versions", id="workers.versions", tooltip="Versions, and roll back to one"),
         Binding("d", "delete", "Delete", id="workers.delete"),
         Binding("slash", "filter", "Filter", id="workers.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="workers.clear_filter"),
-        Binding("r", "reload", "Refresh", id="workers.refresh"),
+        Binding("r", "reload", "Refresh", id="workers.refresh", show=False),
     ]
 
-    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rows: list[WorkerRow] = []
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: part of a name or tag, or tag:NAME  (esc clears)", id="workers-filter", classes="filter")
-        table: DataTable[object] = DataTable(id="workers-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns("Name", "Tags", "ABI", "Size", "Version", "Last deploy", "Requests", "Errors", "Last outcome")
+        table: DataTable[str | Text] = DataTable(id="workers-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("Name", "Tags", "ABI", "Size", "Ver", "Deployed", "Reqs", "Err%", "Last outcome")
         yield table
         yield Static("", id="workers-empty", classes="empty-hint")
 
@@ -70,12 +64,12 @@ class WorkersView(Vertical):
 
     @property
     def namespace(self) -> str:
-        return self.app.namespace  # type: ignore[attr-defined]
+        return self.host.namespace
 
     @work(exclusive=True, group="workers-reload")
     async def reload(self) -> None:
         try:
-            self.rows = await self.app.client.workers(self.namespace)  # type: ignore[attr-defined]
+            self.rows = await self.host.client.workers(self.namespace)
         except WasmdeckError as error:
             self.notify(str(error), severity="error", title="Could not list workers")
             return
@@ -98,9 +92,9 @@ class WorkersView(Vertical):
                 worker.abi,
                 size_text(worker.size),
                 str(worker.version),
-                datetime.fromtimestamp(worker.created_at / 1000).strftime("%Y-%m-%d %H:%M"),
+                date_time(worker.created_at),
                 str(row.requests),
-                Text(f"{row.error_rate:.0%}", style="bold red" if row.error_rate >= 0.05 else ""),
+                Text(f"{row.error_rate:.0%}", style=error_rate_style(row.error_rate)),
                 outcome_text(row.last_outcome),
                 key=worker.name,
             )
@@ -142,11 +136,11 @@ class WorkersView(Vertical):
         self.reload()
 
     def action_upload(self) -> None:
-        def done(worker) -> None:  # type: ignore[no-untyped-def]
+        def done(worker: Worker | None) -> None:
             if worker is not None:
                 self._changed(f"Deployed {worker.name} version {worker.version}")
 
-        self.app.push_screen(UploadScreen(self.namespace, base=self.app.upload_base), done)  # type: ignore[attr-defined]
+        self.app.push_screen(UploadScreen(self.namespace, base=self.host.upload_base), done)
 
     def action_edit(self) -> None:
         row = self.selected_row()
@@ -154,9 +148,9 @@ class WorkersView(Vertical):
             self.notify("Select a worker first", severity="warning")
             return
 
-        def done(worker) -> None:  # type: ignore[no-untyped-def]
+        def done(worker: Worker | None) -> None:
             if worker is not None:
-                self._changed(f"{worker.name} is now version {worker.version}")
+                self._changed(f"{worker.name} is now version {worker.version} (tags and vars saved)")
 
         self.app.push_screen(EditWorkerScreen(row.worker), done)
 
@@ -166,14 +160,14 @@ class WorkersView(Vertical):
             self.notify("Select a worker first", severity="warning")
             return
         try:
-            versions = await self.app.client.versions(row.worker.name, self.namespace)  # type: ignore[attr-defined]
+            versions = await self.host.client.versions(row.worker.name, self.namespace)
         except WasmdeckError as error:
             self.notify(str(error), severity="error")
             return
 
-        def done(worker) -> None:  # type: ignore[no-untyped-def]
-            if worker is not None:
-                self._changed(f"{worker.name} rolled back (now version {worker.version})")
+        def done(rollback: Rollback | None) -> None:
+            if rollback is not None:
+                self._changed(rollback.sentence())
 
         self.app.push_screen(VersionsScreen(row.worker, versions), done)
 
@@ -183,17 +177,23 @@ class WorkersView(Vertical):
             self.notify("Select a worker first", severity="warning")
             return
         name = row.worker.name
+        count = row.worker.version
+        versions = "its only version" if count == 1 else f"all {count} of its versions"
 
         async def done(confirmed: bool | None) -> None:
             if not confirmed:
                 return
             try:
-                await self.app.client.delete(name, self.namespace)  # type: ignore[attr-defined]
+                await self.host.client.delete(name, self.namespace)
             except WasmdeckError as error:
                 self.notify(str(error), severity="error")
                 return
             self._changed(f"Deleted {name} and all its versions")
 
         self.app.push_screen(
-            ConfirmScreen(f"Delete [b]{name}[/b] and all {row.worker.version} of its versions from {self.namespace}?"), done
+            ConfirmScreen(
+                f"Delete [b]{name}[/b] and {versions} from namespace {self.namespace}? This cannot be undone.",
+                yes="Yes, delete",
+            ),
+            done,
         )

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from wasmdeck.engine.store import Namespace
 
+from ..styles import stylesheet
+from .modals import Dialog
 
-class NamespacePicker(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="namespace.cancel")]
+
+class NamespacePicker(Dialog[str]):
+    """The namespaces, the one shown now highlighted; enter chooses, escape keeps the current one."""
+
+    DEFAULT_CSS = stylesheet(__name__)
 
     def __init__(self, namespaces: list[Namespace], current: str) -> None:
         super().__init__()
@@ -34,10 +37,6 @@ class NamespacePicker(ModalScreen[str | None]):
         names = [ns.name for ns in self.namespaces]
         if self.current in names:
             picker.highlighted = names.index(self.current)
-        picker.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

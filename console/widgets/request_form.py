@@ -18,7 +18,9 @@ from textual.widgets import Button, Input, Select, TextArea
 from wasmdeck.engine.errors import InvalidInput
 from wasmdeck.engine.http import Request, parse_header_line
 
-from .modals import ErrorLine
+from ..styles import stylesheet
+from .error_line import ErrorLine
+from .field import Field
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_URL = "http://hello.localhost/"
@@ -58,19 +60,7 @@ class RequestDraft:
 class RequestForm(Vertical):
     """Method, URL and Send on one line; headers and body editors side by side; an inline error."""
 
-    DEFAULT_CSS = """
-    RequestForm { height: auto; }
-    RequestForm #request-line { height: auto; }
-    RequestForm #request-method { width: 16; }
-    RequestForm #request-url { width: 1fr; }
-    RequestForm #request-send { min-width: 10; width: auto; }
-    RequestForm #request-editors { height: 8; }
-    RequestForm #request-editors TextArea {
-        width: 1fr; height: 100%; border: round $primary 50%; border-title-color: $text-muted;
-        &:focus { border: round $primary; border-title-color: $text; }
-    }
-    RequestForm ErrorLine { margin: 0 1; }
-    """
+    DEFAULT_CSS = stylesheet(__name__)
 
     class Send(Message):
         """The user asked to send what the form holds."""
@@ -85,7 +75,8 @@ class RequestForm(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="request-line"):
             yield Select([(method, method) for method in METHODS], value="GET", allow_blank=False, id="request-method")
-            yield Input(DEFAULT_URL, placeholder="http://worker.localhost/path?query", id="request-url")
+            # arriving on the tab puts the cursor after the URL; ctrl+l selects it on purpose
+            yield Field(DEFAULT_URL, placeholder="http://worker.localhost/path?query", id="request-url")
             yield Button("Send", variant="primary", id="request-send")
         with Horizontal(id="request-editors"):
             headers = TextArea(id="request-headers", placeholder="Content-Type: application/json")
@@ -119,8 +110,12 @@ class RequestForm(Vertical):
         self.error = message
         self.query_one("#request-error", ErrorLine).show(escape(message))
 
-    def focus_url(self) -> None:
-        self.query_one("#request-url", Input).focus()
+    def focus_url(self, *, select: bool = False) -> None:
+        """Put the keyboard in the URL; with `select`, select all of it, so typing replaces it."""
+        url = self.query_one("#request-url", Input)
+        url.focus()
+        if select:
+            url.select_all()
 
     @on(Input.Submitted, "#request-url")
     @on(Button.Pressed, "#request-send")

@@ -1,16 +1,19 @@
-"""The response display: status coloured by class in the border title, size and time in the
-subtitle, and tabs for the body (JSON pretty-printed and highlighted), the headers and the
-invocation's trace (outcome, CPU and wall time, logs, exceptions)."""
+"""The response display: status and the request's outcome in the border title, size and time in
+the subtitle, and tabs for the body (JSON pretty-printed and highlighted), the headers, the
+trace item of the Worker the request was for (outcome, times, logs, exceptions) and, when a
+dispatch Worker fronts the namespace, the dispatcher's own item beside it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.highlight import highlight
@@ -18,46 +21,14 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from wasmdeck.engine.http import Response
 
+from ..formatting import elapsed_text, outcome_text, size_text, status_colour, status_label
+from ..messages import ShowTrace
+from ..styles import stylesheet
+from .trace_detail import summary
+
 MAX_SHOWN_BODY = 128 * 1024
 HEXDUMP_BYTES = 512
-
-STATUS_COLOURS = {2: "green", 3: "cyan", 4: "yellow", 5: "red"}
-OUTCOME_STYLES = {"ok": "green", "scriptNotFound": "yellow", "canceled": "yellow"}
-LEVEL_STYLES = {"debug": "dim", "info": "cyan", "log": "", "warn": "yellow", "error": "bold red"}
-
-
-def status_colour(status: int) -> str:
-    """2xx green, 3xx cyan, 4xx yellow, 5xx red; anything else magenta."""
-    return STATUS_COLOURS.get(status // 100, "magenta")
-
-
-def status_label(status: int) -> str:
-    """`200 OK`, `404 Not Found`; a code without a reason phrase stays a number."""
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
-
-
-def outcome_text(outcome: str | None) -> Text:
-    if not outcome:
-        return Text("-", style="dim")
-    return Text(outcome, style=OUTCOME_STYLES.get(outcome, "bold red"))
-
-
-def size_text(size: int) -> str:
-    """`21 B`, `1.2 KiB`, `3.4 MiB`."""
-    if size < 1024:
-        return f"{size} B"
-    if size < 2**20:
-        return f"{size / 1024:.1f} KiB"
-    return f"{size / 2**20:.1f} MiB"
-
-
-def elapsed_text(seconds: float) -> str:
-    """`3 ms` under a second, `1.25 s` above."""
-    milliseconds = max(0.0, seconds) * 1000
-    return f"{milliseconds:.0f} ms" if milliseconds < 1000 else f"{milliseconds / 1000:.2f} s"
+TABS = ("body", "headers", "trace", "dispatcher")
 
 
 def is_json_type(content_type: str | None) -> bool:
@@ -107,79 +78,69 @@ def body_view(body: bytes, content_type: str | None) -> tuple[str, Content | Tex
     return "text", _capped(text, lambda shown: Content(shown))
 
 
-def _capped(text: str, render: Any) -> Content:
+def _capped(text: str, render: Callable[[str], Content]) -> Content:
     if len(text) <= MAX_SHOWN_BODY:
         return render(text)
     shown = render(text[:MAX_SHOWN_BODY])
     return Content.assemble(shown, (f"\n… showing the first {MAX_SHOWN_BODY // 1024} KiB of {size_text(len(text))}", "dim"))
 
 
-def trace_view(trace: dict[str, Any]) -> Text:
-    """The Trace tab: outcome, worker, times, logs with levels, exceptions with backtraces."""
+def _worker_name(item: dict[str, Any]) -> str:
+    name = item.get("scriptName")
+    version = item.get("scriptVersion")
+    return f"{name or '?'}" + (f" v{version}" if version is not None else "")
+
+
+def trace_view(response: Response) -> Text:
+    """The Trace tab: the item of the Worker the request was for, and where the dispatcher's is."""
+    trace = response.trace
     if not trace:
         return Text("No trace item came with this response.", style="dim")
-    out = Text()
+    dispatcher = response.dispatcher_trace
+    note = Text(style="dim")
+    if dispatcher is not None and dispatcher == trace:
+        note.append(f"The dispatch Worker {_worker_name(dispatcher)} answered itself: no user Worker ran.")
+    elif dispatcher is not None:
+        note.append(f"In front of it: dispatch Worker {_worker_name(dispatcher)}, ")
+        note.append_text(outcome_text(dispatcher.get("outcome")))
+        note.append(f", {dispatcher.get('wallTime', 0)} ms (d shows its item).")
+    note.append(("\n" if note else "") + "o opens this item whole.\n\n")
+    return note + summary(trace)
 
-    def field(label: str, value: Text | str) -> None:
-        out.append(f"{label:<11}", style="bold")
-        out.append_text(value if isinstance(value, Text) else Text(value))
-        out.append("\n")
 
-    field("Outcome", outcome_text(trace.get("outcome")))
-    name = trace.get("scriptName")
-    if name and trace.get("outcome") == "scriptNotFound":
-        field("Worker", Text.assemble((str(name), "bold"), (" (not found in this namespace)", "yellow")))
-    elif name:
-        worker = Text(str(name), style="bold")
-        if trace.get("scriptVersion") is not None:
-            worker.append(f" v{trace['scriptVersion']}")
-        tags = trace.get("scriptTags") or []
-        if tags:
-            worker.append(f"  tags: {', '.join(tags)}", style="dim")
-        field("Worker", worker)
+def dispatcher_view(response: Response) -> Text:
+    """The Dispatcher trace tab: the dispatch Worker's own item, or why there is none."""
+    dispatcher = response.dispatcher_trace
+    if dispatcher is None:
+        return Text("No dispatch Worker handled this request: it went straight to its Worker.", style="dim")
+    note = Text(style="dim")
+    if dispatcher == response.trace:
+        note.append("The dispatch Worker answered itself: no user Worker ran.")
     else:
-        field("Worker", Text("none (no worker matched)", style="dim"))
-    field("Namespace", str(trace.get("dispatchNamespace", "-")))
-    field("CPU time", f"{trace.get('cpuTime', 0)} ms")
-    field("Wall time", f"{trace.get('wallTime', 0)} ms")
-
-    logs = trace.get("logs") or []
-    out.append(f"\nLogs ({len(logs)})\n", style="bold underline")
-    if not logs:
-        out.append("  none\n", style="dim")
-    for log in logs:
-        level = str(log.get("level", "log"))
-        out.append(f"  {level:<6}", style=LEVEL_STYLES.get(level, ""))
-        out.append(" ".join(str(part) for part in log.get("message", [])) + "\n")
-
-    exceptions = trace.get("exceptions") or []
-    out.append(f"\nExceptions ({len(exceptions)})\n", style="bold underline")
-    if not exceptions:
-        out.append("  none\n", style="dim")
-    for exception in exceptions:
-        first, *rest = str(exception.get("message", "")).splitlines() or [""]
-        out.append(f"  {exception.get('name', 'Error')}", style="bold red")
-        out.append(f": {first}\n")
-        for line in rest:
-            out.append(f"      {line.strip()}\n", style="dim")
-    if trace.get("truncated"):
-        out.append("\n(logs truncated)\n", style="yellow")
-    out.rstrip()
-    return out
+        note.append(f"It dispatched to {_worker_name(response.trace)}, ")
+        note.append_text(outcome_text(response.trace.get("outcome")))
+        note.append(" (t shows that item).")
+    note.append("\no opens this item whole.\n\n")
+    return note + summary(dispatcher)
 
 
 class ResponsePanel(Vertical):
     """Shows one response; `show(response, elapsed)` replaces what is shown."""
 
-    DEFAULT_CSS = """
-    ResponsePanel { border: round $primary 50%; height: 1fr; border-title-align: left; border-subtitle-align: right; }
-    ResponsePanel:focus-within { border: round $primary; }
-    ResponsePanel TabbedContent, ResponsePanel ContentSwitcher { height: 1fr; }
-    ResponsePanel TabPane { padding: 0; height: 1fr; }
-    ResponsePanel VerticalScroll { height: 1fr; }
-    ResponsePanel #response-body, ResponsePanel #response-trace { padding: 0 1; width: 1fr; }
-    ResponsePanel #response-headers { height: 1fr; }
-    """
+    DEFAULT_CSS = stylesheet(__name__)
+    BINDINGS = [
+        Binding("b", "show_tab('body')", "Body", id="response.body", show=False, tooltip="Response body"),
+        Binding("h", "show_tab('headers')", "Headers", id="response.headers", show=False, tooltip="Response headers"),
+        Binding(
+            "t", "show_tab('trace')", "Trace", id="response.trace", show=False,
+            tooltip="Trace: the item of the request's Worker (logs, exceptions)",
+        ),
+        Binding(
+            "d", "show_tab('dispatcher')", "Dispatcher trace", id="response.dispatcher",
+            tooltip="Dispatcher trace: the dispatch Worker's own item",
+        ),
+        Binding("o", "open_trace", "Open trace", id="response.open", tooltip="Open the shown trace item whole, with its JSON"),
+    ]
 
     EMPTY_HINT = "Send a request to see its response here: [b]enter[/b] in the URL or [b]ctrl+s[/b] anywhere."
 
@@ -193,6 +154,8 @@ class ResponsePanel(Vertical):
         """The Body tab's text as shown (JSON pretty-printed), without styles."""
         self.trace_text = ""
         """The Trace tab's text as shown, without styles."""
+        self.dispatcher_text = ""
+        """The Dispatcher trace tab's text as shown, without styles."""
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="response-tabs"):
@@ -200,12 +163,15 @@ class ResponsePanel(Vertical):
                 with VerticalScroll(id="response-body-scroll"):
                     yield Static(self.EMPTY_HINT, id="response-body")
             with TabPane("Headers", id="response-headers-tab"):
-                table: DataTable[object] = DataTable(id="response-headers", cursor_type="row", zebra_stripes=True)
+                table: DataTable[str | Text] = DataTable(id="response-headers", cursor_type="row", zebra_stripes=True)
                 table.add_columns("Name", "Value")
                 yield table
             with TabPane("Trace", id="response-trace-tab"):
                 with VerticalScroll(id="response-trace-scroll"):
                     yield Static(Text("No request sent yet.", style="dim"), id="response-trace")
+            with TabPane("Dispatcher trace", id="response-dispatcher-tab"):
+                with VerticalScroll(id="response-dispatcher-scroll"):
+                    yield Static(Text("No request sent yet.", style="dim"), id="response-dispatcher")
 
     @on(TabbedContent.TabActivated)
     def _keep_tab_switch_inside(self, event: TabbedContent.TabActivated) -> None:
@@ -220,10 +186,8 @@ class ResponsePanel(Vertical):
         self.response = response
         self.elapsed = elapsed
         colour = status_colour(response.status)
-        outcome = response.trace.get("outcome") if response.trace else None
         title = Text.assemble("Response ", (f" {status_label(response.status)} ", f"bold black on {colour}"))
-        if outcome:
-            title.append("  ").append_text(outcome_text(outcome))
+        title.append("  ").append_text(outcome_text(response.outcome))
         self.border_title = title
         self.border_subtitle = f"{size_text(len(response.body))} · {elapsed_text(elapsed)}"
 
@@ -237,11 +201,40 @@ class ResponsePanel(Vertical):
         for name, value in response.headers:
             table.add_row(Text(name, style="bold"), value)
 
-        trace = trace_view(response.trace)
-        self.trace_text = trace.plain
-        self.query_one("#response-trace", Static).update(trace)
-        self.query_one("#response-trace-scroll", VerticalScroll).scroll_home(animate=False)
+        for tab, view in (("trace", trace_view(response)), ("dispatcher", dispatcher_view(response))):
+            setattr(self, f"{tab}_text", view.plain)
+            self.query_one(f"#response-{tab}", Static).update(view)
+            self.query_one(f"#response-{tab}-scroll", VerticalScroll).scroll_home(animate=False)
 
-    def show_tab(self, tab: str) -> None:
-        """`body`, `headers` or `trace`."""
+    @property
+    def active_tab(self) -> str:
+        """`body`, `headers`, `trace` or `dispatcher`."""
+        active = self.query_one("#response-tabs", TabbedContent).active
+        return active.removeprefix("response-").removesuffix("-tab")
+
+    def show_tab(self, tab: str, *, focus: bool = False) -> None:
+        """Show `tab` (`body`, `headers`, `trace` or `dispatcher`); with `focus`, put the keyboard in it."""
+        if tab not in TABS:
+            raise ValueError(f"no response tab {tab!r}; the tabs are {', '.join(TABS)}")
         self.query_one("#response-tabs", TabbedContent).active = f"response-{tab}-tab"
+        if focus:
+            inner = "#response-headers" if tab == "headers" else f"#response-{tab}-scroll"
+            self.query_one(inner).focus()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.show_tab(tab, focus=True)
+
+    def shown_item(self) -> dict[str, Any] | None:
+        """The trace item the open tab is about: the dispatcher's on its tab, else the request's Worker's."""
+        if self.response is None:
+            return None
+        if self.active_tab == "dispatcher":
+            return self.response.dispatcher_trace
+        return self.response.trace or None
+
+    def action_open_trace(self) -> None:
+        item = self.shown_item()
+        if item is None:
+            self.notify("No trace item to open: send a request first", severity="warning")
+            return
+        self.post_message(ShowTrace(item))

@@ -7,15 +7,21 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from textual.markup import escape
 from textual.reactive import reactive
 from textual.widgets import Static
 
 from wasmdeck.engine.traces import ERROR_OUTCOMES
 
+from ..formatting import error_rate_style
+from ..styles import stylesheet
+
 WINDOW_S = 10.0
 
 
 class StatusBar(Static):
+    DEFAULT_CSS = stylesheet(__name__)
+
     namespace: reactive[str] = reactive("default")
 
     def __init__(self, clock: Callable[[], float], source: str, **kwargs: Any) -> None:
@@ -52,9 +58,9 @@ class StatusBar(Static):
 
     def refresh_text(self) -> None:
         rate, errors, p50 = self.numbers()
-        error_style = "bold red" if errors >= 0.05 else "green"
+        error_style = error_rate_style(errors)
         latency = f"{p50} ms" if p50 is not None else "-"
         self.update(
-            f"[b]namespace[/b] {self.namespace}  [dim]│[/dim]  {rate:.1f} req/s  [dim]│[/dim]  "
-            f"errors [{error_style}]{errors:.0%}[/]  [dim]│[/dim]  p50 {latency}  [dim]│[/dim]  [dim]{self._source}[/dim]"
+            f"[b]namespace[/b] {escape(self.namespace)}  [dim]│[/dim]  {rate:.1f} req/s  [dim]│[/dim]  "
+            f"errors [{error_style}]{errors:.0%}[/]  [dim]│[/dim]  p50 {latency}  [dim]│[/dim]  [dim]{escape(self._source)}[/dim]"
         )

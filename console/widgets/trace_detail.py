@@ -1,9 +1,11 @@
-"""One trace item whole: a readable summary (outcome, status, times, logs, exceptions) and its JSON."""
+"""One trace item whole: a readable summary (outcome, status, times, logs, exceptions) and its JSON.
+
+`summary()` is the one rendering of a trace item; the Requests tab's Trace views use it too."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any
 
 from rich.json import JSON
@@ -11,32 +13,28 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from wasmdeck.engine.traces import ERROR_OUTCOMES, LOG_LEVELS
+from ..formatting import level_style, moment, outcome_style, status_style
+from ..styles import stylesheet
+from .modals import Dialog
 
-OUTCOME_STYLES = {"ok": "bold green", "scriptNotFound": "bold yellow", "canceled": "bold yellow"}
-LEVEL_STYLES = {"debug": "dim", "info": "cyan", "log": "", "warn": "yellow", "error": "bold red"}
 LABEL_WIDTH = 11
 
 
-def _outcome_style(outcome: str) -> str:
-    return OUTCOME_STYLES.get(outcome, "bold red" if outcome in ERROR_OUTCOMES else "bold magenta")
-
-
-def _status_style(status: int | None) -> str:
-    if status is None:
-        return "dim"
-    return {2: "green", 3: "cyan", 4: "yellow"}.get(status // 100, "bold red")
-
-
-def moment(timestamp_ms: int, tz: tzinfo | None = None, *, date: bool = True) -> str:
-    when = datetime.fromtimestamp(timestamp_ms / 1000, tz)
-    if tz is None:
-        when = when.astimezone()
-    text = when.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S") + f".{when.microsecond // 1000:03d}"
-    return f"{text} {when.tzname()}" if date else text
+def _worker_parts(item: dict[str, Any], outcome: str) -> list[str | tuple[str, str]]:
+    """`hello v3  tags free, eu`; a name that matched no worker says so."""
+    name = item.get("scriptName")
+    if not name:
+        return [("none (no worker matched)", "dim")]
+    if outcome == "scriptNotFound":
+        return [(str(name), "bold"), (" (not found in this namespace)", "yellow")]
+    parts: list[str | tuple[str, str]] = [(str(name), "bold cyan")]
+    if item.get("scriptVersion") is not None:
+        parts.append(f" v{item['scriptVersion']}")
+    if item.get("scriptTags"):
+        parts.append(("  tags " + ", ".join(item["scriptTags"]), "dim"))
+    return parts
 
 
 def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
@@ -53,55 +51,13 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
         text.append_text(Text.assemble(*parts))
         text.append("\n")
 
-    field("Outcome", (outcome, _outcome_style(outcome)))
+    field("Outcome", (outcome, "bold " + outcome_style(outcome)))
     field("Request", (str(request.get("method") or "?"), "bold"), " ", str(request.get("url") or ""))
-    field("Status", (str(status) if status is not None else "no response", _status_style(status)))
-    worker = item.get("scriptName")
-    version = item.get("scriptVersion")
-    field(
-        "Worker",
-        (worker or "-", "cyan" if worker else "dim"),
-        (f"  version {version}" if version is not None else "", "dim"),
-        ("  tags " + ", ".join(item.get("scriptTags") or ()) if item.get("scriptTags") else "", "dim"),
-    )
+    field("Status", (str(status) if status is not None else "no response", status_style(status)))
+    field("Worker", *_worker_parts(item, outcome))
     field("Namespace", str(item.get("dispatchNamespace") or "-"))
     field("Time", moment(int(item.get("eventTimestamp") or 0), tz))
     field("Duration", f"wall {item.get('wallTime', 0)} ms", ("  ·  ", "dim"), f"cpu {item.get('cpuTime', 0)} ms")
-    headers = request.get("headers") or {}
-    if headers:
-        text.append("Headers\n", "bold")
-        for name, value in headers.items():
-            text.append(f"  {name}: ", "dim")
-            text.append(f"{value}\n")
-
-    logs = item.get("logs") or []
-    text.append(f"\nLogs ({len(logs)})\n", "bold underline")
-    if not logs:
-        text.append("  none\n", "dim")
-    for log in logs:
-        level = str(log.get("level") or "log")
-        text.append(f"  {moment(int(log.get('timestamp') or 0), tz, date=False)} ", "dim")
-        text.append(f"{level:<5} ", LEVEL_STYLES.get(level, "") if level in LOG_LEVELS else "magenta")
-        text.append(" ".join(str(part) for part in log.get("message") or ()) + "\n")
-
-    subrequests = item.get("subrequests") or []
-    if subrequests:
-        text.append(f"\nSubrequests ({len(subrequests)})\n", "bold underline")
-        for sub in subrequests:
-            status = sub.get("status")
-            text.append(f"  {sub.get('method', '?')} ", "bold")
-            text.append(f"{sub.get('url', '')} ")
-            if status is not None:
-                text.append(str(status), _status_style(status))
-            else:
-                text.append(str(sub.get("error") or "error"), "bold red")
-            text.append(f"  {sub.get('durationMs', 0)} ms via {sub.get('via', '?')}\n", "dim")
-    consumed = event.get("consumedEvents")
-    if consumed is not None:
-        text.append(f"\nConsumed events ({len(consumed)})\n", "bold underline")
-        for entry in consumed:
-            text.append(f"  {entry.get('scriptName') or '-'}\n")
-
     exceptions = item.get("exceptions") or []
     text.append(f"\nExceptions ({len(exceptions)})\n", "bold underline")
     if not exceptions:
@@ -113,36 +69,55 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
         text.append(first + "\n")
         for line in rest:
             text.append(f"      {line.rstrip()}\n", "red")
+    logs = item.get("logs") or []
+    text.append(f"\nLogs ({len(logs)})\n", "bold underline")
+    if not logs:
+        text.append("  none\n", "dim")
+    for log in logs:
+        level = str(log.get("level") or "log")
+        text.append(f"  {moment(int(log.get('timestamp') or 0), tz, date=False)} ", "dim")
+        text.append(f"{level:<5} ", level_style(level))
+        text.append(" ".join(str(part) for part in log.get("message") or ()) + "\n")
     if item.get("truncated"):
-        text.append("\nLogs were truncated by the engine (too many lines or bytes).\n", "yellow")
+        text.append("  The engine cut this item short (truncated): some logs or output are missing.\n", "yellow")
+
+    subrequests = item.get("subrequests") or []
+    if subrequests:
+        text.append(f"\nSubrequests ({len(subrequests)})\n", "bold underline")
+        for sub in subrequests:
+            status = sub.get("status")
+            text.append(f"  {sub.get('method', '?')} ", "bold")
+            text.append(f"{sub.get('url', '')} ")
+            if status is not None:
+                text.append(str(status), status_style(status))
+            else:
+                text.append(str(sub.get("error") or "error"), "bold red")
+            text.append(f"  {sub.get('durationMs', 0)} ms via {sub.get('via', '?')}\n", "dim")
+    consumed = event.get("consumedEvents")
+    if consumed is not None:
+        text.append(f"\nConsumed events ({len(consumed)})\n", "bold underline")
+        for entry in consumed:
+            text.append(f"  {entry.get('scriptName') or '-'}\n")
+
+    headers = request.get("headers") or {}
+    if headers:
+        text.append("\nRequest headers\n", "bold underline")
+        for name, value in headers.items():
+            text.append(f"  {name}: ", "dim")
+            text.append(f"{value}\n")
     text.rstrip()
     return text
 
 
-class TraceDetailScreen(ModalScreen[None]):
+class TraceDetailScreen(Dialog[None]):
     """The whole trace item: summary on top, pretty JSON below; esc closes."""
 
     BINDINGS = [
         Binding("escape", "close", "Close", id="trace.close"),
         Binding("y", "copy", "Copy JSON", id="trace.copy"),
     ]
-    DEFAULT_CSS = """
-    TraceDetailScreen {
-        align: center middle;
-        #trace-dialog {
-            width: 90%;
-            max-width: 140;
-            height: 90%;
-            border: thick $primary;
-            background: $surface;
-            padding: 0 1;
-        }
-        #trace-title { width: 1fr; text-style: bold; margin: 0 0 1 0; }
-        #trace-body { height: 1fr; }
-        #trace-json-title { text-style: bold underline; margin: 1 0 0 0; }
-        #trace-hint { color: $text-muted; margin: 1 0 0 0; }
-    }
-    """
+    DEFAULT_CSS = stylesheet(__name__)
+    AUTO_FOCUS = "#trace-body"
 
     def __init__(self, item: dict[str, Any], *, tz: tzinfo | None = None) -> None:
         super().__init__()
@@ -153,14 +128,12 @@ class TraceDetailScreen(ModalScreen[None]):
         request = (self.item.get("event") or {}).get("request") or {}
         title = Text.assemble(
             ("Trace  ", "bold"),
-            (str(self.item.get("outcome") or "?"), _outcome_style(str(self.item.get("outcome")))),
+            (str(self.item.get("outcome") or "?"), "bold " + outcome_style(str(self.item.get("outcome") or "?"))),
             "  ",
             (str(request.get("method") or "?"), "bold"),
             " ",
             str(request.get("url") or ""),
         )
-        # Not the app's `.dialog` classes: those size dialogs to their content, and this one
-        # scrolls whatever the item's size.
         with Vertical(id="trace-dialog"):
             yield Label(title, id="trace-title")
             with VerticalScroll(id="trace-body"):
@@ -168,9 +141,6 @@ class TraceDetailScreen(ModalScreen[None]):
                 yield Label("Item (JSON)", id="trace-json-title")
                 yield Static(JSON(self.json_text(), indent=2), id="trace-json")
             yield Label("esc close  ·  y copy JSON  ·  ↑↓ pgup pgdn scroll", id="trace-hint")
-
-    def on_mount(self) -> None:
-        self.query_one("#trace-body").focus()
 
     def json_text(self) -> str:
         return json.dumps(self.item, indent=2, ensure_ascii=False, default=str)
