@@ -313,7 +313,7 @@ class Engine:
         checked_vars = None if vars is None else check_vars(dict(vars))
         message = " and ".join(part for part, given in (("tags", tags), ("vars", vars)) if given is not None) + " changed"
         worker = self.store.update_settings(namespace, name, checked_tags, checked_vars, message)
-        self._changed()
+        self.config_cache.changed()
         return worker
 
     def worker_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
