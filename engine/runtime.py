@@ -4,8 +4,14 @@
   worker writes in its /tmp is invisible to every other. Network is always disabled and
   the host filesystem is never mounted.
 - A new guest process per request.
-- Modules are loaded with their memory capped and CPU metered (see `metering`): without the
-  metering, a guest spinning in a pure compute loop survives its timeout and burns a core.
+- Modules run metered (see `metering`: without it, a guest spinning in a pure compute loop
+  survives its timeout and burns a core), with their memory and tables capped at load. The
+  metered module comes from `metered_source` (the engine keeps it in its database, so a
+  restarted engine does not meter again); capping and metering run in a worker thread, never
+  on the event loop.
+- `check_module` compiles and instantiates a module at deploy, in a thread of its own, without
+  running any of the guest's code (the metered entry answers a compile probe), so a module that
+  cannot run is refused then, not on its first request.
 - Compiled artifacts live in an on-disk cache (wasmer's `cache_root`), so a restarted
   engine does not compile again. Loaded packages and sandboxes are kept in bounded LRUs.
 - A global bound on concurrent guest processes; beyond it callers wait in a bounded
@@ -15,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +33,9 @@ from wasmer_sdk import ExitReason, Wasmer, WasmerError
 
 from .errors import InvalidModule
 from .metering import meter
-from .wasm_module import cap_memory
+from .wasm_module import prepare_to_run
+
+COMPILE_PROBE_ARGS = ["--wasmdeck-compile-probe"]  # two or more arguments: the metered entry returns at once
 
 
 class LoadShed(Exception):
@@ -74,8 +83,13 @@ class Runtime:
         always_keep_logs: bool = False,
         package_cache_size: int = 128,
         sandbox_cache_size: int = 512,
+        metered_source: Callable[[str, Callable[[], bytes]], bytes] | None = None,
     ) -> None:
         self.cache_dir = cache_dir
+        # (sha256, the module's bytes) -> the metered module; the default meters every time
+        self.metered_source = metered_source or (lambda _sha256, original: meter(original()))
+        self._checker: _CompileChecker | None = None
+        self._checker_lock = threading.Lock()
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.max_output_bytes = max_output_bytes
@@ -131,7 +145,7 @@ class Runtime:
         async def load() -> object:
             # metering makes every loop and call path reach a WASI call now and then: the only
             # points where wasmer-sdk can stop a guest that is over its time limit
-            prepared = meter(cap_memory(module(), memory_pages))
+            prepared = await asyncio.to_thread(self._prepare, sha256, memory_pages, module)
             package = await self._client().packages.load(prepared)
             self._packages[key] = package
             while len(self._packages) > self.package_cache_size:
@@ -139,6 +153,20 @@ class Runtime:
             return package
 
         return await self._once(("package", key), load)
+
+    def _prepare(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> bytes:
+        """The metered module with its memory and tables capped (in a worker thread)."""
+        return prepare_to_run(self.metered_source(sha256, module), memory_pages)
+
+    def check_module(self, prepared: bytes, timeout_s: float = 300.0) -> None:
+        """Compile and instantiate ``prepared`` (a metered, capped module) without running any of
+        its code; raise InvalidModule with one sentence when Wasmer cannot. Blocks the calling
+        thread (call it off the event loop); safe from any thread."""
+        with self._checker_lock:
+            if self._checker is None:
+                self._checker = _CompileChecker(self.cache_dir, self.max_output_bytes)
+            checker = self._checker
+        checker.check(prepared, timeout_s)
 
     async def _sandbox(
         self, worker_key: str, sha256: str, memory_pages: int, module: Callable[[], bytes], baseline_env: dict[str, str]
@@ -367,6 +395,10 @@ class Runtime:
 
     async def close(self) -> None:
         self._closed = True
+        with self._checker_lock:
+            checker, self._checker = self._checker, None
+        if checker is not None:
+            await asyncio.to_thread(checker.close)
         entries = list(self._sandboxes.values())
         self._sandboxes.clear()
         self._packages.clear()
@@ -378,6 +410,79 @@ class Runtime:
         if self._wasmer is not None:
             await self._wasmer.close()
             self._wasmer = None
+
+
+class _CompileChecker:
+    """A thread with its own event loop and Wasmer client, where modules are compiled at deploy.
+
+    The probe runs the metered entry with COMPILE_PROBE_ARGS: it returns before any of the
+    guest's code runs, so compiling, linking and instantiating are all that happen. The
+    compiled artifact lands in the shared on-disk cache, so the first request does not compile.
+    """
+
+    RECYCLE_AFTER = 256  # checks per Wasmer client: compiled modules it keeps are let go with it
+
+    def __init__(self, cache_dir: Path, output_bytes: int) -> None:
+        self.cache_dir = cache_dir
+        self.output_bytes = output_bytes
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="wasmdeck-compile-check", daemon=True)
+        self._thread.start()
+        self._wasmer: Wasmer | None = None
+        self._checks = 0
+
+    def check(self, prepared: bytes, timeout_s: float) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._check(prepared), self._loop)
+        try:
+            future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise InvalidModule(f"the module could not be compiled within {timeout_s:.0f} s, so it cannot run") from None
+
+    async def _check(self, prepared: bytes) -> None:
+        if self._wasmer is None or self._checks >= self.RECYCLE_AFTER:
+            if self._wasmer is not None:
+                await self._wasmer.close()
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self._wasmer = Wasmer(cache_root=self.cache_dir, output_bytes=self.output_bytes)
+            self._checks = 0
+        self._checks += 1
+        try:
+            package = await self._wasmer.packages.load(prepared)
+            sandbox = await self._wasmer.sandboxes.create(packages=[package], network="disabled")
+        except WasmerError as error:
+            raise InvalidModule(f"Wasmer cannot load the module: {_first_line(error)}") from None
+        try:
+            output = await sandbox.command(package, COMPILE_PROBE_ARGS).run(timeout=30, output_bytes=4096, check=False)
+        except WasmerError as error:
+            raise InvalidModule(f"the module cannot run under Wasmer: {_first_line(error)}") from None
+        finally:
+            await sandbox.close()
+        if output.reason is not ExitReason.EXITED or output.exit_code != 0:
+            raise InvalidModule(
+                "the module cannot run under Wasmer: its compile probe did not finish cleanly "
+                f"({output.reason.value}, exit status {output.exit_code})"
+            )
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._wasmer is not None:
+                await self._wasmer.close()
+                self._wasmer = None
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop.close()
+
+
+def _first_line(error: Exception) -> str:
+    """Wasmer's message without its prefix, on one line."""
+    text = str(error).removeprefix("command execution failed: ").strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 @dataclass

@@ -214,6 +214,8 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     _config_triggers(db, "tail_consumers")
 
 
+METERED_TABLE = "metered_modules"
+
 MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 
 
@@ -229,6 +231,7 @@ class Store:
         self._lock = threading.Lock()
         try:
             self._migrate()
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS {METERED_TABLE} (sha256 TEXT PRIMARY KEY, scheme TEXT NOT NULL, bytes BLOB NOT NULL)")
         except sqlite3.DatabaseError as error:
             raise InvalidInput(f"{self.path} is not a wasmdeck database ({error})") from error
 
@@ -604,6 +607,20 @@ class Store:
             db.execute("DELETE FROM versions WHERE worker_id = ?", [row[0]])
             db.execute("DELETE FROM workers WHERE id = ?", [row[0]])
             db.execute("DELETE FROM modules WHERE sha256 NOT IN (SELECT DISTINCT sha256 FROM versions)")
+            db.execute(f"DELETE FROM {METERED_TABLE} WHERE sha256 NOT IN (SELECT sha256 FROM modules)")
+
+    # The metered form of each module (see engine.metering), kept beside it so a restarted engine
+    # does not meter again; `scheme` names the metering version that made it. The table is not part
+    # of the schema migrations: it only caches what can be made again from `modules`.
+    def metered_module(self, sha256: str, scheme: str) -> bytes | None:
+        row = self.db.execute(f"SELECT bytes FROM {METERED_TABLE} WHERE sha256 = ? AND scheme = ?", [sha256, scheme]).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_metered_module(self, sha256: str, scheme: str, metered: bytes) -> None:
+        with self.write() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO {METERED_TABLE} (sha256, scheme, bytes) VALUES (?, ?, ?)", [sha256, scheme, metered]
+            )
 
     def module_bytes(self, sha256: str) -> bytes:
         row = self.db.execute("SELECT bytes FROM modules WHERE sha256 = ?", [sha256]).fetchone()
