@@ -297,3 +297,35 @@ class ModuleBuilder:
         if self.data:
             out.append(section(11, vec(self.data)))
         return module(*out)
+
+
+# --- wasm-tools (the Bytecode Alliance's toolkit, a dev dependency) ---------------------------------
+
+def _wasm_tools() -> str:
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "wasm-tools"
+    found = str(beside) if beside.exists() else shutil.which("wasm-tools")
+    if found is None:
+        raise RuntimeError("wasm-tools is not installed (pip install -e '.[dev]')")
+    return found
+
+
+def wat(text: str) -> bytes:
+    """Assemble WebAssembly text format into a binary module."""
+    import subprocess
+
+    done = subprocess.run([_wasm_tools(), "parse", "-"], input=text.encode(), capture_output=True, check=False)
+    if done.returncode != 0:
+        raise ValueError(done.stderr.decode(errors="replace"))
+    return done.stdout
+
+
+def validation_error(data: bytes) -> str | None:
+    """None when the module is valid WebAssembly (every proposal enabled), else wasm-tools' message."""
+    import subprocess
+
+    done = subprocess.run([_wasm_tools(), "validate", "--features", "all", "-"], input=data, capture_output=True, check=False)
+    return None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()
