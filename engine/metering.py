@@ -283,6 +283,10 @@ class _Unsupported(Exception):
     """An instruction the decoder does not know; its args[0] names it, e.g. "0xfb 1"."""
 
 
+class _TooBig(Exception):
+    """The function would grow past MAX_FUNCTION_BODY_BYTES once metered."""
+
+
 class _Refused(Exception):
     """An instruction the decoder knows but wasmdeck refuses; args[0] is the sentence's reason."""
 
@@ -346,7 +350,7 @@ _IF_VOID = b"\x04\x40"
 _ENTRY, _RELOAD, _CHECK = range(3)  # from the global / from the global after a call / from the local
 
 
-@dataclass
+@dataclass(slots=True)
 class _Frame:
     entry_region: int  # the region code at the frame's start is charged to
     holds_check: bool = False  # a region starts inside it
@@ -639,6 +643,8 @@ class _Rewriter:
             ) from None
         except _Refused as refused:
             raise InvalidModule(f"the module uses {refused.args[0]} (in function {func})") from None
+        except _TooBig:
+            raise InvalidModule(self.too_big(func, None)) from None
         except (ValueError, IndexError):
             raise InvalidModule(
                 f"the code section is malformed: the body of function {func} does not decode to valid instructions"
@@ -652,24 +658,33 @@ class _Rewriter:
         n = _uleb(params + declared + 1)
         cached = plan.cached
         snippets = []
+        made: dict[tuple, bytes] = {}  # the same snippet recurs: make each once
+        costs = plan.costs
         for lo, hi, new in plan.edits:
-            if isinstance(new, tuple):
-                cost = plan.costs[new[1]] if new[1] is not None else 0
-                if new[0] == "loophead":
-                    new = self.loop_head(new[2], cost, b, cached)
-                elif new[0] == "looptail":
-                    new = self.loop_tail(b, cached)
-                else:
-                    new = self.snippet(new[0], cost, b, n, cached)
+            if new.__class__ is tuple:
+                key = (new[0], costs[new[1]] if new[1] is not None else 0, new[2] if len(new) > 2 else None)
+                code = made.get(key)
+                if code is None:
+                    if key[0] == "loophead":
+                        code = self.loop_head(key[2], key[1], b, cached)
+                    elif key[0] == "looptail":
+                        code = self.loop_tail(b, cached)
+                    else:
+                        code = self.snippet(key[0], key[1], b, n, cached)
+                    made[key] = code
+                new = code
             snippets.append((lo, hi, new))
         header = _uleb(groups + 1) + self.raw[groups_start:code_start] + b"\x02\x7f"  # + (2 x i32)
         body = header + _splice(self.raw, code_start, end, snippets)
         if len(body) > MAX_FUNCTION_BODY_BYTES:
-            raise InvalidModule(
-                f"function {func} would be {len(body):,} bytes once metered, over the {MAX_FUNCTION_BODY_BYTES:,}-byte "
-                "limit of a function body, so the module could not run; split the function"
-            )
+            raise InvalidModule(self.too_big(func, len(body)))
         return body
+
+    @staticmethod
+    def too_big(func: int, size: int | None) -> str:
+        grown = f"{size:,} bytes" if size is not None else "larger"
+        return (f"function {func} would be {grown} once metered, over the {MAX_FUNCTION_BODY_BYTES:,}-byte limit of a "
+                "function body, so the module could not run; split the function")
 
     def snippet(self, kind: str, cost: int, b: bytes, n: bytes, cached: bool) -> bytes:
         """The code inserted at a check point (see the module docstring). In the cached mode ``b``
@@ -781,22 +796,36 @@ class _Rewriter:
                 edits.append((at, after, _uleb(label + more)))
             return after
 
+        body_start = pos
+        growth = 0  # at least this many bytes are added: to give up early on a function that grows too big
         while pos < end:
-            op_pos = pos
             op = d[pos]
-            pos += 1
             kind = opcodes[op]
-            w = weights[op]
-            # immediates first (calls need theirs to know their weight)
-            if kind == _NONE:
-                pass
-            elif kind == _LEB:
-                while d[pos] & 0x80:
-                    pos += 1
+            if _NONE <= kind <= _MEMARG:  # the common case, kept short
+                w = weights[op]
+                c = costs[cur]
+                if c + w > REGION_MAX and c > 0:
+                    cur = start_region(pos, unchecked[cur] + c)
+                    c = 0
+                costs[cur] = c + w
+                total += w
                 pos += 1
-            elif kind == _MEMARG:
-                pos = _skip_memarg(d, pos)
-            elif kind == _CALL or kind == _RETURN_CALL:
+                if kind == _LEB:
+                    while d[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+                elif kind == _MEMARG:
+                    pos = _skip_memarg(d, pos)
+                continue
+            op_pos = pos
+            pos += 1
+            w = weights[op]
+            if kind == _LOOP or kind == _CALL_INDIRECT or kind == _CALL_REF:
+                growth += 36 if kind == _LOOP else 16  # what a wrapped loop, a call's write-back and reload add at least
+                if pos - body_start + growth > MAX_FUNCTION_BODY_BYTES:
+                    raise _TooBig()
+            # immediates first (calls need theirs to know their weight)
+            if kind == _CALL or kind == _RETURN_CALL:
                 index, after = _read_u32(d, pos)
                 w = W_IMPORT if index < imported else call_weight
             elif kind == _CALL_INDIRECT or kind == _RETURN_CALL_INDIRECT:
@@ -854,8 +883,6 @@ class _Rewriter:
             costs[cur] += w
             total += w
 
-            if kind <= _MEMARG:  # _NONE, _LEB, _MEMARG: nothing more to do
-                continue
             if kind == _BLOCK or kind == _IF:
                 pos = _skip_blocktype(d, pos)
                 push(_Frame(cur))
@@ -902,6 +929,7 @@ class _Rewriter:
             elif kind == _CALL:
                 moved = self.new_index(index)
                 if index >= imported:
+                    growth += 16
                     edits.append((op_pos, op_pos, ("writeback", None)))
                 if moved != index:
                     edits.append((pos, after, _uleb(moved)))
