@@ -821,7 +821,7 @@ class _Rewriter:
             pos += 1
             w = weights[op]
             if kind == _LOOP or kind == _CALL_INDIRECT or kind == _CALL_REF:
-                growth += 36 if kind == _LOOP else 16  # what a wrapped loop, a call's write-back and reload add at least
+                growth += 28 if kind == _LOOP else 16  # what a loop, a call's write-back and reload add at least
                 if pos - body_start + growth > MAX_FUNCTION_BODY_BYTES:
                     raise _TooBig()
             # immediates first (calls need theirs to know their weight)
