@@ -16,7 +16,7 @@ from . import protocol, wcgi
 from .egress import EgressPolicy
 from .errors import InvalidInput, InvalidModule, WasmdeckError
 from .http import Request, Response, limit_response, text_response
-from .metering import SCHEME as METERING_SCHEME, meter
+from .metering import SCHEME as METERING_SCHEME, meter_isolated
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, looks_out_of_memory, resolve
 from .network import Network
 from .outbound import OutboundSetting, check_outbound_values
@@ -246,7 +246,7 @@ class Engine(ProtocolHost):
         sha256 = hashlib.sha256(data).hexdigest()
         # Metered once here (refused if it cannot be: its CPU limit would not hold) and compiled, so a
         # module that cannot run is refused now. Slow for big modules: servers call deploy in a thread.
-        metered = self.store.metered_module(sha256, METERING_SCHEME) or meter(data)
+        metered = self.store.metered_module(sha256, METERING_SCHEME) or meter_isolated(data)
         limits = resolve(checked_tags, self.store.tag_limits(), ns.defaults, self.engine_defaults)
         pages = max([memory_limit_pages(limits.memory_mb), *(m.initial_pages for m in info.memories)])
         self.runtime.check_module(prepare_to_run(metered, pages))
@@ -260,7 +260,7 @@ class Engine(ProtocolHost):
         worker thread (see Runtime)."""
         metered = self.store.metered_module(sha256, METERING_SCHEME)
         if metered is None:
-            metered = meter(original())
+            metered = meter_isolated(original())
             self.store.save_metered_module(sha256, METERING_SCHEME, metered)
         return metered
 

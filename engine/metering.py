@@ -80,6 +80,8 @@ figures printed there and recorded in ``bench/README.md``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 from .errors import InvalidModule
@@ -139,6 +141,54 @@ def meter(data: bytes) -> bytes:
     except (IndexError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
         # A safety net: the rewriter is written not to get here.
         raise InvalidModule(f"the module could not be metered ({type(exc).__name__}); it is probably corrupt") from None
+
+
+ISOLATE_ABOVE_BYTES = 1 << 20  # larger modules are metered in a child process (see meter_isolated)
+ISOLATED_MEMORY_BYTES = 4 << 30  # the child's address-space limit
+ISOLATED_TIMEOUT_S = 600
+
+
+def meter_isolated(data: bytes) -> bytes:
+    """meter(), in a child process when the module is larger than ISOLATE_ABOVE_BYTES: metering
+    a big module takes seconds of pure Python and hundreds of MiB, which must not hold this
+    process's GIL (the event loop serving requests would stall) nor its memory."""
+    if len(data) <= ISOLATE_ABOVE_BYTES:
+        return meter(data)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", __name__], input=bytes(data), capture_output=True,
+            timeout=ISOLATED_TIMEOUT_S, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise InvalidModule(f"the module could not be metered within {ISOLATED_TIMEOUT_S} s") from None
+    if done.returncode == 0:
+        return done.stdout
+    message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    if done.returncode == 2 and message:
+        raise InvalidModule(message[-1])
+    raise InvalidModule(f"the module could not be metered: the metering process failed (exit status {done.returncode})")
+
+
+def _limit_child_memory() -> None:
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (ISOLATED_MEMORY_BYTES, ISOLATED_MEMORY_BYTES))
+    except (ValueError, OSError):
+        pass
+
+
+def _main() -> int:
+    """``python -m wasmdeck.engine.metering``: meter the module on stdin to stdout (exit 2 and
+    one sentence on stderr when it is refused)."""
+    _limit_child_memory()
+    try:
+        out = meter(sys.stdin.buffer.read())
+    except InvalidModule as refused:
+        print(str(refused), file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(out)
+    return 0
 
 
 # --- encoding helpers -------------------------------------------------------------------------
@@ -1172,3 +1222,7 @@ class _Rewriter:
             new = _splice(self.raw, content, content_end, patches)
             out.append(bytes([sub_id]) + _uleb(len(new)) + new)
         return b"".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
