@@ -684,6 +684,11 @@ class _Rewriter:
             r.value_type()
         code_start = r.pos
         params = self.types[self.func_types[func]][0]
+        if end - start > MAX_FUNCTION_BODY_BYTES:
+            raise InvalidModule(
+                f"function {func} is {end - start:,} bytes, over the {MAX_FUNCTION_BODY_BYTES:,}-byte limit of a "
+                "function body, so the module could not run; split the function"
+            )
         try:
             plan = self.scan(code_start, end)
         except _Unsupported as unsupported:
