@@ -84,6 +84,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from . import file_quota
 from .errors import InvalidModule
 from .wasm_module import WASI_PREVIEW1_MODULE, _Parser, _Reader, _uleb
 
@@ -507,13 +508,29 @@ class _Rewriter:
         self.stop_index = self.wasi_import(STOP_POINT, _STOP_TYPE, self.added_imports)
         self.probe_index = (self.wasi_import(PROBE, _PROBE_TYPE, self.added_imports)
                             if exports_start and has_memory else None)
+        # WASI functions that can make the host hold files (see file_quota): by import index
+        wrapped = {
+            index: name for index, (module, name, type_index) in enumerate(p.func_imports)
+            if has_memory and module == WASI_PREVIEW1_MODULE
+            and self.type_bytes[type_index] == file_quota.SIGNATURES.get(name)
+        }
+        self.filestat_index = (self.wasi_import(file_quota.FILESTAT, file_quota.FILESTAT_SIGNATURE, self.added_imports)
+                               if set(wrapped.values()) & file_quota.NEEDS_FILESTAT else None)
         self.shift = len(self.added_imports)
         defined = len(self.func_types) - self.imported_funcs
         self.next_function = self.imported_funcs + self.shift + defined  # new index space
-        # New functions, in this order: the stop helper, the entry function, bulk helpers (as found).
+        # New functions, in this order: the stop helper, the entry function, the file size helper,
+        # the WASI wrappers, bulk helpers (as found).
         self.new_functions: list[tuple[int, bytes]] = []  # (type index, body)
         self.stop_helper = self.add_function(_VOID_TYPE, None)
         self.entry = self.add_function(_VOID_TYPE, None) if exports_start else None
+        self.file_size = (self.add_function(file_quota.FILE_SIZE_TYPE, None)
+                          if self.filestat_index is not None else None)
+        self.wrapped = wrapped
+        self.interposed: dict[int, int] = {  # import index -> its wrapper's index
+            index: self.add_function_of_type(p.func_imports[index][2]) for index in wrapped
+        }
+        self.quota_global = p.globals + 1
         self.helpers: dict[_Helper, int] = {}
 
         code = self.by_id.get(10)
@@ -524,7 +541,8 @@ class _Rewriter:
             1: self.new_types,
             2: [_name(WASI_PREVIEW1_MODULE) + _name(field) + b"\x00" + _uleb(t) for field, t in self.added_imports],
             3: [_uleb(t) for t, _ in self.new_functions],
-            6: [b"\x7f\x01\x41" + _sleb(YIELD_BUDGET) + b"\x0b"],  # (global $budget (mut i32) (i32.const budget))
+            6: [b"\x7f\x01\x41" + _sleb(YIELD_BUDGET) + b"\x0b"]  # (global $budget (mut i32) (i32.const budget))
+            + ([b"\x7e\x01\x42" + _sleb(file_quota.FILE_WRITE_QUOTA) + b"\x0b"] if self.wrapped else []),  # $quota
             10: [body for _, body in self.new_functions],
         }
         out = [self.raw[:8]]
@@ -559,19 +577,28 @@ class _Rewriter:
         return b"".join(out)
 
     def add_function(self, type_encoding: bytes, body: bytes | None) -> int:
+        return self.add_function_of_type(self.type_index(type_encoding))
+
+    def add_function_of_type(self, type_index: int) -> int:
         index = self.next_function + len(self.new_functions)
-        self.new_functions.append((self.type_index(type_encoding), body or b""))
+        self.new_functions.append((type_index, b""))
         return index
 
     def new_index(self, index: int) -> int:
-        """Where an original function index points after the rewrite."""
-        return index + self.shift if index >= self.imported_funcs else index
+        """Where an original function index points after the rewrite (a wrapped WASI import: to
+        its wrapper, so the guest cannot reach the import itself)."""
+        if index >= self.imported_funcs:
+            return index + self.shift
+        return self.interposed.get(index, index)
 
-    def func_index_patch(self, r: _Reader, patches: _Patches) -> None:
-        """Read a function index at r and, if it moves, record the patch."""
+    def func_index_patch(self, r: _Reader, patches: _Patches, *, names: bool = False) -> None:
+        """Read a function index at r and, if it moves, record the patch (``names``: for the name
+        section, where an import keeps its own index)."""
         start = r.pos
         index = r.u32()
-        moved = self.new_index(index)
+        moved = index + self.shift if index >= self.imported_funcs else index
+        if not names:
+            moved = self.new_index(index)
         if moved != index:
             patches.append((start, r.pos, _uleb(moved)))
 
@@ -814,6 +841,7 @@ class _Rewriter:
         cur = 0
         total = 0
         imported = self.imported_funcs
+        interposed = self.interposed
         call_weight = self.call_weight
         edits.append((pos, pos, ("entry", 0)))
         handles_exceptions = False
@@ -883,6 +911,10 @@ class _Rewriter:
             if kind == _CALL or kind == _RETURN_CALL:
                 index, after = _read_u32(d, pos)
                 w = W_IMPORT if index < imported else call_weight
+                if index in interposed:  # a wrapper the module now defines (it may take from the budget)
+                    index_is_import = False
+                else:
+                    index_is_import = index < imported
             elif kind == _CALL_INDIRECT or kind == _RETURN_CALL_INDIRECT:
                 pos = _skip_leb(d, _skip_leb(d, pos))
                 w = call_weight + W_MEM
@@ -983,13 +1015,13 @@ class _Rewriter:
                     cur = frame.entry_region
             elif kind == _CALL:
                 moved = self.new_index(index)
-                if index >= imported:
+                if not index_is_import:
                     growth += 16
                     edits.append((op_pos, op_pos, ("writeback", None)))
                 if moved != index:
                     edits.append((pos, after, _uleb(moved)))
                 pos = after
-                if index >= imported:
+                if not index_is_import:
                     plan.light = False
                     cur = start_region(pos, 0, "reload")
             elif kind == _CALL_INDIRECT or kind == _CALL_REF:
@@ -1102,6 +1134,15 @@ class _Rewriter:
         bodies: dict[int, bytes] = {self.stop_helper: self.stop_helper_body()}
         if self.entry is not None:
             bodies[self.entry] = self.entry_body()
+        if self.wrapped:
+            wrappers = file_quota.Wrappers(
+                self.quota_global, self.file_size, self.parser.globals, self.stop_helper, YIELD_BUDGET,
+                b"\x41" + _sleb(COPY_SHIFT) + b"\x76\x41" + _sleb(BULK_BASE) + b"\x6a",  # (chunk >> shift) + base
+            )
+            if self.file_size is not None:
+                bodies[self.file_size] = wrappers.file_size_body(self.filestat_index)
+            for index, name in self.wrapped.items():
+                bodies[self.interposed[index]] = wrappers.body(name, index)
         for spec, index in self.helpers.items():
             bodies[index] = self.bulk_body(spec)
         self.new_functions = [
@@ -1215,7 +1256,7 @@ class _Rewriter:
             sub = _Reader(self.view, content, content_end, "the name section")
             patches: _Patches = []
             for _ in range(sub.u32()):
-                self.func_index_patch(sub, patches)
+                self.func_index_patch(sub, patches, names=True)
                 if sub_id == 1:
                     sub.name()
                 else:  # a name map per function

@@ -31,9 +31,10 @@ from pathlib import Path
 
 from wasmer_sdk import ExitReason, Wasmer, WasmerError
 
+from . import file_quota
 from .errors import InvalidModule
 from .metering import meter
-from .wasm_module import prepare_to_run
+from .wasm_module import inspect_module, prepare_to_run
 
 COMPILE_PROBE_ARGS = ["--wasmdeck-compile-probe"]  # two or more arguments: the metered entry returns at once
 
@@ -69,6 +70,7 @@ class _WorkerSandbox:
     baseline_env: dict[str, str]
     in_flight: int = 0
     retired: bool = False
+    writes_files: bool = False  # the module can create files (see file_quota): its /workspace is measured
 
 
 class Runtime:
@@ -99,6 +101,8 @@ class Runtime:
         self.sandbox_cache_size = sandbox_cache_size
         self._wasmer: Wasmer | None = None
         self._packages: OrderedDict[tuple[str, int], object] = OrderedDict()
+        self._writes_files: dict[tuple[str, int], bool] = {}
+        self.workspaces_replaced = 0
         self._sandboxes: OrderedDict[str, _WorkerSandbox] = OrderedDict()
         self._loading: dict[object, asyncio.Future] = {}
         self._slots: asyncio.Semaphore | None = None
@@ -145,18 +149,22 @@ class Runtime:
         async def load() -> object:
             # metering makes every loop and call path reach a WASI call now and then: the only
             # points where wasmer-sdk can stop a guest that is over its time limit
-            prepared = await asyncio.to_thread(self._prepare, sha256, memory_pages, module)
+            prepared, writes_files = await asyncio.to_thread(self._prepare, sha256, memory_pages, module)
             package = await self._client().packages.load(prepared)
             self._packages[key] = package
+            self._writes_files[key] = writes_files
             while len(self._packages) > self.package_cache_size:
                 self._packages.popitem(last=False)
             return package
 
         return await self._once(("package", key), load)
 
-    def _prepare(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> bytes:
-        """The metered module with its memory and tables capped (in a worker thread)."""
-        return prepare_to_run(self.metered_source(sha256, module), memory_pages)
+    def _prepare(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> tuple[bytes, bool]:
+        """The metered module with its memory and tables capped (in a worker thread), and whether
+        it can create files."""
+        prepared = prepare_to_run(self.metered_source(sha256, module), memory_pages)
+        imports = inspect_module(prepared).imports
+        return prepared, any(i.name in file_quota.CREATES_FILES for i in imports)
 
     def check_module(self, prepared: bytes, timeout_s: float = 300.0) -> None:
         """Compile and instantiate ``prepared`` (a metered, capped module) without running any of
@@ -182,7 +190,10 @@ class Runtime:
             old = self._sandboxes.pop(worker_key, None)
             if old is not None:
                 await self._retire(old)
-            fresh = _WorkerSandbox(sandbox=sandbox, package_key=(sha256, memory_pages), package=package, baseline_env=baseline_env)
+            fresh = _WorkerSandbox(
+                sandbox=sandbox, package_key=(sha256, memory_pages), package=package, baseline_env=baseline_env,
+                writes_files=self._writes_files.get((sha256, memory_pages), True),
+            )
             self._sandboxes[worker_key] = fresh
             while len(self._sandboxes) > self.sandbox_cache_size:
                 _, evicted = self._sandboxes.popitem(last=False)
@@ -283,9 +294,34 @@ class Runtime:
         self._slots.release()
 
     async def _done_with(self, entry: _WorkerSandbox) -> None:
+        if entry.writes_files and not entry.retired and await self._workspace_over_cap(entry):
+            # its files outlive the guest process in host memory: past the cap, a fresh sandbox
+            for key, cached in list(self._sandboxes.items()):
+                if cached is entry:
+                    del self._sandboxes[key]
+            entry.retired = True
+            self.workspaces_replaced += 1
         entry.in_flight -= 1
         if entry.retired and entry.in_flight == 0:
             await entry.sandbox.close()  # type: ignore[attr-defined]
+
+    @staticmethod
+    async def _workspace_over_cap(entry: _WorkerSandbox) -> bool:
+        """Whether the sandbox's /workspace holds more than file_quota.WORKSPACE_BYTES (each file,
+        directory and link counted as its size plus file_quota.ENTRY_BYTES)."""
+        total, pending = 0, ["/workspace"]
+        try:
+            while pending:
+                folder = pending.pop()
+                for item in await entry.sandbox.fs.read_dir(folder):  # type: ignore[attr-defined]
+                    total += item.size + file_quota.ENTRY_BYTES
+                    if total > file_quota.WORKSPACE_BYTES:
+                        return True
+                    if item.kind == "directory":
+                        pending.append(f"{folder}/{item.name}")
+        except WasmerError:
+            return False
+        return False
 
     @staticmethod
     def _command(entry: _WorkerSandbox, env: dict[str, str]) -> object:

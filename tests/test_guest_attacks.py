@@ -300,3 +300,66 @@ async def test_the_load_path_prepares_modules_off_the_event_loop(engine: Engine,
     monkeypatch.setattr(runtime_module, "prepare_to_run", watched)
     assert (await engine.request("http://hello.example/")).status == 200
     assert threads and threading.main_thread().name not in threads
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+def file_bomb(path: str, append: bool) -> bytes:
+    """Writes 256 MiB to ``path`` (relative to the root preopen) in 64 KiB chunks, ignoring errors,
+    and answers how many chunks were written."""
+    oflags, fdflags = (1, 1) if append else (9, 0)  # O_CREAT (| O_TRUNC); FDFLAGS_APPEND
+    return wat(f"""(module
+      (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 4)
+      (data (i32.const 1024) "Content-Type: text/plain\\r\\n\\r\\n")
+      (data (i32.const 2048) "{path}")
+      (func (export "_start") (local $fd i32) (local $i i32) (local $ok i32)
+        (if (call $open (i32.const 3) (i32.const 1) (i32.const 2048) (i32.const {len(path)}) (i32.const {oflags})
+                        (i64.const -1) (i64.const -1) (i32.const {fdflags}) (i32.const 16))
+          (then unreachable))
+        (local.set $fd (i32.load (i32.const 16)))
+        (i32.store (i32.const 32) (i32.const 65536)) (i32.store (i32.const 36) (i32.const 65536))
+        (block (loop
+          (br_if 1 (i32.ge_u (local.get $i) (i32.const 4096)))
+          (if (i32.eqz (call $write (local.get $fd) (i32.const 32) (i32.const 1) (i32.const 40)))
+            (then (local.set $ok (i32.add (local.get $ok) (i32.const 1)))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1))) (br 0)))
+        (i32.store (i32.const 48) (i32.const 1024)) (i32.store (i32.const 52) (i32.const 28))
+        (i32.store8 (i32.const 2100) (i32.add (i32.const 48) (i32.rem_u (i32.div_u (local.get $ok) (i32.const 1000)) (i32.const 10))))
+        (i32.store8 (i32.const 2101) (i32.add (i32.const 48) (i32.rem_u (i32.div_u (local.get $ok) (i32.const 100)) (i32.const 10))))
+        (i32.store8 (i32.const 2102) (i32.add (i32.const 48) (i32.rem_u (i32.div_u (local.get $ok) (i32.const 10)) (i32.const 10))))
+        (i32.store8 (i32.const 2103) (i32.add (i32.const 48) (i32.rem_u (local.get $ok) (i32.const 10))))
+        (i32.store (i32.const 56) (i32.const 2100)) (i32.store (i32.const 60) (i32.const 4))
+        (drop (call $write (i32.const 1) (i32.const 48) (i32.const 2) (i32.const 40)))))""")
+
+
+@pytest.mark.parametrize("path", ["workspace/big", "tmp/big"])
+async def test_file_writes_are_capped_in_every_request(engine: Engine, path: str) -> None:
+    from wasmdeck.engine.file_quota import FILE_WRITE_QUOTA
+
+    engine.set_limits("small", memory_mb=8)
+    engine.deploy("bomb", file_bomb(path, append=False), tags=["small"])
+    engine.deploy("hello", fixture_module("hello"))
+    await engine.request("http://hello.example/")
+    response, grew = await peak_rss_while(engine.request("http://bomb.example/"))
+    written = int(response.text) * 65536
+    assert response.status == 200 and FILE_WRITE_QUOTA - 65536 - 4096 <= written <= FILE_WRITE_QUOTA, response.text
+    assert grew < FILE_WRITE_QUOTA / 2**20 + 40, f"the resident set grew by {grew:.0f} MiB"
+
+
+async def test_a_workspace_over_its_cap_is_replaced_and_released(engine: Engine) -> None:
+    from wasmdeck.engine.file_quota import WORKSPACE_BYTES
+
+    engine.set_limits("small", memory_mb=8)
+    engine.deploy("bomb", file_bomb("workspace/log", append=True), tags=["small"])
+    engine.deploy("hello", fixture_module("hello"))
+    await engine.request("http://hello.example/")
+    baseline = rss_mib()
+    peak = 0.0
+    for _ in range(6):  # 6 x 32 MiB appended to one file: more than the workspace may keep
+        response, grew = await peak_rss_while(engine.request("http://bomb.example/"))
+        assert response.status == 200
+        peak = max(peak, rss_mib() - baseline + grew)
+    assert engine.runtime.workspaces_replaced >= 2
+    assert peak < WORKSPACE_BYTES / 2**20 + 100, f"the resident set grew by {peak:.0f} MiB"

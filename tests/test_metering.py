@@ -550,3 +550,64 @@ def test_unmetered_burn_keeps_burning_after_its_timeout(tmp_path):
 def test_a_start_function_that_loops_is_stopped(tmp_path):
     data = program("(func $spin (loop (br 0))) (start $spin) (func (export \"_start\"))")
     assert cpu_after_timeout(tmp_path, metered(data)) == ("TIMEOUT", pytest.approx(0, abs=0.1))
+
+
+# --- file writes (see engine.file_quota) ------------------------------------------------------------
+
+FILES = f"""(module
+  (import "{WASI}" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "{WASI}" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "{WASI}" "fd_close" (func $close (param i32) (result i32)))
+  (import "{WASI}" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
+  (import "{WASI}" "fd_seek" (func $seek (param i32 i64 i32 i32) (result i32)))
+  (import "{WASI}" "fd_tell" (func $tell (param i32 i32) (result i32)))
+  (import "{WASI}" "fd_pwrite" (func $pwrite (param i32 i32 i32 i64 i32) (result i32)))
+  (import "{WASI}" "fd_filestat_set_size" (func $set_size (param i32 i64) (result i32)))
+  (import "{WASI}" "fd_allocate" (func $allocate (param i32 i64 i64) (result i32)))
+  (import "{WASI}" "random_get" (func $random (param i32 i32) (result i32)))
+  (memory (export "memory") 40)
+  (data (i32.const 200) "tmp/quota-probe")
+  (func $out (param $v i64)
+    (i64.store (i32.const 16) (local.get $v))
+    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func $r (param i32) (call $out (i64.extend_i32_u (local.get 0))))
+  (func (export "_start") (local $fd i32)
+    (call $r (call $close (i32.const 1)))  ;; stdout stays open
+    (drop (call $open (i32.const 3) (i32.const 1) (i32.const 200) (i32.const 15) (i32.const 9)
+                      (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 100)))
+    (local.set $fd (i32.load (i32.const 100)))
+    (call $r (i32.gt_u (local.get $fd) (i32.const 2)))  ;; the file did not take descriptor 1
+    (call $r (call $renumber (local.get $fd) (i32.const 1)))  ;; ENOTSUP
+    (call $r (call $seek (local.get $fd) (i64.const 1073741824) (i32.const 0) (i32.const 104)))  ;; ENOSPC
+    (call $r (call $tell (local.get $fd) (i32.const 104)))
+    (call $out (i64.load (i32.const 104)))  ;; back at the end: 0
+    (i32.store (i32.const 32) (i32.const 300)) (i32.store (i32.const 36) (i32.const 10))
+    (call $r (call $pwrite (local.get $fd) (i32.const 32) (i32.const 1) (i64.const 1073741824) (i32.const 40)))  ;; ENOSPC
+    (call $r (call $set_size (local.get $fd) (i64.const 1073741824)))  ;; ENOSPC
+    (call $r (call $allocate (local.get $fd) (i64.const -16) (i64.const 32)))  ;; wraps around: ENOSPC
+    (call $r (call $seek (local.get $fd) (i64.const 1048576) (i32.const 0) (i32.const 104)))  ;; 1 MiB past the end: fine
+    (call $r (call $fd_write (local.get $fd) (i32.const 32) (i32.const 1) (i32.const 40)))
+    (call $r (call $random (i32.const 65536) (i32.const 2000000)))  ;; in charged chunks
+    (call $out (i64.load (i32.const 2065000)))))"""
+
+
+async def test_file_growth_is_counted_and_stdio_cannot_be_swapped(wasmer_cache):
+    out = await run(wasmer_cache, metered(wat(FILES)))
+    values = [int.from_bytes(out.stdout.bytes[i:i + 8], "little") for i in range(0, len(out.stdout.bytes), 8)]
+    assert values[:12] == [0, 1, 58, 51, 0, 0, 51, 51, 51, 0, 0, 0], values
+    assert values[12] != 0 and len(values) == 13  # random bytes landed 2 MB into the buffer
+
+
+def test_wrapped_imports_are_unreachable_except_through_their_wrappers():
+    # a table element and an export of the import itself both lead to the wrapper
+    data = wat(f"""(module
+      (import "{WASI}" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1) (table 1 funcref) (elem (i32.const 0) $w)
+      (export "w" (func $w))
+      (func $main (export "_start") (drop (call $w (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 0)))))""")
+    printed = _wasm_print(metered(data))
+    assert "(elem (;0;) (i32.const 0) func $w)" not in printed
+    assert '(export "w" (func $w))' not in printed
+    main = printed.split("(func $main")[1].split("(func ")[0]
+    assert "call $w" not in main and "call 6" in main  # 6: the wrapper, after the two added imports
