@@ -259,6 +259,8 @@ def _sections(raw: bytes) -> list[_Section]:
 
 _OPCODES = [_BAD] * 256
 _WEIGHTS = [1] * 256
+# instructions that keep a function from being a cheap leaf (direct calls are judged by their callee)
+_NOT_LEAF = {_LOOP, _CALL_INDIRECT, _CALL_REF, _RETURN_CALL_INDIRECT, _RETURN_CALL_REF, _TRY, _TRY_TABLE}
 
 
 def _define(kind: int, *opcodes: int) -> None:
@@ -323,6 +325,7 @@ _WEIGHTS[0xD2] = W_REF_FUNC
 _FC_LEBS = {**{sub: 0 for sub in range(8)}, 8: 2, 9: 1, 10: 2, 11: 1, 12: 2, 13: 1, 14: 2, 15: 1, 16: 1, 17: 1}
 _FC_BULK_MEMORY = {8, 10, 11}  # memory.init, memory.copy, memory.fill: become helper calls
 _FC_TABLE_WORK = {12, 14, 15, 17}  # table.init, table.copy, table.grow, table.fill: charged by their count
+_FC_CHARGED = _FC_BULK_MEMORY | _FC_TABLE_WORK
 # 0xFD (SIMD): the numbers up to the last relaxed SIMD instruction (0x113) that no instruction uses.
 _FD_UNUSED = {154, 162, 165, 166, 175, 176, 178, 179, 180, 187, 194, 197, 198, 207, 208, 210, 211, 212, 226, 238}
 _FD_MAX = 0x113
@@ -332,6 +335,10 @@ _SINGLE_BYTE_VALTYPES = {0x7F, 0x7E, 0x7D, 0x7C, 0x7B, *range(0x69, 0x75)}  # nu
 
 class _Unsupported(Exception):
     """An instruction the decoder does not know; its args[0] names it, e.g. "0xfb 1"."""
+
+
+class _NotLight(Exception):
+    """The function probed is not a cheap leaf."""
 
 
 class _TooBig(Exception):
@@ -534,6 +541,7 @@ class _Rewriter:
         self.helpers: dict[_Helper, int] = {}
 
         code = self.by_id.get(10)
+        self.light_functions(code)
         bodies = self.rewrite_code(code) if code is not None else []
         self.finish_new_functions()
 
@@ -683,6 +691,28 @@ class _Rewriter:
 
     # --- code ---------------------------------------------------------------------------------
 
+    def light_functions(self, section: _Section | None) -> set[int]:
+        """The defined functions left alone as cheap leaves: their callers pay for them and make
+        such calls without handing over the budget."""
+        self.light: set[int] = set()
+        if section is None:
+            return self.light
+        r = _Reader(self.view, section.body, section.end, "the code section")
+        for i in range(r.u32()):
+            size = r.u32()
+            start = r.pos
+            r.pos += size
+            body = _Reader(self.view, start, r.pos, "the code section")
+            for _ in range(body.u32()):
+                body.u32()
+                body.value_type()
+            try:
+                self.scan(body.pos, r.pos, probe=True)
+            except (_NotLight, _Unsupported, _Refused, _TooBig, ValueError, IndexError):
+                continue  # not light (or refused, which rewrite_body will say)
+            self.light.add(self.imported_funcs + i)
+        return self.light
+
     def rewrite_code(self, section: _Section) -> list[bytes]:
         """The rewritten bodies (each with its size), in order."""
         r = _Reader(self.view, section.body, section.end, "the code section")
@@ -731,7 +761,9 @@ class _Rewriter:
             raise InvalidModule(
                 f"the code section is malformed: the body of function {func} does not decode to valid instructions"
             ) from None
-        if plan.light and plan.cost_total <= LEAF_MAX:
+        if (plan.light and plan.cost_total <= LEAF_MAX) != (func in self.light):
+            raise AssertionError(f"function {func} was judged a cheap leaf by one pass and not by the other")
+        if func in self.light:
             edits = [(lo, hi, new) for lo, hi, new in plan.edits if isinstance(new, bytes)]
             return self.raw[start:code_start] + _splice(self.raw, code_start, end, edits)
         if params + declared + 2 > MAX_LOCALS:
@@ -816,7 +848,7 @@ class _Rewriter:
         refill = b"\x41" + _sleb(YIELD_BUDGET) + (b"\x21" + b if cached else b"\x24" + self.budget_global)
         return b"\x0b\x0c\x02\x0b" + refill + self.stop_call() + b"\x0c\x00\x0b\x0b"
 
-    def scan(self, pos: int, end: int) -> _BodyPlan:
+    def scan(self, pos: int, end: int, probe: bool = False) -> _BodyPlan:
         """Decode the instructions in raw[pos:end] and plan the body's rewrite.
 
         Regions start at check points; each records its cost. A region start either *checks*
@@ -826,11 +858,16 @@ class _Rewriter:
         the last check, on any path to them, exceed UNCHECKED_MAX (and always in functions that
         handle exceptions). So no loop gets a call in its code unless it makes one.
 
+        With ``probe``, only find out whether the function is a cheap leaf (no loop, no call into
+        the module, nothing charged by count, at most LEAF_MAX units): raises _NotLight as soon as
+        it is not.
+
         Raises _Unsupported / _Refused for an instruction wasmdeck cannot or will not meter,
         ValueError when the body does not decode to exactly one expression, IndexError when it
         runs off the end of the module.
         """
         d = self.raw
+        limit = LEAF_MAX if probe else 1 << 62
         opcodes, weights = _OPCODES, _WEIGHTS
         plan = _BodyPlan()
         edits = plan.edits
@@ -842,6 +879,7 @@ class _Rewriter:
         total = 0
         imported = self.imported_funcs
         interposed = self.interposed
+        light = self.light
         call_weight = self.call_weight
         edits.append((pos, pos, ("entry", 0)))
         handles_exceptions = False
@@ -892,6 +930,8 @@ class _Rewriter:
                     c = 0
                 costs[cur] = c + w
                 total += w
+                if total > limit:
+                    raise _NotLight()
                 pos += 1
                 if kind == _LEB:
                     while d[pos] & 0x80:
@@ -913,8 +953,8 @@ class _Rewriter:
                 w = W_IMPORT if index < imported else call_weight
                 if index in interposed:  # a wrapper the module now defines (it may take from the budget)
                     index_is_import = False
-                else:
-                    index_is_import = index < imported
+                else:  # an import, or a cheap leaf: neither touches the budget
+                    index_is_import = index < imported or index in light
             elif kind == _CALL_INDIRECT or kind == _RETURN_CALL_INDIRECT:
                 pos = _skip_leb(d, _skip_leb(d, pos))
                 w = call_weight + W_MEM
@@ -964,6 +1004,9 @@ class _Rewriter:
                     raise _Unsupported(f"0xfb {_read_u32(d, pos)[0]}")
                 raise _Unsupported(f"0x{op:02x}")
 
+            if probe and (total + w > limit or kind in _NOT_LEAF or (kind == _PREFIX_FC and sub in _FC_CHARGED)
+                          or ((kind == _CALL or kind == _RETURN_CALL) and not index_is_import)):
+                raise _NotLight()
             # a region that would grow past REGION_MAX gets a new one before this instruction
             if costs[cur] + w > REGION_MAX and costs[cur] > 0:
                 cur = start_region(op_pos, unchecked[cur] + costs[cur])

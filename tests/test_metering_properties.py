@@ -294,6 +294,7 @@ def arena(tmp_path_factory, wasmer_cache):
     """One engine on one event loop for every generated module (a module-scoped fixture, as
     Hypothesis runs all its examples inside one test call)."""
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     engine = Engine(tmp_path_factory.mktemp("properties") / "db.sqlite", cache_dir=wasmer_cache, persist_traces=False)
     engine.set_limits("tight", cpu_ms=CPU_MS, memory_mb=32, wall_ms=10_000)
     yield loop, engine
@@ -303,6 +304,7 @@ def arena(tmp_path_factory, wasmer_cache):
     before = time.process_time()
     time.sleep(IDLE_WINDOW_S)
     idle = time.process_time() - before
+    asyncio.set_event_loop(None)
     loop.close()
     assert idle < IDLE_CPU_S, f"the process used {idle:.3f} s of CPU after Engine.close() ({closing=})"
 

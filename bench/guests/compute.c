@@ -1,5 +1,5 @@
 /* compute: a CPU-bound WCGI guest with a fixed amount of work, for bench/metering.py.
- *   ?kernel=NAME&n=N   run one kernel (hash, sieve, fib, qsort, matmul, strings, calls) N times
+ *   ?kernel=NAME&n=N   run one kernel (burn, hash, sieve, fib, qsort, matmul, strings, calls) N times
  *   (no kernel)        run every kernel once
  * It answers the kernels' checksums, so the work cannot be optimised away. */
 #include <stdint.h>
@@ -22,6 +22,13 @@ static const char *query(const char *key, char *out, size_t size) {
         p = amp ? amp + 1 : NULL;
     }
     return NULL;
+}
+
+static volatile unsigned long sink; /* as fixtures/wcgi/burn.c: keeps the loop from being optimised away */
+
+static uint64_t burn(void) { /* burn.c's loop, 20 M iterations instead of "until N ms have passed" */
+    for (uint32_t i = 0; i < 20000000; i++) sink++;
+    return sink;
 }
 
 static uint64_t hash(void) { /* integer arithmetic in one tight loop */
@@ -97,7 +104,7 @@ static uint64_t calls(void) { /* a loop around a small function that is not inli
 struct kernel { const char *name; uint64_t (*run)(void); };
 static uint64_t fib_kernel(void) { return fib(27); }
 static const struct kernel KERNELS[] = {
-    {"hash", hash}, {"sieve", sieve}, {"fib", fib_kernel}, {"qsort", sort},
+    {"burn", burn}, {"hash", hash}, {"sieve", sieve}, {"fib", fib_kernel}, {"qsort", sort},
     {"matmul", matmul}, {"strings", strings}, {"calls", calls},
 };
 
