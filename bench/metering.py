@@ -15,7 +15,8 @@
    and the median of the rounds' ratios. Both runs must print the same checksum.
 2. Stopping. Guests that never finish run metered with a deadline; reported is how long after
    the deadline the run returned (the last stretch before a stop point, plus wasmer-sdk's own
-   reaction) and the CPU the process used in the half second after (must be ~0): a dependent
+   reaction, which the baseline, a guest that does nothing but make stop calls, shows alone)
+   and the CPU the process used in the half second after (must be ~0): a dependent
    load chain missing every cache over 64 MiB (the slowest work per unit of the metering's cost
    model), a short loop around a long body called for ever, bulk memory of 100 MiB a call,
    throws unwinding 500 frames, and plain recursion.
@@ -44,7 +45,7 @@ from wasmdeck.engine.metering import BOUND_UNITS, meter  # noqa: E402
 from tests.wasm_builder import wat  # noqa: E402
 
 COMPUTE = ROOT / "bench" / "guests" / "compute.wasm"
-KERNELS = {"burn": 2, "hash": 3, "sieve": 10, "fib": 20, "qsort": 2, "matmul": 20, "strings": 4, "calls": 10, "mix": 1}
+KERNELS = {"burn": 20, "hash": 3, "sieve": 10, "fib": 20, "qsort": 2, "matmul": 20, "strings": 4, "calls": 10, "mix": 1}
 TARGET = 1.15  # metered / plain CPU for the burn kernel: at most this
 
 CHASE = wat("""(module (memory (export "memory") 1030)
@@ -78,7 +79,12 @@ RECURSION = wat("""(module (memory (export "memory") 1)
     (call $rec (i32.sub (local.get 0) (i32.const 1))) (call $rec (i32.sub (local.get 0) (i32.const 1))))
   (func (export "_start") (call $rec (i32.const 60))))""")
 
-STOPPERS = {"pointer chase": (CHASE, 0.6), "short loop, long body": (_bypass(), 0.05), "bulk memory": (BULK, 0.05),
+AT_STOP_POINTS = wat("""(module
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (loop (drop (call $clock (i32.const 99) (i64.const 0) (i32.const -1))) (br 0))))""")
+
+STOPPERS = {"baseline: stop points only": (AT_STOP_POINTS, 0.05), "pointer chase": (CHASE, 0.6), "short loop, long body": (_bypass(), 0.05), "bulk memory": (BULK, 0.05),
             "throws through 500 frames": (THROWS, 0.05), "recursion": (RECURSION, 0.05)}
 
 

@@ -121,9 +121,10 @@ class Wrappers:
         return b"\x10" + _uleb(index)
 
     def charge(self, amount_local: int, errno: int = ENOSPC) -> bytes:
-        """amount (i64 local) over the quota left: return ENOSPC; else take it."""
+        """amount (i64 local) over the quota left: return ENOSPC (after a stop call: the wrapper's
+        work, up to IOV_MAX buffers summed, must not repeat without one); else take it."""
         return (_get(amount_local) + b"\x23" + self.q + b"\x56"  # amount > quota (unsigned)
-                + b"\x04\x40" + _i32(errno) + b"\x0f\x0b"
+                + b"\x04\x40" + self.call(self.stop) + _i32(errno) + b"\x0f\x0b"
                 + b"\x23" + self.q + _get(amount_local) + b"\x7d\x24" + self.q)  # quota -= amount
 
     def forward(self, raw: int, params: int) -> bytes:

@@ -1,81 +1,95 @@
 """Make guest code stoppable: charge the static cost of straight-line code to one module-wide
 budget, and make a WASI call whenever it runs out.
 
-Why: wasmer-sdk stops a guest (timeout, kill, sandbox close) only when the guest makes a
-WASI call that checks for it. A pure compute loop is reported to the host as TIMEOUT, but its
-thread goes on spinning a full core for ever, after its sandbox is closed and after the engine
-is: a tenant could take every runtime thread with a few hundred requests. So every module is
-rewritten to reach such a call often enough, whatever an adversary builds.
+Why: wasmer-sdk stops a guest (timeout, kill, sandbox close) only when the guest makes a WASI
+call that checks for it. A pure compute loop is reported to the host as TIMEOUT, but its thread
+goes on spinning a core for ever, after its sandbox is closed and after the engine is: a tenant
+could take every runtime thread with a few hundred requests. So every module is rewritten to
+reach such a call often enough, whatever an adversary builds.
 
 The scheme
 ----------
-The module gets a mutable i32 global ``$budget`` (appended: no global index moves), starting
-at ``YIELD_BUDGET``. Each function is cut into *regions*: straight-line code between two
-*check points*. Check points are the function's entry, every loop header, the point right after
-every call, the point right after the ``end`` of any block that holds a check point, the start of
-every legacy ``catch`` clause, and a split point wherever a region would otherwise cost more than
-``REGION_MAX`` units. At each check point the static cost of its whole region (every
-instruction in it, on every branch; an upper bound of what one pass runs) is taken from the
-budget; when the budget falls below zero it is refilled and the guest calls the *stop point*, a
-WASI call that wasmer-sdk checks for a stop request (``clock_time_get`` with an invalid clock
-and an out-of-bounds pointer: it changes nothing and costs about 0.13 us, against 0.9 us for
-``sched_yield``; ``random_get``, ``args_sizes_get`` and the like are no stop points, measured).
+The module gets a mutable i32 global ``$budget`` (appended: no global index moves), starting at
+``YIELD_BUDGET`` in every guest process, never reset by a call. Each function is cut into
+*regions*, straight-line code between two region starts: the function's entry, every loop
+header, the point right after every call into the module, the point right after the ``end`` of
+any block holding a region start, the start of every legacy ``catch`` clause, and a split
+wherever a region would cost more than ``REGION_MAX`` units. At its start a region's whole static
+cost (every instruction in it, on every branch: an upper bound of one pass) is taken from the
+budget. Some starts also *check*: when the budget is below zero they refill it and make the
+*stop call*, a WASI call that wasmer-sdk checks for a stop request (``clock_time_get`` with an
+invalid clock and an out-of-bounds pointer: it changes nothing and costs about 0.13 us, against
+0.9 us for ``sched_yield``; ``random_get`` and ``args_sizes_get`` are no stop points, measured).
+The entry, loop headers and the points after calls always check; the other starts only charge,
+unless the charges taken since the last check on some path to them exceed ``UNCHECKED_MAX``
+(computed statically, per function), or the function handles exceptions.
 
-Costs are in units of about one simple instruction: 1 for most instructions, ``W_MEM`` for a
-memory or table access (a cache-missing load takes about 200 ns, measured below), ``W_DIV``
-for integer division, ``W_CALL`` plus ``LEAF_MAX`` for a call, ``W_GROW`` for ``memory.grow``,
-``W_THROW`` for a throw and, in a module that can throw, ``W_UNWIND`` more for every call (an
-unwound frame costs about 0.4 us). Bulk memory instructions (``memory.fill``, ``memory.copy``,
-``memory.init``) become calls to generated helpers that check their bounds first (an
-out-of-bounds one runs the original instruction, so it traps exactly as before and writes
-nothing) and then work in chunks of ``BULK_CHUNK`` bytes, each charged by its length before it
-runs. Table instructions whose work grows with an operand (``table.grow``, ``table.fill``,
-``table.copy``, ``table.init``) are charged by that operand just before they run (tables are
-capped at load, see ``wasm_module.cap_tables``).
+Costs are in units of about one simple instruction: 1 for most, ``W_MEM`` for a memory or table
+access (a load that misses every cache takes about 200 ns), ``W_DIV`` for integer division,
+``W_FDIV`` for float division and square root, ``W_GROW`` for ``memory.grow``, ``W_CALL`` plus
+``LEAF_MAX`` for a call, ``W_IMPORT`` for a call to an import, ``W_THROW`` for a throw and, in a
+module that can throw, ``W_UNWIND`` more for every call (an unwound frame costs about 0.4 us).
+Bulk memory instructions (``memory.fill``, ``memory.copy``, ``memory.init``) become calls to
+generated helpers that check their bounds first (out of bounds, the helper runs the original
+instruction, which traps exactly as before and writes nothing) and then work in chunks of
+``BULK_CHUNK`` bytes, each charged by its length before it runs and followed by a check. Table
+instructions whose work grows with an operand (``table.grow``, ``table.fill``, ``table.copy``,
+``table.init``) are charged by that operand, and checked, just before they run (tables are
+capped at load: ``wasm_module.prepare_to_run``). WASI calls that can make the host hold files,
+and ``random_get``, go through generated wrappers (``file_quota``).
 
-Why this shape holds for any module: code runs again only through a loop header or a call,
-and both are check points, so every instruction that runs was charged at the last check point
-its frame passed, and no call or loop lies between that point and the instruction (that is
-what the check point after a block holding one is for: without it, code after a block that
-made a call would be prepaid before the call, and a deep recursion unwinding through such
-frames would run it all after the stop point). A frame suspended in a call has nothing
-prepaid left. So between two stop points a guest runs at most ``YIELD_BUDGET`` units charged
-since the first, plus what the region charged just before it still holds (at most
-``REGION_MAX`` plus one instruction's weight): ``BOUND_UNITS`` in all. Functions with no loop,
-no call and a static cost of at most ``LEAF_MAX`` are left alone: every call site pays for them.
+The bound
+---------
+Code runs again only through a loop header or a call, and both start regions, so every
+instruction that runs was charged at the last region start its frame passed, and no call or loop
+lies between that start and the instruction (that is what the region after a block holding one
+is for: without it, code after a block that made a call would be prepaid before the call, and a
+deep recursion unwinding through such frames would run all of it after the stop call). A frame
+suspended in a call has nothing prepaid left. So between two stop calls a guest runs at most:
+what was prepaid before the first (one region), the charges taken after it until the budget runs
+out (``YIELD_BUDGET`` and the charge that overdraws it), and what runs between that charge and the
+next check (``UNCHECKED_MAX`` and one region): ``BOUND_UNITS``, about 1.16 M units, in all.
+Functions with no loop, no call into the module, nothing charged by count and a static cost of at
+most ``LEAF_MAX`` (cheap leaves) are left alone: every call site pays ``LEAF_MAX`` for them.
 
-The bound in time (2-core machine, wasmer-sdk 0.5.0, cranelift): simple instructions run at
-0.1-0.6 ns a unit; the worst measured is a chain of dependent loads that miss every cache and
-the TLB over 96 MiB of linear memory, about 195 ns a load, so about 3 ns a unit, and a throw
-unwinding through deep recursion, about 0.4 us a frame, under 2 ns a unit. ``BOUND_UNITS``
-is about 1.06 M units, so a guest runs at most about 3.2 ms (typically well under 1 ms) between
-two points where wasmer-sdk can stop it. A stopped guest stops within that of its deadline
-(wasmer-sdk itself adds a few ms of timer slack), and uses no CPU afterwards.
+In time (2-core machine, wasmer-sdk 0.5.0 with cranelift): simple instructions run at 0.1-0.6 ns
+a unit; the slowest measured per unit is a chain of dependent loads missing every cache and the
+TLB over 64-96 MiB of linear memory, about 195 ns a load, 3 ns a unit; a throw unwinding deep
+recursion is under 2 ns a unit. So a guest runs at most about 3.5 ms (typically well under 1 ms)
+between two points where wasmer-sdk can stop it. ``bench/metering.py`` measures the stop itself:
+with a deadline, guests that never finish return 2-8 ms after it (pointer chase the slowest;
+wasmer-sdk alone, for a guest that does nothing but stop calls, takes about 2.5 ms) and use no CPU
+afterwards.
 
-Keeping the budget in a register: in functions without exception handling the budget lives in
-a new local ``$b`` while the function runs (written back to the global before every call,
-return, tail call, throw and branch out of the function; read again after every call), so a
-loop's check costs a subtract and a branch. Functions that handle exceptions keep it in the
-global, since a caught exception arrives without passing the write-back.
+Speed
+-----
+Loop headers cost a subtract and a branch: in functions without exception handling the budget
+lives in a new local while the function runs (written back to the global before every call into
+the module, return, tail call, throw and branch out of the function, read again after every
+call), and a loop's check, when the budget is spent, leaves the loop (``loop bt`` becomes
+``block bt (loop $again bt (block $stop (loop bt ...``), so the stop call sits outside the loop and
+the loop keeps its values in registers. Direct calls to cheap leaves (found first, by a probe
+that gives up on a function as soon as it is not one) skip the write-back and read. Functions that
+handle exceptions keep the budget in the global: a caught exception arrives without passing a
+write-back. Figures: ``bench/README.md``.
 
-Other rewrites:
-
-- The stop point and ``args_sizes_get`` are imported if the module does not import them
-  (appended after the other imports, so every defined function index moves up; every place a
-  function index appears is renumbered: calls, ``ref.func``, element segments, global and table
-  initializers, exports, the start function, and the ``name`` section).
+Other rewrites
+--------------
+- The stop call's import and ``args_sizes_get`` (and ``fd_filestat_get`` for the file wrappers)
+  are imported if the module does not import them: appended after the other imports, so every
+  defined function index moves up, and every place a function index appears is renumbered
+  (calls, ``ref.func``, element segments, global and table initializers, exports, the start
+  function, the ``name`` section). References to a wrapped WASI import point at its wrapper.
 - A WASI command's ``_start`` export is replaced by an entry function that first answers a
-  *compile probe* (run with two or more arguments it restores what it touched and returns, so
-  the engine can compile and instantiate a module at deploy without running any of its code),
-  then calls the module's start function (moved here from the start section: wasmer-sdk runs a
-  start function before the WASI context exists, so one that reaches a WASI call fails with
-  "WASM context is invalid"), then the original ``_start``.
+  *compile probe* (run with two or more arguments, it restores the 8 bytes of memory it used and
+  returns, so the engine compiles and instantiates a module at deploy without running any of its
+  code), then calls the module's start function (moved here from the start section: wasmer-sdk
+  runs a start function before the WASI context exists, so one that reaches a WASI call, as any
+  metered loop does, failed with "WASM context is invalid"), then the original ``_start``.
 - ``memory.atomic.wait32/64`` are refused (they block a runtime thread where nothing can stop
-  it), as are 64-bit memories and tables, the GC proposal's instructions, and any instruction this
-  decoder does not know. Debug sections that point into the code section are dropped.
-
-Cost of the metering, measured with ``bench/metering.py`` (metered / plain, same run): see the
-figures printed there and recorded in ``bench/README.md``.
+  it), as are 64-bit memories and tables, the GC proposal's instructions, any instruction this
+  decoder does not know, and functions that would exceed Wasmer's 7,654,321-byte body limit once
+  metered. Debug sections that point into the code section are dropped.
 """
 
 from __future__ import annotations
@@ -91,7 +105,7 @@ from .wasm_module import WASI_PREVIEW1_MODULE, _Parser, _Reader, _uleb
 SCHEME = "wasmdeck-metering-2"  # changes whenever the rewrite does: stored metered modules are redone
 
 YIELD_BUDGET = 1 << 20  # units between two stop points
-REGION_MAX = 1 << 14  # a longer stretch of straight-line code gets a check point of its own
+REGION_MAX = 1 << 14  # a longer stretch of straight-line code is split into regions of at most this
 UNCHECKED_MAX = 1 << 14  # charges a path may take after the last check before a region start must check
 LEAF_MAX = 256  # functions this cheap, without loops or calls, are charged at their call sites
 W_MEM = 64  # a load, a store, a table access (a cache miss is about 200 ns)
@@ -109,7 +123,9 @@ FILL_SHIFT = 5
 COPY_SHIFT = 4
 TABLE_SHIFT = 2  # table.grow / fill / copy / init: (count >> 2) + W_MEM units
 MAX_WEIGHT = W_GROW
-BOUND_UNITS = YIELD_BUDGET + REGION_MAX + MAX_WEIGHT + (BULK_CHUNK >> COPY_SHIFT) + BULK_BASE
+# prepaid before a stop call (one region), charges until the budget is overdrawn (including the
+# overdrawing one), and what runs from there to the next check
+BOUND_UNITS = YIELD_BUDGET + 3 * (REGION_MAX + MAX_WEIGHT) + UNCHECKED_MAX
 
 MAX_FUNCTION_BODY_BYTES = 7_654_321  # what Wasmer (wasmparser) accepts in one function body
 MAX_LOCALS = 50_000  # what Wasmer (wasmparser) accepts in one function
