@@ -25,6 +25,9 @@ without calling the host:
 - ``random_get`` fills its buffer in charged chunks, like bulk memory (one call can otherwise
   fill 128 MiB, about 100 ms, with no stop point).
 
+Every path through a wrapper ends in a WASI call (the import itself, or the metering's stop call
+when the wrapper answers alone), so a guest calling one in a loop still reaches stop points.
+
 Files under /tmp and elsewhere in the root are freed when the guest process ends; /workspace
 outlives it, so the runtime also measures a worker's /workspace after each request of a module
 that can create files and replaces the sandbox when it holds more than ``WORKSPACE_BYTES``.
@@ -141,7 +144,8 @@ class Wrappers:
         size = _get(fd_local) + self.call(self.file_size)  # i64
         return (position + size + b"\x56\x04\x40"  # if position > size:
                 + position + size + b"\x7d" + _set(gap_local)  # gap = position - size
-                + _get(gap_local) + b"\x23" + self.q + b"\x56\x04\x40" + over + _i32(ENOSPC) + b"\x0f\x0b"
+                + _get(gap_local) + b"\x23" + self.q + b"\x56\x04\x40" + over + self.call(self.stop)
+                + _i32(ENOSPC) + b"\x0f\x0b"
                 + _get(amount_local) + _get(gap_local) + b"\x7c" + _set(amount_local)
                 + b"\x0b")
 
@@ -151,7 +155,7 @@ class Wrappers:
     def iov_sum(self, iovs: int, count: int, amount: int, i: int, raw: int, params: int) -> bytes:
         """amount = the bytes the iovecs hold (more than IOV_MAX of them: EINVAL; iovecs outside
         memory: the raw call reports the fault)."""
-        return (_get(count) + _i32(IOV_MAX) + b"\x4b\x04\x40" + _i32(EINVAL) + b"\x0f\x0b"
+        return (_get(count) + _i32(IOV_MAX) + b"\x4b\x04\x40" + self.call(self.stop) + _i32(EINVAL) + b"\x0f\x0b"
                 + _get(iovs) + b"\xad" + _get(count) + b"\xad" + _i64(3) + b"\x86\x7c"  # iovs + count * 8
                 + b"\x3f\x00\xad" + _i64(16) + b"\x86\x56"  # > memory bytes
                 + b"\x04\x40" + self.forward(raw, params) + b"\x0f\x0b"
@@ -228,13 +232,15 @@ class Wrappers:
 
     # fd_renumber(fd, to) -> errno: never onto or away from stdin, stdout, stderr
     def w_fd_renumber(self, raw: int) -> bytes:
-        code = (_get(0) + _i32(3) + b"\x49" + _get(1) + _i32(3) + b"\x49\x72\x04\x40" + _i32(ENOTSUP) + b"\x0f\x0b"
+        code = (_get(0) + _i32(3) + b"\x49" + _get(1) + _i32(3) + b"\x49\x72\x04\x40" + self.call(self.stop)
+                + _i32(ENOTSUP) + b"\x0f\x0b"
                 + self.forward(raw, 2) + b"\x0b")
         return _locals([]) + code
 
     # fd_close(fd) -> errno: stdin, stdout and stderr stay open
     def w_fd_close(self, raw: int) -> bytes:
-        code = _get(0) + _i32(3) + b"\x49\x04\x40" + _i32(0) + b"\x0f\x0b" + self.forward(raw, 1) + b"\x0b"
+        code = (_get(0) + _i32(3) + b"\x49\x04\x40" + self.call(self.stop) + _i32(0) + b"\x0f\x0b"
+                + self.forward(raw, 1) + b"\x0b")
         return _locals([]) + code
 
     # random_get(buf, len) -> errno: in charged chunks
