@@ -363,3 +363,13 @@ async def test_a_workspace_over_its_cap_is_replaced_and_released(engine: Engine)
         peak = max(peak, rss_mib() - baseline + grew)
     assert engine.runtime.workspaces_replaced >= 2
     assert peak < WORKSPACE_BYTES / 2**20 + 100, f"the resident set grew by {peak:.0f} MiB"
+
+
+async def test_a_deploy_in_a_thread_serves_from_the_next_request(engine: Engine) -> None:
+    engine.deploy("hello", fixture_module("hello"))
+    deploying = asyncio.ensure_future(asyncio.to_thread(engine.deploy, "echo", fixture_module("echo")))
+    while not deploying.done():
+        assert (await engine.request("http://hello.example/")).status == 200
+    await deploying
+    response = await engine.request("http://echo.example/?x=1")
+    assert response.status == 200 and '"QUERY_STRING": "x=1"' in response.text
