@@ -155,8 +155,8 @@ def meter(data: bytes) -> bytes:
         return _Rewriter(data).run()
     except InvalidModule:
         raise
-    except (IndexError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
-        # A safety net: the rewriter is written not to get here.
+    except (IndexError, ValueError, TypeError, OverflowError, RecursionError, MemoryError, AssertionError) as exc:
+        # A safety net: the rewriter is written not to get here (a module it cannot rewrite soundly is refused).
         raise InvalidModule(f"the module could not be metered ({type(exc).__name__}); it is probably corrupt") from None
 
 
@@ -234,9 +234,11 @@ _Patches = list[tuple[int, int, bytes]]  # (from, to, replacement), in order, po
 
 
 def _splice(raw: bytes, start: int, end: int, patches: _Patches) -> bytes:
-    """raw[start:end] with the patches applied."""
+    """raw[start:end] with the patches applied (in order, none overlapping)."""
     pieces, at = [], start
     for lo, hi, new in patches:
+        if lo < at:
+            raise AssertionError("the rewrite planned overlapping or unordered edits")
         pieces.append(raw[at:lo])
         pieces.append(new)
         at = hi
@@ -1115,12 +1117,12 @@ class _Rewriter:
                 if exits:
                     edits.insert(at, (op_pos, op_pos, ("writeback", None)))
             elif kind == _THROW:
+                edits.append((op_pos, op_pos, ("writeback", None)))  # before any edit of its immediate
                 if op == 0x09:  # rethrow names a catch clause's label
                     depth, _ = _read_u32(d, pos)
                     pos = branch(pos, depth)
                 elif op == 0x08:
                     pos = _skip_leb(d, pos)
-                edits.append((op_pos, op_pos, ("writeback", None)))
             elif kind == _REF_FUNC:
                 index, after = _read_u32(d, pos)
                 moved = self.new_index(index)

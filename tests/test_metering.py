@@ -611,3 +611,31 @@ def test_wrapped_imports_are_unreachable_except_through_their_wrappers():
     assert '(export "w" (func $w))' not in printed
     main = printed.split("(func $main")[1].split("(func ")[0]
     assert "call $w" not in main and "call 6" in main  # 6: the wrapper, after the two added imports
+
+
+async def test_catch_labels_and_rethrows_across_wrapped_loops(wasmer_cache):
+    # a try_table inside a loop whose catch leaves the loop: its label crosses the loop's wrapper
+    data = wat(f"""(module {OUT}
+      (tag $e (param i32))
+      (func (export "_start") (local i32)
+        (call $out (i64.extend_i32_u
+          (block $h (result i32)
+            (loop $l
+              (try_table (catch $e $h)
+                (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+                (if (i32.gt_u (local.get 0) (i32.const 5)) (then (throw $e (i32.mul (local.get 0) (i32.const 7))))))
+              (br $l))
+            (i32.const 0))))))""")
+    assert await same_output(wasmer_cache, data) == (42).to_bytes(8, "little")
+    # legacy exceptions (wasmer-sdk cannot run them): a rethrow inside a loop inside the catch
+    legacy = wat("""(module (tag $e)
+      (func (local i32)
+        try
+          (throw $e)
+        catch $e
+          loop
+            (br_if 0 (i32.lt_u (local.tee 0 (i32.add (local.get 0) (i32.const 1))) (i32.const 3)))
+            (rethrow 1)
+          end
+        end))""")
+    metered(legacy)
