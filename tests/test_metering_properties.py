@@ -47,6 +47,7 @@ class Program:
     finite: bool  # True: every loop is counted and calls go to later functions only
     functions: int
     memory_pages: int
+    structure: bool = False  # also what wasmer-sdk cannot run (tail calls, legacy exceptions): validated only
     builder: ModuleBuilder = field(default_factory=ModuleBuilder)
     tag: int = 0
     depth_global: int = 0
@@ -112,6 +113,8 @@ class Body:
         kinds += ["bulk"]
         if self.p.finite and depth < 3 and self.budget > 0:
             kinds += ["try"]
+        if self.p.structure and depth < 3 and self.budget > 0:
+            kinds += ["legacy_try", "delegate"]
         kind = self.draw(st.sampled_from(kinds))
         return getattr(self, "s_" + kind)(depth)
 
@@ -201,6 +204,17 @@ class Body:
         fold = op.local_get(0) + self.address(8) + b"\x29\x03\x00" + op.i64_add + op.local_set(0)
         return code + fold
 
+    def s_legacy_try(self, depth: int) -> bytes:
+        """Legacy exception handling: try / catch with a rethrow from inside a loop and a block."""
+        tag = self.p.tag
+        body = self.statements(depth + 1) + self.bit(2) + op.if_(op.local_get(0) + b"\x08" + op.uleb_(tag))
+        handler = (op.local_set(0) + self.statements(depth + 1)
+                   + op.block(op.loop(self.bit(4) + op.br_if(1) + b"\x09\x02")))  # rethrow 2: the catch
+        return b"\x06\x40" + body + b"\x07" + op.uleb_(tag) + handler + b"\x19" + self.statements(depth + 1) + b"\x0b"
+
+    def s_delegate(self, depth: int) -> bytes:
+        return op.block(b"\x06\x40" + self.statements(depth + 1) + b"\x18\x00")  # try ... delegate 0
+
     def s_try(self, depth: int) -> bytes:
         """A throw (maybe from a callee, maybe uncaught there) caught by a try_table two frames up."""
         body = self.statements(depth + 1) + self.bit(1) + op.if_(op.local_get(0) + op.throw(self.p.tag))
@@ -209,8 +223,8 @@ class Body:
 
 
 @st.composite
-def programs(draw, finite: bool) -> bytes:
-    p = Program(finite=finite, functions=draw(st.integers(1, 4)), memory_pages=8 if finite else 64)
+def programs(draw, finite: bool, structure: bool = False) -> bytes:
+    p = Program(finite=finite, functions=draw(st.integers(1, 4)), memory_pages=8 if finite else 64, structure=structure)
     b = p.builder
     fd_write = b.import_function("fd_write", [I32, I32, I32, I32], [I32])
     p.acc_type = b.type([I64], [I64])
@@ -228,6 +242,9 @@ def programs(draw, finite: bool) -> bytes:
     for me, index in enumerate(indices):
         body = Body(draw, p, me)
         code = body.statements(0) + op.local_get(0)
+        if structure and me + 1 < p.functions and draw(st.booleans()):  # end in a tail call
+            code += op.return_call(indices[me + 1]) if draw(st.booleans()) else (
+                op.i32_const(me + 1) + op.return_call_indirect(p.acc_type))
         b.functions[index - b.imported_functions].locals = [(body.locals, I32)] if body.locals else []
         b.define(index, code)
     b.elements(0, indices)
@@ -282,6 +299,15 @@ class _Trapped:
 
 class _Empty:
     bytes = b""
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=programs(finite=True, structure=True))
+def test_generated_programs_with_tail_calls_and_legacy_exceptions_stay_valid(data):
+    # wasmer-sdk cannot run these (no tail calls, no legacy exceptions): the rewrite must still be valid
+    assert validation_error(data) is None, validation_error(data)
+    out = meter(data)
+    assert validation_error(out) is None, validation_error(out)
 
 
 # --- 2. stopping ---------------------------------------------------------------------------------

@@ -111,6 +111,7 @@ class op:
         encoded = [bytes([kind]) + (uleb(tag) if kind < 2 else b"") + uleb(label) for kind, tag, label in catches]
         return b"\x1f" + op._bt(bt) + vec(encoded) + body + b"\x0b"
 
+    uleb_ = staticmethod(uleb)
     br = staticmethod(lambda depth: b"\x0c" + uleb(depth))
     br_if = staticmethod(lambda depth: b"\x0d" + uleb(depth))
     br_table = staticmethod(lambda targets, default: b"\x0e" + vec(uleb(t) for t in targets) + uleb(default))
