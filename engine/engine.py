@@ -246,10 +246,12 @@ class Engine(ProtocolHost):
         sha256 = hashlib.sha256(data).hexdigest()
         # Metered once here (refused if it cannot be: its CPU limit would not hold) and compiled, so a
         # module that cannot run is refused now. Slow for big modules: servers call deploy in a thread.
-        metered = self.store.metered_module(sha256, METERING_SCHEME) or meter_isolated(data)
-        limits = resolve(checked_tags, self.store.tag_limits(), ns.defaults, self.engine_defaults)
-        pages = max([memory_limit_pages(limits.memory_mb), *(m.initial_pages for m in info.memories)])
-        self.runtime.check_module(prepare_to_run(metered, pages))
+        metered = self.store.metered_module(sha256, METERING_SCHEME)
+        if metered is None:  # else it was metered and compiled when first deployed
+            metered = meter_isolated(data)
+            limits = resolve(checked_tags, self.store.tag_limits(), ns.defaults, self.engine_defaults)
+            pages = max([memory_limit_pages(limits.memory_mb), *(m.initial_pages for m in info.memories)])
+            self.runtime.check_module(prepare_to_run(metered, pages))
         worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message)
         self.store.save_metered_module(sha256, METERING_SCHEME, metered)
         self._changed()
