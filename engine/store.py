@@ -8,6 +8,7 @@ the previous state intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -231,7 +232,10 @@ class Store:
         self._lock = threading.Lock()
         try:
             self._migrate()
-            self.db.execute(f"CREATE TABLE IF NOT EXISTS {METERED_TABLE} (sha256 TEXT PRIMARY KEY, scheme TEXT NOT NULL, bytes BLOB NOT NULL)")
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS {METERED_TABLE} "
+                "(sha256 TEXT PRIMARY KEY, scheme TEXT NOT NULL, bytes BLOB NOT NULL, digest TEXT NOT NULL)"
+            )
         except sqlite3.DatabaseError as error:
             raise InvalidInput(f"{self.path} is not a wasmdeck database ({error})") from error
 
@@ -613,13 +617,19 @@ class Store:
     # does not meter again; `scheme` names the metering version that made it. The table is not part
     # of the schema migrations: it only caches what can be made again from `modules`.
     def metered_module(self, sha256: str, scheme: str) -> bytes | None:
-        row = self.db.execute(f"SELECT bytes FROM {METERED_TABLE} WHERE sha256 = ? AND scheme = ?", [sha256, scheme]).fetchone()
-        return None if row is None else bytes(row[0])
+        """None when there is none for this scheme, or when its bytes no longer match their digest."""
+        row = self.db.execute(
+            f"SELECT bytes, digest FROM {METERED_TABLE} WHERE sha256 = ? AND scheme = ?", [sha256, scheme]
+        ).fetchone()
+        if row is None or hashlib.sha256(row[0]).hexdigest() != row[1]:
+            return None
+        return bytes(row[0])
 
     def save_metered_module(self, sha256: str, scheme: str, metered: bytes) -> None:
         with self.write() as db:
             db.execute(
-                f"INSERT OR REPLACE INTO {METERED_TABLE} (sha256, scheme, bytes) VALUES (?, ?, ?)", [sha256, scheme, metered]
+                f"INSERT OR REPLACE INTO {METERED_TABLE} (sha256, scheme, bytes, digest) VALUES (?, ?, ?, ?)",
+                [sha256, scheme, metered, hashlib.sha256(metered).hexdigest()],
             )
 
     def module_bytes(self, sha256: str) -> bytes:

@@ -373,3 +373,16 @@ async def test_a_deploy_in_a_thread_serves_from_the_next_request(engine: Engine)
     await deploying
     response = await engine.request("http://echo.example/?x=1")
     assert response.status == 200 and '"QUERY_STRING": "x=1"' in response.text
+
+
+async def test_a_damaged_metered_module_is_made_again(db_path: Path, wasmer_cache: Path) -> None:
+    from wasmdeck.engine.metering import SCHEME
+    from wasmdeck.engine.store import METERED_TABLE
+
+    async with Engine(db_path, cache_dir=wasmer_cache) as first:
+        first.deploy("hello", fixture_module("hello"))
+        first.store.db.execute(f"UPDATE {METERED_TABLE} SET bytes = X'0061736d01000000ff'")
+    async with Engine(db_path, cache_dir=wasmer_cache) as second:
+        response = await second.request("http://hello.example/")
+        assert response.status == 200 and response.text == "Hello from wasmdeck!\n"
+        assert second.store.metered_module(second.worker("hello").sha256, SCHEME) is not None
