@@ -30,14 +30,11 @@ from wasmdeck.engine.runtime import COMPILE_PROBE_ARGS
 from wasmdeck.engine.wasm_module import inspect_module, validate_worker_module
 
 from .wasm_builder import (
-    I32,
     WASI,
-    ModuleBuilder,
     custom,
     functype,
     module,
     name,
-    op,
     section,
     uleb,
     validation_error,
