@@ -154,7 +154,8 @@ class Runtime:
             self._packages[key] = package
             self._writes_files[key] = writes_files
             while len(self._packages) > self.package_cache_size:
-                self._packages.popitem(last=False)
+                evicted, _ = self._packages.popitem(last=False)
+                self._writes_files.pop(evicted, None)
             return package
 
         return await self._once(("package", key), load)
