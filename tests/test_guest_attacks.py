@@ -386,3 +386,13 @@ async def test_a_damaged_metered_module_is_made_again(db_path: Path, wasmer_cach
         response = await second.request("http://hello.example/")
         assert response.status == 200 and response.text == "Hello from wasmdeck!\n"
         assert second.store.metered_module(second.worker("hello").sha256, SCHEME) is not None
+
+
+def test_a_module_that_cannot_instantiate_is_refused_and_one_without_memory_at_start_is_not(engine: Engine) -> None:
+    # a data segment past the end of memory: instantiation fails, so the deploy does
+    with pytest.raises(InvalidModule, match="cannot run under Wasmer.*out of bounds"):
+        engine.deploy("oob", wat('(module (memory (export "memory") 1) (data (i32.const 70000) "x") (func (export "_start")))'))
+    # no memory at start: the compile probe cannot answer, so the guest's own code runs briefly;
+    # looping or trapping there is its business, not a reason to refuse it
+    engine.deploy("spins", wat('(module (memory (export "memory") 0) (func (export "_start") (loop (br 0))))'))
+    assert [w.name for w in engine.workers()] == ["spins"]
