@@ -19,7 +19,7 @@ from .compatibility import check_compatibility
 from .errors import InvalidInput, InvalidModule, WasmdeckError
 from .config_cache import ConfigCache
 from .http import Request, Response, limit_response, text_response
-from .metering import meter
+from .metering import SCHEME as METERING_SCHEME, meter_isolated
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, looks_out_of_memory, resolve
 from .network import Network
 from .outbound import OutboundSetting, check_outbound_values
@@ -33,7 +33,7 @@ from .store import DEFAULT_NAMESPACE, Namespace, Store, TailConsumer, Worker, Wo
 from .trace_bus import Subscription, TraceBus
 from .traces import TraceFilter, exception_entry, log_entries
 from .validation import check_name, check_tag, check_tags, check_vars
-from .wasm_module import DEFAULT_MAX_MODULE_BYTES, memory_limit_pages, validate_worker_module
+from .wasm_module import DEFAULT_MAX_MODULE_BYTES, memory_limit_pages, prepare_to_run, validate_worker_module
 
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 FIRST_TRAP_NOTE = (
@@ -124,6 +124,7 @@ class Engine:
             max_queue=max_queue,
             max_output_bytes=max_response_bytes + wcgi.MAX_RESPONSE_HEADER_BYTES,
             always_keep_logs=always_keep_trap_logs,
+            metered_source=self._metered_module,
         )
         self.network = network or Network()
         self.config_cache = ConfigCache(self.store, engine_defaults, open_secrets=self._with_secrets)
@@ -235,16 +236,33 @@ class Engine:
         checked_vars = check_vars(dict(vars or {}))
         data = self._read_module(module)
         info = validate_worker_module(data, max_bytes=self.max_module_bytes)
-        meter(data)  # refuses a module whose code cannot be metered, so its CPU limit would not hold
         if abi is None:
             abi = protocol.ABI if any(e.name == protocol.MARKER_EXPORT for e in info.exports) else wcgi.ABI
-        self.store.namespace(namespace)
+        ns = self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
+        # Metered once here (refused if it cannot be: its CPU limit would not hold) and compiled, so a
+        # module that cannot run is refused now. Slow for big modules: servers call deploy in a thread.
+        metered = self.store.metered_module(sha256, METERING_SCHEME)
+        if metered is None:  # else it was metered and compiled when first deployed
+            metered = meter_isolated(data)
+            limits = resolve(checked_tags, self.store.tag_limits(), ns.defaults, self.engine_defaults)
+            pages = max([memory_limit_pages(limits.memory_mb), *(m.initial_pages for m in info.memories)])
+            self.runtime.check_module(prepare_to_run(metered, pages))
         sealed = self._seal(namespace, name, secrets or {})
         kept = keep_secrets if isinstance(keep_secrets, bool) else frozenset(keep_secrets)
         worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message, sealed, kept)
+        self.store.save_metered_module(sha256, METERING_SCHEME, metered)
         self.config_cache.changed()
         return worker
+
+    def _metered_module(self, sha256: str, original: Callable[[], bytes]) -> bytes:
+        """The metered form of a stored module: kept beside it, or made (and kept) now. Runs in a
+        worker thread (see Runtime)."""
+        metered = self.store.metered_module(sha256, METERING_SCHEME)
+        if metered is None:
+            metered = meter_isolated(original())
+            self.store.save_metered_module(sha256, METERING_SCHEME, metered)
+        return metered
 
     def workers(self, namespace: str = DEFAULT_NAMESPACE, *, tags: Iterable[str] = ()) -> list[Worker]:
         self.store.namespace(namespace)

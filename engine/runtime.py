@@ -4,8 +4,14 @@
   worker writes in its /tmp is invisible to every other. Network is always disabled and
   the host filesystem is never mounted.
 - A new guest process per request.
-- Modules are loaded with their memory capped and CPU metered (see `metering`): without the
-  metering, a guest spinning in a pure compute loop survives its timeout and burns a core.
+- Modules run metered (see `metering`: without it, a guest spinning in a pure compute loop
+  survives its timeout and burns a core), with their memory and tables capped at load. The
+  metered module comes from `metered_source` (the engine keeps it in its database, so a
+  restarted engine does not meter again); capping and metering run in a worker thread, never
+  on the event loop.
+- `check_module` compiles and instantiates a module at deploy, in a thread of its own, without
+  running any of the guest's code (the metered entry answers a compile probe), so a module that
+  cannot run is refused then, not on its first request.
 - Compiled artifacts live in an on-disk cache (wasmer's `cache_root`), so a restarted
   engine does not compile again. Loaded packages and sandboxes are kept in bounded LRUs.
 - A global bound on concurrent guest processes; beyond it callers wait in a bounded
@@ -15,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,9 +32,12 @@ from typing import Any, TypeVar
 
 from wasmer_sdk import ExitReason, Package, Wasmer, WasmerError
 
+from . import file_quota
 from .errors import InvalidModule
 from .metering import meter
-from .wasm_module import cap_memory
+from .wasm_module import inspect_module, prepare_to_run
+
+COMPILE_PROBE_ARGS = ["--wasmdeck-compile-probe"]  # two or more arguments: the metered entry returns at once
 
 
 _T = TypeVar("_T")
@@ -64,6 +74,7 @@ class _WorkerSandbox:
     baseline_env: dict[str, str]
     in_flight: int = 0
     retired: bool = False
+    writes_files: bool = False  # the module can create files (see file_quota): its /workspace is measured
 
 
 class Runtime:
@@ -78,8 +89,13 @@ class Runtime:
         always_keep_logs: bool = False,
         package_cache_size: int = 128,
         sandbox_cache_size: int = 512,
+        metered_source: Callable[[str, Callable[[], bytes]], bytes] | None = None,
     ) -> None:
         self.cache_dir = cache_dir
+        # (sha256, the module's bytes) -> the metered module; the default meters every time
+        self.metered_source = metered_source or (lambda _sha256, original: meter(original()))
+        self._checker: _CompileChecker | None = None
+        self._checker_lock = threading.Lock()
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.max_output_bytes = max_output_bytes
@@ -89,6 +105,8 @@ class Runtime:
         self.sandbox_cache_size = sandbox_cache_size
         self._wasmer: Wasmer | None = None
         self._packages: OrderedDict[tuple[str, int], Package] = OrderedDict()
+        self._writes_files: dict[tuple[str, int], bool] = {}
+        self.workspaces_replaced = 0
         self._sandboxes: OrderedDict[str, _WorkerSandbox] = OrderedDict()
         self._loading: dict[object, asyncio.Future[Any]] = {}
         self._slots: asyncio.Semaphore | None = None
@@ -135,14 +153,33 @@ class Runtime:
         async def load() -> Package:
             # metering makes every loop and call path reach a WASI call now and then: the only
             # points where wasmer-sdk can stop a guest that is over its time limit
-            prepared = meter(cap_memory(module(), memory_pages))
+            prepared, writes_files = await asyncio.to_thread(self._prepare, sha256, memory_pages, module)
             package = await self._client().packages.load(prepared)
             self._packages[key] = package
+            self._writes_files[key] = writes_files
             while len(self._packages) > self.package_cache_size:
-                self._packages.popitem(last=False)
+                evicted, _ = self._packages.popitem(last=False)
+                self._writes_files.pop(evicted, None)
             return package
 
         return await self._once(("package", key), load)
+
+    def _prepare(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> tuple[bytes, bool]:
+        """The metered module with its memory and tables capped (in a worker thread), and whether
+        it can create files."""
+        prepared = prepare_to_run(self.metered_source(sha256, module), memory_pages)
+        imports = inspect_module(prepared).imports
+        return prepared, any(i.name in file_quota.CREATES_FILES for i in imports)
+
+    def check_module(self, prepared: bytes, timeout_s: float = 300.0) -> None:
+        """Compile and instantiate ``prepared`` (a metered, capped module) without running any of
+        its code; raise InvalidModule with one sentence when Wasmer cannot. Blocks the calling
+        thread (call it off the event loop); safe from any thread."""
+        with self._checker_lock:
+            if self._checker is None:
+                self._checker = _CompileChecker(self.cache_dir, self.max_output_bytes)
+            checker = self._checker
+        checker.check(prepared, timeout_s)
 
     async def _sandbox(
         self, worker_key: str, sha256: str, memory_pages: int, module: Callable[[], bytes], baseline_env: dict[str, str]
@@ -158,7 +195,10 @@ class Runtime:
             old = self._sandboxes.pop(worker_key, None)
             if old is not None:
                 await self._retire(old)
-            fresh = _WorkerSandbox(sandbox=sandbox, package_key=(sha256, memory_pages), package=package, baseline_env=baseline_env)
+            fresh = _WorkerSandbox(
+                sandbox=sandbox, package_key=(sha256, memory_pages), package=package, baseline_env=baseline_env,
+                writes_files=self._writes_files.get((sha256, memory_pages), True),
+            )
             self._sandboxes[worker_key] = fresh
             while len(self._sandboxes) > self.sandbox_cache_size:
                 _, evicted = self._sandboxes.popitem(last=False)
@@ -259,9 +299,34 @@ class Runtime:
         self._slots.release()
 
     async def _done_with(self, entry: _WorkerSandbox) -> None:
+        if entry.writes_files and not entry.retired and await self._workspace_over_cap(entry):
+            # its files outlive the guest process in host memory: past the cap, a fresh sandbox
+            for key, cached in list(self._sandboxes.items()):
+                if cached is entry:
+                    del self._sandboxes[key]
+            entry.retired = True
+            self.workspaces_replaced += 1
         entry.in_flight -= 1
         if entry.retired and entry.in_flight == 0:
             await entry.sandbox.close()  # type: ignore[attr-defined]
+
+    @staticmethod
+    async def _workspace_over_cap(entry: _WorkerSandbox) -> bool:
+        """Whether the sandbox's /workspace holds more than file_quota.WORKSPACE_BYTES (each file,
+        directory and link counted as its size plus file_quota.ENTRY_BYTES)."""
+        total, pending = 0, ["/workspace"]
+        try:
+            while pending:
+                folder = pending.pop()
+                for item in await entry.sandbox.fs.read_dir(folder):  # type: ignore[attr-defined]
+                    total += item.size + file_quota.ENTRY_BYTES
+                    if total > file_quota.WORKSPACE_BYTES:
+                        return True
+                    if item.kind == "directory":
+                        pending.append(f"{folder}/{item.name}")
+        except WasmerError:
+            return False
+        return False
 
     @staticmethod
     def _command(entry: _WorkerSandbox, env: dict[str, str]) -> object:
@@ -373,6 +438,10 @@ class Runtime:
 
     async def close(self) -> None:
         self._closed = True
+        with self._checker_lock:
+            checker, self._checker = self._checker, None
+        if checker is not None:
+            await asyncio.to_thread(checker.close)
         entries = list(self._sandboxes.values())
         self._sandboxes.clear()
         self._packages.clear()
@@ -384,6 +453,91 @@ class Runtime:
         if self._wasmer is not None:
             await self._wasmer.close()
             self._wasmer = None
+
+
+class _CompileChecker:
+    """A thread with its own event loop and Wasmer client, where modules are compiled at deploy.
+
+    The probe runs the metered entry with COMPILE_PROBE_ARGS: it returns before any of the
+    guest's code runs, so compiling, linking and instantiating are all that happen. The
+    compiled artifact lands in the shared on-disk cache, so the first request does not compile.
+    """
+
+    RECYCLE_AFTER = 256  # checks per Wasmer client: compiled modules it keeps are let go with it
+
+    def __init__(self, cache_dir: Path, output_bytes: int) -> None:
+        self.cache_dir = cache_dir
+        self.output_bytes = output_bytes
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="wasmdeck-compile-check", daemon=True)
+        self._thread.start()
+        self._wasmer: Wasmer | None = None
+        self._checks = 0
+
+    def check(self, prepared: bytes, timeout_s: float) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._check(prepared), self._loop)
+        try:
+            future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise InvalidModule(f"the module could not be compiled within {timeout_s:.0f} s, so it cannot run") from None
+
+    async def _check(self, prepared: bytes) -> None:
+        if self._wasmer is None or self._checks >= self.RECYCLE_AFTER:
+            if self._wasmer is not None:
+                await self._wasmer.close()
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self._wasmer = Wasmer(cache_root=self.cache_dir, output_bytes=self.output_bytes)
+            self._checks = 0
+        self._checks += 1
+        try:
+            package = await self._wasmer.packages.load(prepared)
+            sandbox = await self._wasmer.sandboxes.create(packages=[package], network="disabled")
+        except WasmerError as error:
+            raise InvalidModule(f"Wasmer cannot load the module: {_first_line(error)}") from None
+        # The probe needs a page of memory at start to answer; a module without one runs its own
+        # code instead, briefly: then only a failure to compile, link or instantiate counts.
+        probed = any(m.initial_pages > 0 for m in inspect_module(prepared).memories)
+        try:
+            output = await sandbox.command(package, COMPILE_PROBE_ARGS).run(
+                timeout=30 if probed else 0.5, output_bytes=4096, check=False
+            )
+        except WasmerError as error:
+            reason = _first_line(error)
+            if probed or any(marker in reason for marker in _LOAD_FAILURES):
+                raise InvalidModule(f"the module cannot run under Wasmer: {reason}") from None
+            return
+        finally:
+            await sandbox.close()
+        if probed and (output.reason is not ExitReason.EXITED or output.exit_code != 0):
+            raise InvalidModule(
+                "the module cannot run under Wasmer: its compile probe did not finish cleanly "
+                f"({output.reason.value}, exit status {output.exit_code})"
+            )
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._wasmer is not None:
+                await self._wasmer.close()
+                self._wasmer = None
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop.close()
+
+
+# Wasmer's words for a module that never got to run (as opposed to a guest that trapped)
+_LOAD_FAILURES = ("compile", "Validate", "instantiat", "Instantiat", "import", "export", "link")
+
+
+def _first_line(error: Exception) -> str:
+    """Wasmer's message without its prefix, on one line."""
+    text = str(error).removeprefix("command execution failed: ").strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 @dataclass

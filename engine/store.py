@@ -30,7 +30,7 @@ from .outbound import OutboundParameter, OutboundSetting
 from .secrets import MAX_SECRETS_PER_WORKER, SealedSecret
 from .traces import MAX_ITEM_BYTES, fit_item
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DEFAULT_NAMESPACE = "default"
 # Trace retention: the newest N items are kept, and of those only as many of the newest as fit
 # in the byte budget (each item counted as stored: compact JSON, at most traces.MAX_ITEM_BYTES).
@@ -309,7 +309,19 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
+METERED_TABLE = "metered_modules"
+
+
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """The metered form of each module (see engine.metering), kept beside it by sha256 so a
+    restarted engine does not meter again; `scheme` names the metering version that made it."""
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS {METERED_TABLE} "
+        "(sha256 TEXT PRIMARY KEY, scheme TEXT NOT NULL, bytes BLOB NOT NULL, digest TEXT NOT NULL)"
+    )
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6}
 
 
 _encode_item = json.JSONEncoder(separators=(",", ":")).encode
@@ -738,6 +750,24 @@ class Store:
             db.execute("DELETE FROM versions WHERE worker_id = ?", [row[0]])
             db.execute("DELETE FROM workers WHERE id = ?", [row[0]])
             db.execute("DELETE FROM modules WHERE sha256 NOT IN (SELECT DISTINCT sha256 FROM versions)")
+            db.execute(f"DELETE FROM {METERED_TABLE} WHERE sha256 NOT IN (SELECT sha256 FROM modules)")
+
+    # The metered form of each module (migration 6): a cache of what can be made again from `modules`.
+    def metered_module(self, sha256: str, scheme: str) -> bytes | None:
+        """None when there is none for this scheme, or when its bytes no longer match their digest."""
+        row = self.db.execute(
+            f"SELECT bytes, digest FROM {METERED_TABLE} WHERE sha256 = ? AND scheme = ?", [sha256, scheme]
+        ).fetchone()
+        if row is None or hashlib.sha256(row[0]).hexdigest() != row[1]:
+            return None
+        return bytes(row[0])
+
+    def save_metered_module(self, sha256: str, scheme: str, metered: bytes) -> None:
+        with self.write() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO {METERED_TABLE} (sha256, scheme, bytes, digest) VALUES (?, ?, ?, ?)",
+                [sha256, scheme, metered, hashlib.sha256(metered).hexdigest()],
+            )
 
     # -- secrets (sealed by engine.secrets) and compatibility settings -----------------------
 

@@ -37,6 +37,12 @@ WASI_PREVIEW1_FUNCTIONS: frozenset[str] = frozenset(
 )
 DEFAULT_MAX_MODULE_BYTES = 25 * 1024 * 1024
 WASM_PAGE_BYTES = 65536
+# Tables live in host memory outside linear memory (8 bytes an element, measured), so they are
+# capped on their own: at most MAX_TABLES tables of at most MAX_TABLE_ELEMENTS elements each
+# (2 MiB a table, 16 MiB in all). A deploy refuses more tables or a larger minimum; loading
+# rewrites every table's maximum to the cap, so table.grow fails (returns -1) beyond it.
+MAX_TABLES = 8
+MAX_TABLE_ELEMENTS = 262_144
 
 _MAGIC = b"\0asm"
 _MAX_PAGES_32 = 65536  # 4 GiB
@@ -82,12 +88,21 @@ class Memory:
 
 
 @dataclass(frozen=True)
+class Table:
+    initial: int
+    maximum: int | None
+    table64: bool
+    imported: bool
+
+
+@dataclass(frozen=True)
 class ModuleInfo:
     size: int
     imports: tuple[Import, ...]
     exports: tuple[Export, ...]
     memories: tuple[Memory, ...]  # imported ones first, then defined ones
     custom_sections: tuple[tuple[str, bytes], ...]  # (name, payload), file order
+    tables: tuple[Table, ...] = ()  # imported ones first, then defined ones
 
     def custom_section(self, name: str) -> bytes | None:
         for section_name, payload in self.custom_sections:
@@ -256,9 +271,10 @@ class _Reader:
             self.fail("a shared memory must declare a maximum size")
         return Memory(initial, maximum, shared, is64, imported)
 
-    def table_type(self) -> None:
+    def table_type(self, imported: bool = False) -> Table:
         self.ref_type()
-        self.limits("table", allow_shared=False)
+        initial, maximum, _, is64 = self.limits("table", allow_shared=False)
+        return Table(initial, maximum, is64, imported)
 
     def global_type(self) -> None:
         self.value_type()
@@ -319,6 +335,11 @@ class _Parser:
         self.code_count = 0
         self.data_count: int | None = None
         self.data_segments = 0
+        self.data_lengths: list[int] = []  # bytes in each data segment, in order
+        self.func_imports: list[tuple[str, str, int]] = []  # (module, name, type index) of each function import
+        self.table_list: list[Table] = []
+        self.table_section: tuple[int, int] | None = None  # (start of header, end)
+        self.start_function: int | None = None
         self.memory_section: tuple[int, int] | None = None  # (start of header, end)
 
     def parse(self) -> ModuleInfo:
@@ -382,6 +403,8 @@ class _Parser:
             getattr(self, "_section_" + _SECTION_NAMES[section_id].replace(" ", "_"))(r)
             if section_id == 5:
                 self.memory_section = (start, r.end)
+            elif section_id == 4:
+                self.table_section = (start, r.end)
             if r.pos != r.end:
                 r.what = None
                 r.fail(f"it has {_bytes(r.end - r.pos)} of trailing data after its contents")
@@ -404,6 +427,7 @@ class _Parser:
             exports=tuple(self.exports),
             memories=tuple(self.memories),
             custom_sections=tuple(self.customs),
+            tables=tuple(self.table_list),
         )
 
     # --- sections -----------------------------------------------------------
@@ -465,9 +489,10 @@ class _Parser:
             kind = r.u8()
             if kind == 0:
                 self.func_types.append(self._type_index(r))
+                self.func_imports.append((module, name, self.func_types[-1]))
                 self.imported_funcs += 1
             elif kind == 1:
-                r.table_type()
+                self.table_list.append(r.table_type(imported=True))
                 self.tables += 1
             elif kind == 2:
                 self.memories.append(r.memory_type(imported=True))
@@ -492,10 +517,10 @@ class _Parser:
                 r.u8()
                 if r.u8() != 0:
                     r.fail("a table initializer has a nonzero reserved byte")
-                r.table_type()
+                self.table_list.append(r.table_type())
                 r.const_expr()
             else:
-                r.table_type()
+                self.table_list.append(r.table_type())
             self.tables += 1
 
     def _section_memory(self, r: _Reader) -> None:
@@ -542,6 +567,7 @@ class _Parser:
         index = r.u32()
         if index >= len(self.func_types):
             r.fail(f"the start function {index} does not exist")
+        self.start_function = index
 
     def _section_element(self, r: _Reader) -> None:
         for i in range(r.count("element segments")):
@@ -597,7 +623,7 @@ class _Parser:
                 r.const_expr()
             elif flags != 1:
                 r.fail(f"unknown data segment flags {flags}")
-            r.bytes(r.u32())
+            self.data_lengths.append(len(r.bytes(r.u32())))
             self.data_segments += 1
 
 
@@ -650,6 +676,7 @@ def validate_worker_module(data: bytes, *, max_bytes: int = DEFAULT_MAX_MODULE_B
         else:
             raise InvalidModule(f"the module imports {where}, which is outside WASI preview 1")
 
+    check_tables(info)
     if len(info.memories) > 1:
         raise InvalidModule(
             f"the module has {len(info.memories)} memories, but a Worker may have at most one (multi-memory is not supported)"
@@ -659,32 +686,96 @@ def validate_worker_module(data: bytes, *, max_bytes: int = DEFAULT_MAX_MODULE_B
     return info
 
 
+def check_tables(info: ModuleInfo) -> None:
+    """Refuse more than MAX_TABLES tables, 64-bit tables, and tables that need more than
+    MAX_TABLE_ELEMENTS elements at start."""
+    if len(info.tables) > MAX_TABLES:
+        raise InvalidModule(
+            f"the module declares {len(info.tables)} tables, but a Worker may have at most {MAX_TABLES}"
+        )
+    for index, table in enumerate(info.tables):
+        if table.table64:
+            raise InvalidModule(f"table {index} is a 64-bit table, which is not supported; build the module for wasm32")
+        if table.initial > MAX_TABLE_ELEMENTS:
+            raise InvalidModule(
+                f"table {index} needs {table.initial:,} elements at start, more than the "
+                f"{MAX_TABLE_ELEMENTS:,} a Worker's table may hold"
+            )
+
+
 def cap_memory(data: bytes, max_pages: int) -> bytes:
     """Return ``data`` with every defined memory's maximum lowered to ``max_pages``.
 
     Only the memory section is re-encoded; all other bytes are kept as they are.
     """
+    return prepare_to_run(data, max_pages, cap_tables=False)
+
+
+def prepare_to_run(data: bytes, max_pages: int, *, cap_tables: bool = True) -> bytes:
+    """Return ``data`` ready to load under a memory limit of ``max_pages``: every defined
+    memory's maximum lowered to it, and (with ``cap_tables``) every defined table's maximum
+    lowered to MAX_TABLE_ELEMENTS. Raises InvalidModule when a minimum is over its cap or the
+    module has more than MAX_TABLES tables.
+
+    Only the memory and table sections are re-encoded; all other bytes are kept as they are.
+    """
     if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
         raise InvalidInput(f"the memory limit must be a whole number of pages, at least 1 (got {max_pages!r})")
     parser = _Parser(data)
     info = parser.parse()
-    if parser.memory_section is None:
-        return bytes(data)
-    start, end = parser.memory_section
-    defined = [m for m in info.memories if not m.imported]
-    payload = bytearray(_uleb(len(defined)))
-    for memory in defined:
-        if memory.initial_pages > max_pages:
-            raise InvalidModule(
-                f"the module needs {_pages_mib(memory.initial_pages)} MiB of memory at start "
-                f"({memory.initial_pages} pages), more than its {_pages_mib(max_pages)} MiB limit ({max_pages} pages)"
-            )
-        limit = min(max_pages, _MAX_PAGES_64 if memory.memory64 else _MAX_PAGES_32)
-        maximum = limit if memory.maximum_pages is None else min(memory.maximum_pages, limit)
-        flags = 0x01 | (0x02 if memory.shared else 0) | (0x04 if memory.memory64 else 0)
-        payload += bytes([flags]) + _uleb(memory.initial_pages) + _uleb(maximum)
     raw = bytes(data)
-    return raw[:start] + b"\x05" + _uleb(len(payload)) + bytes(payload) + raw[end:]
+    patches: list[tuple[int, int, bytes]] = []
+    if parser.memory_section is not None:
+        start, end = parser.memory_section
+        defined = [m for m in info.memories if not m.imported]
+        payload = bytearray(_uleb(len(defined)))
+        for memory in defined:
+            if memory.initial_pages > max_pages:
+                raise InvalidModule(
+                    f"the module needs {_pages_mib(memory.initial_pages)} MiB of memory at start "
+                    f"({memory.initial_pages} pages), more than its {_pages_mib(max_pages)} MiB limit ({max_pages} pages)"
+                )
+            limit = min(max_pages, _MAX_PAGES_64 if memory.memory64 else _MAX_PAGES_32)
+            maximum = limit if memory.maximum_pages is None else min(memory.maximum_pages, limit)
+            flags = 0x01 | (0x02 if memory.shared else 0) | (0x04 if memory.memory64 else 0)
+            payload += bytes([flags]) + _uleb(memory.initial_pages) + _uleb(maximum)
+        patches.append((start, end, b"\x05" + _uleb(len(payload)) + bytes(payload)))
+    if cap_tables:
+        check_tables(info)
+        if parser.table_section is not None:
+            patches.append(_capped_table_section(raw, *parser.table_section))
+    patches.sort()
+    pieces, at = [], 0
+    for lo, hi, new in patches:
+        pieces += [raw[at:lo], new]
+        at = hi
+    pieces.append(raw[at:])
+    return b"".join(pieces)
+
+
+def _capped_table_section(raw: bytes, start: int, end: int) -> tuple[int, int, bytes]:
+    """The table section (from its id byte to its end) with every maximum capped."""
+    view = memoryview(raw)
+    header = _Reader(view, start + 1, end, "the table section")
+    header.u32()  # the section size
+    r = _Reader(view, header.pos, end, "the table section")
+    payload = bytearray(_uleb(r.u32()))
+    while r.pos < end:
+        initialized = raw[r.pos] == 0x40  # 0x40 0x00 tabletype expr: a table with an initializer
+        if initialized:
+            payload += raw[r.pos:r.pos + 2]
+            r.pos += 2
+        type_start = r.pos
+        r.ref_type()
+        payload += raw[type_start:r.pos]
+        initial, maximum, _, is64 = r.limits("table", allow_shared=False)
+        capped = MAX_TABLE_ELEMENTS if maximum is None else min(maximum, MAX_TABLE_ELEMENTS)
+        payload += bytes([0x01 | (0x04 if is64 else 0)]) + _uleb(initial) + _uleb(capped)
+        if initialized:
+            expr_start = r.pos
+            r.const_expr()
+            payload += raw[expr_start:r.pos]
+    return start, end, b"\x04" + _uleb(len(payload)) + bytes(payload)
 
 
 def memory_limit_pages(memory_mb: int) -> int:

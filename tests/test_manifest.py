@@ -28,12 +28,14 @@ from .wasm_builder import custom, functype, module, name, section, uleb, vec
 
 
 def protocol_module(variant: bytes = b"") -> bytes:
-    """The smallest Worker-protocol module: a WASI command exporting the protocol marker.
-    `variant` goes into a custom section, so variants have distinct sha256s."""
+    """The smallest Worker-protocol module that can run: a WASI command with a memory, exporting the
+    protocol marker. `variant` goes into a custom section, so variants have distinct sha256s."""
     return module(
         section(1, vec([functype()])),
         section(3, vec([uleb(0)])),
-        section(7, vec([name("_start") + b"\x00" + uleb(0), name("wasmdeck_worker_protocol_1") + b"\x00" + uleb(0)])),
+        section(5, vec([b"\x00\x01"])),
+        section(7, vec([name("_start") + b"\x00" + uleb(0), name("wasmdeck_worker_protocol_1") + b"\x00" + uleb(0),
+                        name("memory") + b"\x02" + uleb(0)])),
         section(10, vec([uleb(2) + b"\x00\x0b"])),
         *([custom("wasmdeck-test", variant)] if variant else []),
     )

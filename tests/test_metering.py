@@ -1,4 +1,8 @@
-"""Tests for engine.metering: hand-assembled modules, the fixtures, and runs under wasmer-sdk."""
+"""engine.metering: the rewrite's structure, its refusals, and what metered modules do under wasmer-sdk.
+
+Generated modules (Hypothesis) are in test_metering_properties.py, attacks through the engine in
+test_guest_attacks.py.
+"""
 
 from __future__ import annotations
 
@@ -7,505 +11,306 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from .wasm_builder import custom, functype, module, name, section, sleb, uleb, vec
-
-from wasmdeck.engine.errors import InvalidInput, InvalidModule
-from wasmdeck.engine.metering import YIELD_EVERY, meter
+from wasmdeck.engine.errors import InvalidModule
+from wasmdeck.engine.metering import (
+    BOUND_UNITS,
+    BULK_CHUNK,
+    LEAF_MAX,
+    MAX_FUNCTION_BODY_BYTES,
+    PROBE,
+    STOP_POINT,
+    YIELD_BUDGET,
+    meter,
+)
+from wasmdeck.engine.runtime import COMPILE_PROBE_ARGS
 from wasmdeck.engine.wasm_module import inspect_module, validate_worker_module
+
+from .wasm_builder import (
+    WASI,
+    custom,
+    functype,
+    module,
+    name,
+    section,
+    uleb,
+    validation_error,
+    vec,
+    wat,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "wcgi"
 FIXTURE_NAMES = sorted(p.stem for p in FIXTURES.glob("*.wasm"))
-WASI = "wasi_snapshot_preview1"
-I32, I64, FUNCREF = 0x7F, 0x7E, 0x70
-TICK = 256  # loop iterations between two takes from the budget (engine.metering._TICK)
-
-
-# --- a tiny assembler -------------------------------------------------------------------------
-
-def func_import(field: str, type_index: int, module_name: str = WASI) -> bytes:
-    return name(module_name) + name(field) + b"\x00" + uleb(type_index)
-
-
-def export(export_name: str, kind: int, index: int) -> bytes:
-    return name(export_name) + bytes([kind]) + uleb(index)
-
-
-def body(code: bytes, local_groups=()) -> bytes:
-    """A function body: (count, type) local groups, then the code (which must end with 0x0b)."""
-    raw = vec(uleb(n) + bytes([t]) for n, t in local_groups) + code
-    return uleb(len(raw)) + raw
-
-
-def call(index: int) -> bytes:
-    return b"\x10" + uleb(index)
-
-
-def ref_func(index: int) -> bytes:
-    return b"\xd2" + uleb(index)
-
-
-def const_expr(code: bytes) -> bytes:
-    return code + b"\x0b"
-
-
-# The instrumentation, spelled out independently of the implementation (see the module docstring).
-
-def spend(amount: int, *, budget: int, yield_index: int, every: int = YIELD_EVERY) -> bytes:
-    g = uleb(budget)
-    return (b"\x23" + g + b"\x41" + sleb(amount) + b"\x6b\x24" + g
-            + b"\x23" + g + b"\x41\x00\x48\x04\x40"
-            + b"\x41" + sleb(every) + b"\x24" + g + call(yield_index) + b"\x1a\x0b")
-
-
-def loop_tick(counter: int, *, budget: int, yield_index: int, every: int = YIELD_EVERY) -> bytes:
-    tick = min(TICK, every)
-    c = uleb(counter)
-    return (b"\x20" + c + b"\x41\x01\x6a\x22" + c + b"\x41" + sleb(tick - 1) + b"\x71\x45\x04\x40"
-            + spend(tick, budget=budget, yield_index=yield_index, every=every) + b"\x0b")
-
-
-def budget_global(every: int = YIELD_EVERY) -> bytes:
-    return bytes([I32, 1]) + const_expr(b"\x41" + sleb(every))
-
-
-def sections(data: bytes) -> list[tuple[int, bytes]]:
-    """(id, payload) of every section, in order."""
-    out, pos = [], 8
-    while pos < len(data):
-        section_id, pos = data[pos], pos + 1
-        size = shift = 0
-        while True:
-            byte, pos = data[pos], pos + 1
-            size |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        out.append((section_id, data[pos:pos + size]))
-        pos += size
-    return out
-
-
-def custom_names(data: bytes) -> list[str]:
-    names = []
-    for section_id, payload in sections(data):
-        if section_id == 0:
-            names.append(payload[1:1 + payload[0]].decode())
-    return names
-
-
-def refused(data: bytes) -> str:
-    with pytest.raises(InvalidModule) as info:
-        meter(data)
-    message = str(info.value)
-    assert message and "\n" not in message and message.count(". ") == 0
-    return message
-
-
-# --- the scheme on one loop -------------------------------------------------------------------
-
-LOOP_TYPES = section(1, vec([functype(), functype([I32], [I32])]))
-LOOP_IMPORTS = section(2, vec([func_import("proc_exit", 1)]))
-LOOP_CODE = b"\x03\x40\x41\x00\x0d\x00\x0b\x0b"  # loop; i32.const 0; br_if 0; end; end
-
-
-def loop_module(*, imports=LOOP_IMPORTS, types=LOOP_TYPES, globals_=b"") -> bytes:
-    return module(
-        types, imports,
-        section(3, vec([uleb(0)])),
-        section(5, vec([b"\x00\x01"])),
-        *([section(6, globals_)] if globals_ else []),
-        section(7, vec([export("_start", 0, 1), export("memory", 2, 0)])),
-        section(10, vec([body(LOOP_CODE, [(2, I64)])])),
-    )
-
-
-def test_a_loop_gets_counted_and_the_import_added():
-    out = meter(loop_module())
-    got = dict(sections(out))
-    # A new type [] -> [i32] at the end, the import at the end, a budget global.
-    assert got[1] == vec([functype(), functype([I32], [I32]), functype([], [I32])])
-    assert got[2] == vec([func_import("proc_exit", 1), func_import("sched_yield", 2)])
-    assert got[6] == vec([budget_global()])
-    # _start moved from function 1 to 2; the counter is local 2, after the two i64s.
-    assert got[7] == vec([export("_start", 0, 2), export("memory", 2, 0)])
-    spend1 = spend(1, budget=0, yield_index=1)
-    tick = loop_tick(2, budget=0, yield_index=1)
-    expected = spend1 + b"\x03\x40" + tick + b"\x41\x00\x0d\x00\x0b\x0b"
-    assert got[10] == vec([body(expected, [(2, I64), (1, I32)])])
-    assert inspect_module(out).imports[-1].name == "sched_yield"
-    validate_worker_module(out)
-
-
-def test_every_is_encoded_and_checked():
-    out = meter(loop_module(), every=16)
-    tick = loop_tick(2, budget=0, yield_index=1, every=16)
-    assert tick in out and budget_global(16) in out
-    assert b"\x41\x0f\x71" in tick  # every below the tick: the mask is every - 1
-    assert meter(loop_module(), every=1 << 30)
-    for bad in (0, 3, 1000, -4, 1 << 31, True, 2.0, "64"):
-        with pytest.raises(InvalidInput, match="power of two"):
-            meter(loop_module(), every=bad)
-
-
-def test_a_plain_type_of_the_right_shape_is_reused():
-    types = section(1, vec([functype(), functype([I32], [I32]), functype([], [I32])]))
-    got = dict(sections(meter(loop_module(types=types))))
-    assert got[1] == vec([functype(), functype([I32], [I32]), functype([], [I32])])
-    assert got[2] == vec([func_import("proc_exit", 1), func_import("sched_yield", 2)])
-
-
-def test_a_type_in_a_rec_group_is_not_reused():
-    rec = b"\x4e" + vec([functype([], [I32])])
-    types = section(1, vec([functype(), functype([I32], [I32]), rec]))
-    got = dict(sections(meter(loop_module(types=types))))
-    assert got[1] == vec([functype(), functype([I32], [I32]), rec, functype([], [I32])])
-    assert got[2].endswith(func_import("sched_yield", 3))
-
-
-def test_an_existing_sched_yield_import_is_reused():
-    types = section(1, vec([functype(), functype([I32], [I32]), functype([], [I32])]))
-    imports = section(2, vec([func_import("sched_yield", 2), func_import("proc_exit", 1)]))
-    data = module(
-        types, imports,
-        section(3, vec([uleb(0)])),
-        section(6, vec([bytes([I32, 0]) + const_expr(b"\x41\x07")])),
-        section(7, vec([export("_start", 0, 2)])),
-        section(10, vec([body(LOOP_CODE)])),
-    )
-    got = dict(sections(meter(data)))
-    assert got[1] == sections(data)[0][1] and got[2] == sections(data)[1][1]  # nothing added
-    assert got[7] == vec([export("_start", 0, 2)])  # nothing moved
-    assert got[6] == vec([bytes([I32, 0]) + const_expr(b"\x41\x07"), budget_global()])  # budget is global 1
-    code = spend(1, budget=1, yield_index=0) + b"\x03\x40" + loop_tick(0, budget=1, yield_index=0) + LOOP_CODE[2:]
-    assert got[10] == vec([body(code, [(1, I32)])])
-
-
-def test_a_sched_yield_import_with_the_wrong_signature_is_refused():
-    imports = section(2, vec([func_import("sched_yield", 0)]))
-    assert "sched_yield with the wrong signature" in refused(loop_module(imports=imports))
-
-
-def test_missing_type_import_and_global_sections_are_created_in_order():
-    data = module(section(1, vec([functype()])), section(3, vec([uleb(0)])), section(10, vec([body(LOOP_CODE)])))
-    out = meter(data)
-    assert [s for s, _ in sections(out)] == [1, 2, 3, 6, 10]
-    got = dict(sections(out))
-    assert got[1] == vec([functype(), functype([], [I32])])
-    assert got[2] == vec([func_import("sched_yield", 1)])
-    assert got[6] == vec([budget_global()])
-    inspect_module(out)
-
-
-def test_a_module_without_loops_or_calls_is_returned_unchanged():
-    leaf = b"\x20\x00\x20\x00\x6c\x0b"  # local.get 0; local.get 0; i32.mul
-    data = module(
-        section(1, vec([functype([I32], [I32])])),
-        section(3, vec([uleb(0), uleb(0)])),
-        section(7, vec([export("sq", 0, 1)])),
-        section(10, vec([body(leaf), body(b"\x41\x02\x0b")])),
-        custom(".debug_info", b"kept, since nothing moved"),
-    )
-    assert meter(data) == data
-    no_code = module(section(1, vec([functype()])))
-    assert meter(no_code) == no_code
-
-
-def test_calls_alone_are_counted_so_recursion_is_metered():
-    rec = b"\x20\x00\x45\x04\x40\x0f\x0b\x20\x00\x41\x01\x6b\x10\x00\x20\x00\x41\x01\x6b\x10\x00\x0b"
-    data = module(section(1, vec([functype([I32])])), section(3, vec([uleb(0)])), section(10, vec([body(rec)])))
-    got = dict(sections(meter(data)))
-    moved = rec.replace(b"\x10\x00", b"\x10\x01")  # rec is function 1 now
-    assert got[10] == vec([body(spend(1, budget=0, yield_index=0) + moved, [(1, I32)])])
-
-
-# --- every place a function index lives -------------------------------------------------------
-
-def index_module(f, *, instrumented: bool) -> bytes:
-    """A module that names functions everywhere. ``f`` maps an original function index to the
-    one expected in the output; with ``instrumented``, the expected output of meter()."""
-    # functions: 0 fd_write, 1 proc_exit (imports); 2 sq, 3 tail, 4 start (defined)
-    types = [functype(), functype([I32], [I32]), functype([I32] * 4, [I32]), functype([I32])]
-    imports = [func_import("fd_write", 2), func_import("proc_exit", 3)]
-    globals_ = [bytes([FUNCREF, 1]) + const_expr(ref_func(f(2))), bytes([I32, 0]) + const_expr(b"\x41\x2a")]
-    if instrumented:
-        types.append(functype([], [I32]))
-        imports.append(func_import("sched_yield", 4))
-        globals_.append(budget_global())
-    y, g = 2, 2  # the yield import's index and the budget global's, in the output
-
-    def entry(code: bytes, groups=()):
-        if not instrumented:
-            return body(code, groups)
-        return body(spend(1, budget=g, yield_index=y) + code, [*groups, (1, I32)])
-
-    sq = body(b"\x20\x00\x20\x00\x6c\x0b")  # a leaf: left alone
-    tail = entry(b"\x20\x00\x12" + uleb(f(2)) + b"\x0b")  # return_call sq
-    tick = loop_tick(0, budget=g, yield_index=y) if instrumented else b""
-    start_code = (
-        b"\x03\x40" + tick + b"\x41\x00\x0d\x00\x0b"  # loop; i32.const 0; br_if 0; end
-        + ref_func(f(3)) + b"\x1a"  # ref.func tail; drop
-        + b"\x41\x05" + call(f(3)) + b"\x1a"  # call tail; drop
-        + b"\x41\x00" + b"\x11\x01\x00" + b"\x1a"  # call_indirect (type 1) table 0; drop: a type index, unchanged
-        + b"\x41\x00" + call(f(1)) + b"\x0b"  # call proc_exit: an import, unchanged
-    )
-    start = entry(start_code)
-    elements = [
-        b"\x00" + const_expr(b"\x41\x00") + vec([uleb(f(2)), uleb(f(3))]),
-        b"\x01\x00" + vec([uleb(f(3)), uleb(f(0))]),
-        b"\x02\x00" + const_expr(b"\x41\x02") + b"\x00" + vec([uleb(f(4))]),
-        b"\x03\x00" + vec([uleb(f(2))]),
-        b"\x04" + const_expr(b"\x41\x01") + vec([const_expr(ref_func(f(2))), const_expr(b"\xd0\x70")]),
-        b"\x05\x70" + vec([const_expr(ref_func(f(4)))]),
-        b"\x06\x00" + const_expr(b"\x41\x03") + b"\x70" + vec([const_expr(ref_func(f(3)))]),
-        b"\x07\x70" + vec([const_expr(ref_func(f(2))), const_expr(ref_func(f(1)))]),
-    ]
-    tables = [b"\x70\x00\x08", b"\x40\x00\x70\x00\x01" + const_expr(ref_func(f(3)))]
-    function_names = vec(uleb(f(i)) + name(n) for i, n in enumerate(["fd_write", "proc_exit", "sq", "tail", "start"]))
-    local_names = vec([uleb(f(2)) + vec([uleb(0) + name("x")]), uleb(f(3)) + vec([uleb(0) + name("y")])])
-    label_names = vec([uleb(f(4)) + vec([uleb(0) + name("spin")])])
-    global_names = vec([uleb(0) + name("fr")])
-    names = b"\x00" + uleb(2) + name("m") + b"".join(
-        bytes([sub]) + uleb(len(content)) + content
-        for sub, content in ((1, function_names), (2, local_names), (3, label_names), (7, global_names))
-    )
-    return module(
-        section(1, vec(types)),
-        section(2, vec(imports)),
-        section(3, vec([uleb(1), uleb(1), uleb(0)])),
-        section(4, vec(tables)),
-        section(5, vec([b"\x00\x01"])),
-        section(6, vec(globals_)),
-        section(7, vec([export("_start", 0, f(4)), export("sq", 0, f(2)), export("fd", 0, f(0)),
-                        export("memory", 2, 0), export("answer", 3, 1)])),
-        section(8, uleb(f(3))),
-        section(9, vec(elements)),
-        section(10, vec([sq, tail, start])),
-        custom("name", names),
-        *([] if instrumented else [custom(".debug_info", b"\x01\x02"), custom(".debug_line", b"")]),
-        custom("producers", b"\x00"),
-    )
-
-
-def test_function_indices_move_everywhere():
-    original = index_module(lambda i: i, instrumented=False)
-    inspect_module(original)
-    expected = index_module(lambda i: i + 1 if i >= 2 else i, instrumented=True)
-    out = meter(original)
-    for (got_id, got), (want_id, want) in zip(sections(out), sections(expected)):
-        assert (got_id, got) == (want_id, want), f"section {got_id} differs"
-    assert out == expected
-    assert custom_names(out) == ["name", "producers"]  # the DWARF sections are dropped
-    inspect_module(out)
-
-
-def test_a_malformed_name_section_is_dropped_not_kept_wrong():
-    data = loop_module() + custom("name", b"\x01\x05\x01\x01")  # a subsection that runs past the end
-    assert custom_names(meter(data)) == []
-
-
-def test_other_offset_sections_are_dropped():
-    data = loop_module() + b"".join(custom(n, b"x") for n in
-                                    ["sourceMappingURL", "linking", "reloc.CODE", "metadata.code.branch_hint", "keep"])
-    assert custom_names(meter(data)) == ["keep"]
-
-
-# --- the decoder ------------------------------------------------------------------------------
-
-MEMARG = b"\x02\x10"  # align 2, offset 16
-EVERY_KIND_OF_INSTRUCTION = b"".join([
-    b"\x02\x40\x0b", b"\x02\x7f\x41\x01\x0b\x1a", b"\x02\x00\x0b",  # blocks: empty, valtype, type index
-    b"\x02\x63\x70\xd0\x70\x0b\x1a",  # block (result (ref null func))
-    b"\x41\x00\x04\x40\x01\x05\x01\x0b",  # if/else
-    b"\x02\x40\x41\x00\x0e\x02\x00\x00\x00\x0b",  # br_table
-    b"\x41\x00\x28" + MEMARG + b"\x1a",  # i32.load
-    b"\x41\x00\x28\x42\x00\x10\x1a",  # i32.load with a memory index (align bit 6)
-    b"\x41\x00\x42\x80\x80\x80\x80\x10\x37\x03\x80\x80\x80\x80\x80\x80\x01",  # i64.store, 64-bit offset
-    b"\x3f\x00\x40\x00\x1a",  # memory.size; memory.grow; drop
-    b"\x43\x00\x00\x80\x3f\x1a\x44" + bytes(8) + b"\x1a",  # f32/f64.const
-    b"\x41\x7f\xc0\xc1\x1a",  # sign extension
-    b"\x43\x00\x00\x80\x3f\xfc\x00\x1a",  # i32.trunc_sat_f32_s
-    b"\x41\x00\x41\x00\x41\x00\xfc\x0b\x00",  # memory.fill
-    b"\x41\x00\x41\x00\x41\x00\xfc\x0a\x00\x00",  # memory.copy
-    b"\xfc\x09\x00",  # data.drop 0
-    b"\x41\x00\x41\x00\x41\x00\xfc\x08\x00\x00",  # memory.init 0 0
-    b"\xfc\x10\x00\x1a\xd0\x70\x41\x00\xfc\x0f\x00\x1a",  # table.size, table.grow
-    b"\x41\x00\x25\x00\x1a\x41\x00\xd0\x70\x26\x00",  # table.get, table.set
-    b"\xd0\x70\xd1\x1a\xd0\x6f\x1a",  # ref.null, ref.is_null
-    b"\x41\x01\x41\x02\x41\x00\x1c\x01\x7f\x1a",  # select (result i32)
-    b"\x41\x01\x41\x02\x41\x00\x1b\x1a",  # select
-    b"\xfd\x0c" + bytes(range(16)) + b"\xfd\x15\x03\x1a",  # v128.const; i8x16.extract_lane_s 3
-    b"\x41\x00\xfd\x00" + MEMARG + b"\xfd\x0d" + bytes(16) + b"\x1a",  # v128.load; i8x16.shuffle (one operand dup'd below)
-    b"\x41\x00\xfd\x0c" + bytes(16) + b"\xfd\x58" + MEMARG + b"\x05",  # v128.store8_lane
-    b"\x41\x00\xfd\x5c" + MEMARG + b"\xfd\x62\x1a",  # v128.load32_zero; i8x16.popcnt
-    b"\xfd\x0c" + bytes(16) + b"\xfd\x0c" + bytes(16) + b"\xfd\x80\x02\x1a",  # i8x16.relaxed_swizzle (0x100)
-    b"\x41\x00\x41\x01\xfe\x1e" + MEMARG + b"\x1a\xfe\x03\x00",  # i32.atomic.rmw.add; atomic.fence
-    b"\x41\x00\x41\x00\xfe\x00" + MEMARG + b"\x1a",  # memory.atomic.notify
-    b"\x06\x40\x41\x00\x08\x00\x07\x00\x1a\x19\x0b",  # try; throw 0; catch 0; drop; catch_all; end
-    b"\x06\x40\x06\x40\x01\x18\x00\x19\x0b",  # try; try; nop; delegate 0; catch_all; end
-    b"\x06\x40\x01\x07\x00\x1a\x09\x00\x0b",  # try; catch 0; drop; rethrow 0; end
-    b"\x02\x6f\x1f\x40\x04\x00\x00\x00\x01\x00\x00\x02\x00\x03\x00\x0b\xd0\x6f\x0b\x1a",  # try_table, 4 catches
-    b"\x02\x40\xd0\x6f\x0a\x0b",  # throw_ref
-    b"\xd0\x00\xd3\x1a",  # ref.null (type 0); ref.as_non_null
-    b"\x02\x40\xd0\x70\xd4\x00\x1a\x0b",  # br_on_null
-    b"\x02\x40\xd0\x70\xd6\x00\x0b",  # br_on_non_null (the label takes no values)
-    b"\xd0\x6e\xd0\x6e\xd5\x1a",  # ref.eq (eqref)
-    b"\x41\x00\xd0\x00\x14\x00\x1a",  # call_ref (type 0)
-    b"\x41\x00\x41\x00\x11\x00\x00\x1a",  # call_indirect
-    b"\x10\x00\x1a",  # call 0
-    b"\x03\x40\x0b",  # loop
-    b"\x41\x00\x41\x00\x13\x00\x00",  # return_call_indirect
-    b"\x41\x00\xd0\x00\x15\x00",  # return_call_ref
-    b"\x41\x00\x12\x00",  # return_call 0
-    b"\x00\x0b",  # unreachable; end
-])
-
-
-def decoder_module(code: bytes) -> bytes:
-    types = section(1, vec([functype([I32], [I32]), functype([], [I32])]))
-    imports = section(2, vec([func_import("sched_yield", 1)]))
-    return module(types, imports, section(3, vec([uleb(0)])), section(10, vec([body(code)])))
-
-
-def test_every_instruction_encoding_is_decoded_and_copied_through():
-    assert EVERY_KIND_OF_INSTRUCTION.count(b"\x03\x40\x0b") == 1
-    out = meter(decoder_module(EVERY_KIND_OF_INSTRUCTION))
-    code_payload = dict(sections(out))[10]
-    tick = loop_tick(1, budget=0, yield_index=0)
-    entry = spend(1, budget=0, yield_index=0)
-    renumbered = EVERY_KIND_OF_INSTRUCTION.replace(b"\x03\x40\x0b", b"\x03\x40" + tick + b"\x0b")
-    assert code_payload == vec([body(entry + renumbered, [(1, I32)])])
-
-
-@pytest.mark.parametrize("code, opcode", [
-    (b"\xfb\x00\x00\x0b", "0xfb 0"),  # struct.new: garbage collection
-    (b"\xd0\x70\xfb\x16\x0b", "0xfb 22"),
-    (b"\x27\x0b", "0x27"),
-    (b"\xe0\x00\x0b", "0xe0"),  # stack switching
-    (b"\xfd\x9a\x01\x0b", "0xfd 154"),  # a hole in the SIMD opcodes
-    (b"\xfd\x94\x02\x0b", "0xfd 276"),  # past relaxed SIMD
-    (b"\xfc\x12\x0b", "0xfc 18"),
-    (b"\xfe\x04\x0b", "0xfe 4"),
-    (b"\x1f\x40\x01\x04\x00\x0b", "0x1f with catch kind 4"),
-])
-def test_unknown_instructions_are_refused(code, opcode):
-    message = refused(decoder_module(b"\x03\x40\x0b" + code))
-    assert message == (f"the module uses instruction {opcode} (in function 1), "
-                       "which wasmdeck cannot meter for CPU limits")
-
-
-@pytest.mark.parametrize("code", [
-    b"\x03\x40\x0b\x0b\x0b",  # code after the final end
-    b"\x03\x40\x02\x40\x0b",  # a block left open
-    b"\x18\x00\x0b",  # delegate outside a try
-    b"\x41\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x0b",  # an integer that never ends inside the body
-])
-def test_bodies_that_do_not_decode_are_refused(code):
-    assert refused(decoder_module(code)) == (
-        "the code section is malformed: the body of function 1 does not decode to valid instructions"
-    )
-
-
-def test_malformed_modules_raise_invalid_module():
-    assert refused(b"") == "the module is empty"
-    assert "not a WebAssembly module" in refused(b"hello")
-
-
-# --- the fixtures -----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("fixture", FIXTURE_NAMES)
-def test_fixtures_meter_and_still_validate(fixture):
-    data = (FIXTURES / f"{fixture}.wasm").read_bytes()
-    out = meter(data)
-    info = validate_worker_module(out)
-    assert [i.name for i in info.imports][-1] == "sched_yield"
-    assert info.custom_section("name") is not None  # kept, renumbered
-
-
-def meter_or_refuse(data: bytes) -> None:
-    """meter() either refuses with InvalidModule or returns a module that parses."""
-    try:
-        out = meter(data)
-    except InvalidModule as error:
-        assert str(error) and "\n" not in str(error)
-        return
-    inspect_module(out)
-
-
-def test_truncated_and_corrupted_input_only_raises_invalid_module():
-    rng = random.Random(1234)
-    for fixture in FIXTURE_NAMES:
-        data = (FIXTURES / f"{fixture}.wasm").read_bytes()
-        for cut in [*range(0, 40), *rng.sample(range(40, len(data)), 25)]:
-            meter_or_refuse(data[:cut])
-        for _ in range(30):
-            corrupt = bytearray(data)
-            for _ in range(rng.randint(1, 8)):
-                corrupt[rng.randrange(8, len(corrupt))] = rng.randrange(256)
-            meter_or_refuse(bytes(corrupt))
-    for _ in range(300):
-        meter_or_refuse(b"\0asm\x01\x00\x00\x00" + rng.randbytes(rng.randint(0, 200)))
-    code = EVERY_KIND_OF_INSTRUCTION
-    for _ in range(300):  # bodies cut short or with bytes changed, inside a well-formed module
-        mangled = bytearray(code[:rng.randrange(1, len(code))] + b"\x0b")
-        for _ in range(rng.randint(0, 3)):
-            mangled[rng.randrange(len(mangled))] = rng.randrange(256)
-        meter_or_refuse(decoder_module(bytes(mangled)))
-
-
-def test_a_5_mb_module_meters_in_well_under_two_seconds():
-    # 20,000 functions, each a loop around calls, loads, stores and arithmetic: about 5 MB of code.
-    inner = (b"\x20\x00\x41\x01\x6a\x21\x00" + b"\x41\x00\x28\x02\x10\x20\x00\x6a\x41\x00\x36\x02\x10" * 8
-             + b"\x20\x00\x10\x00\x1a" * 6 + b"\x44" + bytes(8) + b"\x1a")
-    code = b"\x03\x40" + inner * 2 + b"\x20\x00\x41\xe4\x00\x49\x0d\x00\x0b\x0b"
-    n = 20_000
-    data = module(
-        section(1, vec([functype([I32], [I32])])),
-        section(3, vec([uleb(0)] * n)),
-        section(5, vec([b"\x00\x01"])),
-        section(10, vec([body(code)] * n)),
-    )
-    assert len(data) > 5_000_000
-    started = time.perf_counter()
-    out = meter(data)
-    elapsed = time.perf_counter() - started
-    inspect_module(out)
-    print(f"metered {len(data)} bytes in {elapsed:.2f} s")
-    assert elapsed < 3.0  # about 1 s here; generous for a loaded machine
-
-
-# --- behaviour under wasmer-sdk -----------------------------------------------------------------
-
-async def run(cache: Path, data: bytes, query: str = "", *, timeout: float = 5, stdin: bytes | None = None):
-    from wasmer_sdk import Wasmer
-
-    async with Wasmer(cache_root=str(cache)) as wasmer:
-        package = await wasmer.packages.load(data)
-        sandbox = await wasmer.sandboxes.create(packages=[package])
-        try:
-            command = sandbox.command(package, env={"REQUEST_METHOD": "GET", "QUERY_STRING": query})
-            kwargs = {"stdin": stdin} if stdin is not None else {}
-            return await command.run(check=False, timeout=timeout, **kwargs)
-        finally:
-            await sandbox.close()
+PROTOCOL_FIXTURES = sorted((ROOT / "fixtures" / "protocol").glob("*.wasm"))
 
 
 def fixture(name_: str) -> bytes:
     return (FIXTURES / f"{name_}.wasm").read_bytes()
 
 
+def imports_of(data: bytes) -> list[tuple[str, str]]:
+    return [(i.module, i.name) for i in inspect_module(data).imports]
+
+
+def metered(data: bytes) -> bytes:
+    """Meter and check that the result is valid WebAssembly."""
+    out = meter(data)
+    assert validation_error(out) is None, validation_error(out)
+    return out
+
+
+def refused(data: bytes) -> str:
+    with pytest.raises(InvalidModule) as info:
+        meter(data)
+    message = str(info.value)
+    assert message and "\n" not in message
+    return message
+
+
+# Printing a value: _start programs below report what they computed on stdout, so a metered run
+# can be compared with a plain one byte for byte.
+OUT = """
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 8)
+  (func $out (param $v i64)
+    (i64.store (i32.const 16) (local.get $v))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+"""
+
+
+def program(body: str) -> bytes:
+    return wat(f"(module {OUT} {body})")
+
+
+# --- structure ----------------------------------------------------------------------------------
+
+def test_the_stop_point_and_the_probe_are_imported_when_missing():
+    data = program('(func (export "_start") (local i32) (loop (br_if 0 (i32.eqz (local.get 0)))))')
+    out = metered(data)
+    assert imports_of(out) == [(WASI, "fd_write"), (WASI, STOP_POINT), (WASI, PROBE)]
+    info = inspect_module(out)
+    assert info.exports_function("_start")
+
+
+def test_existing_imports_are_reused_and_a_wrong_signature_is_refused():
+    data = wat(f"""(module
+      (import "{WASI}" "clock_time_get" (func (param i32 i64 i32) (result i32)))
+      (import "{WASI}" "args_sizes_get" (func (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start") (loop (br 0))))""")
+    assert imports_of(metered(data)) == imports_of(data)
+    wrong = wat(f"""(module (import "{WASI}" "clock_time_get" (func (param i32) (result i32)))
+      (memory (export "memory") 1) (func (export "_start") (loop (br 0))))""")
+    assert "clock_time_get with the wrong signature" in refused(wrong)
+
+
+def test_function_indices_move_everywhere():
+    # a table element, a ref.func global, an export, the start function, calls and the name section
+    data = wat(f"""(module
+      (import "{WASI}" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (table 2 funcref)
+      (global $g funcref (ref.func $seven))
+      (elem (i32.const 0) $seven)
+      (func $seven (result i32) (i32.const 7))
+      (func $init)
+      (start $init)
+      (func $main (export "_start") (local i32)
+        (loop (local.set 0 (i32.add (local.get 0) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 0) (i32.const 3))))
+        (call $exit (i32.add (call $seven) (call_indirect (result i32) (i32.const 0)))))
+      (export "seven" (func $seven)))""")
+    names = _wasm_print(metered(data))
+    # 2 imports added after proc_exit: every defined function moves up by 2
+    assert '(export "seven" (func $seven))' in names
+    assert "(elem (;0;) (i32.const 0) func $seven)" in names
+    assert "(global $g (;1;) funcref ref.func $seven)" in names or "ref.func $seven" in names
+    assert "(start" not in names  # moved into the entry function
+    assert "call $seven" in names and "call $init" in names and "call $main" in names
+
+
+def _wasm_print(data: bytes) -> str:
+    from .wasm_builder import _wasm_tools
+
+    return subprocess.run([_wasm_tools(), "print", "-"], input=data, capture_output=True, check=True).stdout.decode()
+
+
+def test_a_cheap_leaf_is_left_alone_and_a_costly_one_is_charged():
+    cheap = "(i32.add (local.get 0) (i32.const 1))"
+    costly = "(i32.load (i32.load (local.get 0)))" * (LEAF_MAX // 64 + 1) + " (drop)" * (LEAF_MAX // 64)
+    data = program(f"""
+      (func $cheap (param i32) (result i32) {cheap})
+      (func $costly (param i32) (result i32) {costly})
+      (func (export "_start") (drop (call $cheap (i32.const 1))) (drop (call $costly (i32.const 0))))""")
+    printed = _wasm_print(metered(data))
+    cheap_body = printed.split("(func $cheap")[1].split("(func ")[0]
+    costly_body = printed.split("(func $costly")[1].split("(func ")[0]
+    assert "global.get" not in cheap_body
+    assert "global.get" in costly_body
+
+
+def test_a_module_without_code_still_gets_its_entry_and_is_valid():
+    data = module(
+        section(1, vec([functype()])),
+        section(2, vec([name(WASI) + name("sched_yield") + b"\x00" + uleb(0)])),
+        section(5, vec([b"\x00\x01"])),
+        section(7, vec([name("_start") + b"\x00" + uleb(0), name("memory") + b"\x02" + uleb(0)])),
+    )
+    out = metered(data)
+    assert inspect_module(out).exports_function("_start")
+
+
+def test_debug_sections_that_point_into_code_are_dropped():
+    data = program('(func (export "_start") (loop (br 0)))')
+    data += custom(".debug_info", b"\x01\x02") + custom("sourceMappingURL", b"x") + custom("producers", b"\x00")
+    out = metered(data)
+    names = [s for s, _ in inspect_module(out).custom_sections]
+    assert ".debug_info" not in names and "sourceMappingURL" not in names and "producers" in names
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, what", [
+    (b"\xfb\x00\x00", "instruction 0xfb 0"),  # GC
+    (b"\xfc\x12", "instruction 0xfc 18"),
+    (b"\xfd\x9a\x01", "instruction 0xfd 154"),
+    (b"\x27", "instruction 0x27"),
+])
+def test_unknown_instructions_are_refused(body, what):
+    data = module(section(1, vec([functype()])), section(3, vec([uleb(0)])),
+                  section(10, vec([uleb(len(body) + 2) + b"\x00" + body + b"\x0b"])))
+    assert what in refused(data)
+
+
+def test_atomic_wait_is_refused():
+    data = wat('(module (memory 1 1 shared) (func (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1)))))')
+    assert "memory.atomic.wait" in refused(data) and "cannot stop it" in refused(data)
+
+
+def test_64_bit_memories_and_tables_are_refused():
+    assert "64-bit memory" in refused(wat("(module (memory i64 1))"))
+    assert "64-bit table" in refused(wat("(module (table i64 1 funcref))"))
+
+
+@pytest.mark.parametrize("code", [b"", b"\x01", b"\x0b\x0b", b"\x02\x40\x0b", b"\x0c\x05\x0b", b"\x05\x0b", b"\x07\x00\x0b"])
+def test_bodies_that_do_not_decode_are_refused(code):
+    data = module(section(1, vec([functype()])), section(3, vec([uleb(0)])),
+                  section(10, vec([uleb(len(code) + 1) + b"\x00" + code])))
+    message = refused(data)
+    assert "malformed" in message or "does not decode" in message or "end" in message
+
+
+def test_a_function_too_big_once_metered_is_refused_with_a_sentence():
+    # loops whose bodies are one instruction: the rewrite multiplies their size
+    loops = b"\x03\x40\x01\x0b" * (MAX_FUNCTION_BODY_BYTES // 4 - 10)
+    body = b"\x00" + loops + b"\x0b"
+    data = module(section(1, vec([functype()])), section(3, vec([uleb(0)])), section(10, vec([uleb(len(body)) + body])))
+    message = refused(data)
+    assert "once metered" in message and "7,654,321" in message and "split the function" in message
+
+
+def test_truncated_and_corrupted_input_only_raises_invalid_module():
+    rng = random.Random(7)
+    base = fixture("echo")
+    for _ in range(150):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(8, len(data))] = rng.randrange(256)
+        cut = bytes(data[: rng.randrange(8, len(data) + 1)])
+        for candidate in (bytes(data), cut):
+            try:
+                meter(candidate)
+            except InvalidModule:
+                pass
+
+
+@pytest.mark.parametrize("fixture_name", FIXTURE_NAMES)
+def test_fixtures_meter_and_still_validate(fixture_name):
+    data = fixture(fixture_name)
+    out = metered(data)
+    validate_worker_module(out)
+
+
+@pytest.mark.parametrize("path", PROTOCOL_FIXTURES, ids=lambda p: p.stem)
+def test_protocol_fixtures_meter_and_validate(path):
+    metered(path.read_bytes())
+
+
+def test_the_stated_bound_adds_up():
+    assert BOUND_UNITS >= YIELD_BUDGET and BOUND_UNITS < 2 * YIELD_BUDGET
+    assert BULK_CHUNK <= 1 << 16
+
+
+# --- rewrites that must keep their meaning (validated by wasm-tools: features wasmer lacks) -------
+
+def test_tail_calls_and_legacy_exceptions_are_rewritten_validly():
+    data = wat(f"""(module {OUT}
+      (type $t (func (param i32) (result i32)))
+      (table 1 funcref) (elem (i32.const 0) $down)
+      (tag $e (param i32))
+      (func $down (param i32) (result i32)
+        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 7))
+          (else (return_call_indirect (type $t) (i32.sub (local.get 0) (i32.const 1)) (i32.const 0)))))
+      (func $count (param i32) (result i32)
+        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
+          (else (return_call $count (i32.sub (local.get 0) (i32.const 1))))))
+      (func (export "_start") (local i32)
+        try
+          loop
+            (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+            (br_if 0 (i32.lt_u (local.get 0) (i32.const 10)))
+          end
+          (throw $e (call $down (i32.const 5)))
+        catch $e
+          (call $out (i64.extend_i32_u))
+        catch_all
+        end
+        block
+          try
+            nop
+          delegate 0
+        end
+        (call $out (i64.extend_i32_u (call $count (i32.const 100))))))""")
+    metered(data)
+
+
+# --- under wasmer-sdk ------------------------------------------------------------------------------
+
+async def run(cache: Path, data: bytes, query: str = "", *, timeout: float = 10, stdin: bytes | None = None,
+              args: list[str] | None = None):
+    from wasmer_sdk import Wasmer
+
+    async with Wasmer(cache_root=str(cache)) as wasmer:
+        package = await wasmer.packages.load(data)
+        sandbox = await wasmer.sandboxes.create(packages=[package])
+        try:
+            command = sandbox.command(package, args or [], env={"REQUEST_METHOD": "GET", "QUERY_STRING": query})
+            kwargs = {"stdin": stdin} if stdin is not None else {}
+            return await command.run(check=False, timeout=timeout, **kwargs)
+        finally:
+            await sandbox.close()
+
+
+async def same_output(cache: Path, data: bytes) -> bytes:
+    """Run ``data`` plain and metered; both must exit the same way and print the same bytes."""
+    plain = await run(cache, data)
+    out = await run(cache, metered(data))
+    assert (out.reason, out.exit_code, out.stdout.bytes) == (plain.reason, plain.exit_code, plain.stdout.bytes)
+    return out.stdout.bytes
+
+
 async def test_metered_hello_and_echo_behave_the_same(wasmer_cache):
-    hello = await run(wasmer_cache, meter(fixture("hello")))
+    hello = await run(wasmer_cache, metered(fixture("hello")))
     assert hello.exit_code == 0
     assert hello.stdout.bytes.endswith(b"\r\n\r\nHello from wasmdeck!\n")
     assert b"info: hello served GET /" in hello.stderr.bytes
 
-    echo = await run(wasmer_cache, meter(fixture("echo")), "status=201&header=X-A:b", stdin=b"payload")
+    echo = await run(wasmer_cache, metered(fixture("echo")), "status=201&header=X-A:b", stdin=b"payload")
     text = echo.stdout.bytes.decode()
     assert echo.exit_code == 0 and "Status: 201" in text and "X-A: b" in text
     assert '"QUERY_STRING": "status=201&header=X-A:b"' in text
@@ -513,7 +318,7 @@ async def test_metered_hello_and_echo_behave_the_same(wasmer_cache):
 
 
 async def test_metered_burn_still_answers(wasmer_cache):
-    out = await run(wasmer_cache, meter(fixture("burn")), "ms=20")
+    out = await run(wasmer_cache, metered(fixture("burn")), "ms=20")
     assert out.exit_code == 0 and out.stdout.bytes.endswith(b"burned 20 ms\n")
 
 
@@ -521,12 +326,173 @@ async def test_a_metered_trap_still_names_the_function(wasmer_cache):
     from wasmer_sdk import WasmerError
 
     with pytest.raises(WasmerError) as info:
-        await run(wasmer_cache, meter(fixture("trap")))
+        await run(wasmer_cache, metered(fixture("trap")))
     assert "unreachable" in str(info.value) and "explode_on_purpose" in str(info.value)
 
 
-# Whether a guest stops is checked in a child process: getrusage() is per process, and other tests
-# in this one may have left unmetered guests spinning (the very problem metering solves).
+async def test_the_compile_probe_runs_none_of_the_guests_code(wasmer_cache):
+    data = program("""(func $init (call $out (i64.const 1)))  (start $init)
+      (func (export "_start") (call $out (i64.const 2)) (loop (br 0)))""")
+    probe = await run(wasmer_cache, metered(data), args=COMPILE_PROBE_ARGS, timeout=5)
+    assert (probe.reason.value, probe.exit_code, probe.stdout.bytes, probe.stderr.bytes) == ("exited", 0, b"", b"")
+    # run normally: the start function first, then _start, which loops until its timeout
+    normal = await run(wasmer_cache, metered(data), timeout=0.2)
+    assert normal.reason.value == "timeout" and normal.stdout.bytes == (1).to_bytes(8, "little") + (2).to_bytes(8, "little")
+
+
+async def test_the_probe_leaves_memory_as_it_was(wasmer_cache):
+    # the probe borrows bytes 0..8 of memory 0: the guest must still see its data segment there
+    data = program("""(data (i32.const 0) "\\01\\02\\03\\04\\05\\06\\07\\08")
+      (func (export "_start") (call $out (i64.load (i32.const 0))))""")
+    # $out writes over bytes 0..8 itself, so read them into the output before anything else
+    data = program("""(data (i32.const 24) "\\01\\02\\03\\04\\05\\06\\07\\08")
+      (data (i32.const 0) "\\aa\\bb\\cc\\dd\\ee\\ff\\11\\22")
+      (global $first (mut i64) (i64.const 0))
+      (func (export "_start") (global.set $first (i64.load (i32.const 0))) (call $out (global.get $first)))""")
+    assert await same_output(wasmer_cache, data) == bytes.fromhex("aabbccddeeff1122")
+
+
+async def test_a_start_function_that_reaches_wasi_runs(wasmer_cache):
+    # under wasmer-sdk a start function runs before the WASI context exists; metered, it runs from _start
+    data = program("""(func $init (call $out (i64.const 42)))  (start $init)
+      (func (export "_start") (call $out (i64.const 43)))""")
+    out = await run(wasmer_cache, metered(data))
+    assert out.exit_code == 0 and out.stdout.bytes == (42).to_bytes(8, "little") + (43).to_bytes(8, "little")
+
+
+async def test_renumbered_calls_tables_and_globals_compute_the_same(wasmer_cache):
+    data = wat(f"""(module {OUT}
+      (table 2 funcref) (elem (i32.const 0) $seven)
+      (global $g funcref (ref.func $sum))
+      (func $seven (result i32) (i32.const 7))
+      (func $sum (result i32) (local i32 i32)
+        (loop (local.set 1 (i32.add (local.get 1) (local.get 0)))
+              (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+              (br_if 0 (i32.lt_u (local.get 0) (i32.const 100))))
+        (local.get 1))
+      (func (export "_start")
+        (table.set (i32.const 1) (global.get $g))
+        (call $out (i64.extend_i32_u (i32.add (call_indirect (result i32) (i32.const 0))
+                                              (call_indirect (result i32) (i32.const 1)))))
+        (call $out (i64.extend_i32_u (call $sum)))))""")
+    assert await same_output(wasmer_cache, data) == (4957).to_bytes(8, "little") + (4950).to_bytes(8, "little")
+
+
+async def test_branches_out_of_wrapped_loops_keep_their_targets(wasmer_cache):
+    # br_table mazes, br_if to outer blocks, loops with results, loops with parameters, multi-value
+    data = wat(f"""(module {OUT}
+      (type $pair (func (result i32 i32)))
+      (type $step (func (param i32) (result i32)))
+      (func $maze (param $n i32) (result i64) (local $i i32) (local $acc i64)
+        (block $done
+          (loop $outer
+            (block $a (block $b (block $c
+              (loop $inner
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_table $a $b $c $inner $outer $done (i32.rem_u (local.get $i) (i32.const 7))))
+              ) (local.set $acc (i64.add (local.get $acc) (i64.const 1))) (br $outer))
+              (local.set $acc (i64.add (local.get $acc) (i64.const 100))) (br_if $outer (i32.lt_u (local.get $i) (local.get $n))))
+            (local.set $acc (i64.add (local.get $acc) (i64.const 10000)))
+            (br_if $outer (i32.lt_u (local.get $i) (local.get $n)))))
+        (i64.add (local.get $acc) (i64.extend_i32_u (local.get $i))))
+      (func $with_result (result i32) (local i32)
+        (loop (result i32) (local.set 0 (i32.add (local.get 0) (i32.const 3)))
+          (br_if 0 (i32.lt_u (local.get 0) (i32.const 50))) (local.get 0)))
+      (func $with_params (result i32) (local i32)
+        (i32.const 1)
+        (loop (type $step) (i32.mul (i32.const 2)) (br_if 0 (i32.lt_u (local.tee 0 (i32.const 0)) (i32.const 0))))
+        (loop (param i32) (result i32) (i32.add (i32.const 5)) (local.tee 0) (br_if 0 (i32.lt_u (local.get 0) (i32.const 40))))
+        )
+      (func $pairs (result i32 i32) (local i32)
+        (loop (type $pair) (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get 0) (i32.const 9))) (local.get 0) (i32.const 5)))
+      (func (export "_start")
+        (call $out (call $maze (i32.const 1000)))
+        (call $out (i64.extend_i32_u (call $with_result)))
+        (call $out (i64.extend_i32_u (call $with_params)))
+        (call $out (i64.extend_i32_u (i32.sub (call $pairs))))))""")
+    out = await same_output(wasmer_cache, data)
+    assert len(out) == 32
+
+
+async def test_exceptions_caught_across_frames_compute_the_same(wasmer_cache):
+    data = wat(f"""(module {OUT}
+      (tag $e (param i32))
+      (func $deep (param i32)
+        (if (i32.eqz (local.get 0)) (then (throw $e (i32.const 99))))
+        (call $deep (i32.sub (local.get 0) (i32.const 1))))
+      (func (export "_start") (local $i i32) (local $sum i32)
+        (loop
+          (block $caught (result i32)
+            (try_table (catch $e $caught) (call $deep (i32.const 20))) (i32.const 0))
+          (local.set $sum (i32.add (local.get $sum)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 50))))
+        (call $out (i64.extend_i32_u (local.get $sum)))))""")
+    assert await same_output(wasmer_cache, data) == (4950).to_bytes(8, "little")
+
+
+BULK = f"""(module {OUT}
+  (data $seg "0123456789abcdef")
+  (func $sum (param $from i32) (param $n i32) (result i64) (local $acc i64)
+    (block (loop (br_if 1 (i32.eqz (local.get $n)))
+      (local.set $acc (i64.add (i64.mul (local.get $acc) (i64.const 31)) (i64.load8_u (local.get $from))))
+      (local.set $from (i32.add (local.get $from) (i32.const 1)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br 0)))
+    (local.get $acc))
+  (func (export "_start")
+    (memory.fill (i32.const 100) (i32.const 7) (i32.const {3 * BULK_CHUNK + 5}))
+    (memory.copy (i32.const 150) (i32.const 100) (i32.const {2 * BULK_CHUNK + 11}))  ;; overlapping, forwards
+    (memory.init $seg (i32.const 120) (i32.const 3) (i32.const 10))
+    (memory.copy (i32.const 110) (i32.const 118) (i32.const {BULK_CHUNK + 20}))  ;; overlapping, d < s: forwards
+    (memory.copy (i32.const 130) (i32.const 112) (i32.const {BULK_CHUNK + 20}))  ;; overlapping, d > s: from the end
+    (call $out (call $sum (i32.const 90) (i32.const {3 * BULK_CHUNK + 100})))
+    (memory.fill (i32.const 0) (i32.const 0) (i32.const 0))
+    (memory.copy (i32.const 524288) (i32.const 0) (i32.const 0))
+    (call $out (i64.const 1))
+    {{tail}}))"""
+
+
+async def test_bulk_memory_in_chunks_computes_the_same(wasmer_cache):
+    assert len(await same_output(wasmer_cache, wat(BULK.format(tail="")))) == 16
+
+
+@pytest.mark.parametrize("tail", [
+    "(memory.fill (i32.const 524286) (i32.const 9) (i32.const 3))",  # one byte past the end (8 pages)
+    "(memory.copy (i32.const 0) (i32.const 524200) (i32.const 100))",
+    "(memory.copy (i32.const 524200) (i32.const 0) (i32.const 100))",
+    "(memory.init $seg (i32.const 0) (i32.const 10) (i32.const 7))",
+    "(data.drop $seg) (memory.init $seg (i32.const 0) (i32.const 0) (i32.const 1))",
+    "(memory.fill (i32.const -1) (i32.const 9) (i32.const 2))",  # wraps around 2**32
+])
+async def test_an_out_of_bounds_bulk_instruction_traps_and_writes_nothing(wasmer_cache, tail):
+    # the trap must come before any chunk is written: memory after the trap is what _start printed
+    from wasmer_sdk import WasmerError
+
+    data = wat(BULK.format(tail=tail))
+    errors = []
+    for candidate in (data, metered(data)):
+        with pytest.raises(WasmerError) as info:
+            await run(wasmer_cache, candidate)
+        errors.append(str(info.value).splitlines()[0])
+    assert "out of bounds" in errors[0] and errors[0].split(":")[-1] == errors[1].split(":")[-1]
+
+
+async def test_table_instructions_still_work_metered(wasmer_cache):
+    data = wat(f"""(module {OUT}
+      (table $t 4 64 funcref) (elem $e func $a $b) (func $a) (func $b)
+      (func (export "_start")
+        (call $out (i64.extend_i32_u (table.grow $t (ref.null func) (i32.const 10))))
+        (table.fill $t (i32.const 0) (ref.func $a) (i32.const 14))
+        (table.init $t $e (i32.const 2) (i32.const 0) (i32.const 2))
+        (table.copy $t $t (i32.const 5) (i32.const 1) (i32.const 4))
+        (call $out (i64.extend_i32_u (table.grow $t (ref.null func) (i32.const 100))))
+        (call $out (i64.extend_i32_u (table.size $t)))))""")
+    assert await same_output(wasmer_cache, data) == b"".join((n % 2**64).to_bytes(8, "little") for n in (4, 0xFFFFFFFF, 14))
+
+
+# Whether a guest stops is checked in a child process: getrusage() is per process, and the runs in
+# this one (the unmetered one below) may leave a guest spinning.
 CPU_AFTER_TIMEOUT = textwrap.dedent("""
     import asyncio, os, resource, sys
     from wasmer_sdk import Wasmer
@@ -569,77 +535,104 @@ def cpu_after_timeout(tmp_path: Path, data: bytes, query: str = "") -> tuple[str
 
 
 def test_metered_burn_forever_stops_at_its_timeout(tmp_path):
-    assert cpu_after_timeout(tmp_path, meter(fixture("burn")), "forever=1") == ("TIMEOUT", pytest.approx(0, abs=0.3))
+    assert cpu_after_timeout(tmp_path, metered(fixture("burn")), "forever=1") == ("TIMEOUT", pytest.approx(0, abs=0.1))
 
 
 def test_unmetered_burn_keeps_burning_after_its_timeout(tmp_path):
     """The problem metering solves: the runtime reports a timeout, but the guest spins on."""
     reason, cpu = cpu_after_timeout(tmp_path, fixture("burn"), "forever=1")
-    # A whole core for ever (0.95-1.0 on an idle machine); less when guests that earlier tests
-    # left spinning in the pytest process share the cores, but far from the ~0 of a stopped guest.
     assert reason == "TIMEOUT" and cpu > 0.15
 
 
-def spin_module(functions: list[tuple[bytes, bytes, list]], start: int) -> bytes:
-    """A WASI command without imports: (type, code, local groups) per function; exports _start."""
-    types = list(dict.fromkeys(t for t, _, _ in functions))
-    return module(
-        section(1, vec(types)),
-        section(3, vec(uleb(types.index(t)) for t, _, _ in functions)),
-        section(5, vec([b"\x00\x01"])),
-        section(7, vec([export("_start", 0, start), export("memory", 2, 0)])),
-        section(10, vec(body(code, groups) for _, code, groups in functions)),
-    )
+def test_a_start_function_that_loops_is_stopped(tmp_path):
+    data = program("(func $spin (loop (br 0))) (start $spin) (func (export \"_start\"))")
+    assert cpu_after_timeout(tmp_path, metered(data)) == ("TIMEOUT", pytest.approx(0, abs=0.1))
 
 
-def count_to(limit: int, then: bytes = b"") -> bytes:
-    """loop { then; local0 += 1; br_if (local0 < limit) }"""
-    return b"\x03\x40" + then + b"\x20\x00\x41\x01\x6a\x22\x00\x41" + sleb(limit) + b"\x49\x0d\x00\x0b"
+# --- file writes (see engine.file_quota) ------------------------------------------------------------
+
+FILES = f"""(module
+  (import "{WASI}" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "{WASI}" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "{WASI}" "fd_close" (func $close (param i32) (result i32)))
+  (import "{WASI}" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
+  (import "{WASI}" "fd_seek" (func $seek (param i32 i64 i32 i32) (result i32)))
+  (import "{WASI}" "fd_tell" (func $tell (param i32 i32) (result i32)))
+  (import "{WASI}" "fd_pwrite" (func $pwrite (param i32 i32 i32 i64 i32) (result i32)))
+  (import "{WASI}" "fd_filestat_set_size" (func $set_size (param i32 i64) (result i32)))
+  (import "{WASI}" "fd_allocate" (func $allocate (param i32 i64 i64) (result i32)))
+  (import "{WASI}" "random_get" (func $random (param i32 i32) (result i32)))
+  (memory (export "memory") 40)
+  (data (i32.const 200) "tmp/quota-probe")
+  (func $out (param $v i64)
+    (i64.store (i32.const 16) (local.get $v))
+    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func $r (param i32) (call $out (i64.extend_i32_u (local.get 0))))
+  (func (export "_start") (local $fd i32)
+    (call $r (call $close (i32.const 1)))  ;; stdout stays open
+    (drop (call $open (i32.const 3) (i32.const 1) (i32.const 200) (i32.const 15) (i32.const 9)
+                      (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 100)))
+    (local.set $fd (i32.load (i32.const 100)))
+    (call $r (i32.gt_u (local.get $fd) (i32.const 2)))  ;; the file did not take descriptor 1
+    (call $r (call $renumber (local.get $fd) (i32.const 1)))  ;; ENOTSUP
+    (call $r (call $seek (local.get $fd) (i64.const 1073741824) (i32.const 0) (i32.const 104)))  ;; ENOSPC
+    (call $r (call $tell (local.get $fd) (i32.const 104)))
+    (call $out (i64.load (i32.const 104)))  ;; back at the end: 0
+    (i32.store (i32.const 32) (i32.const 300)) (i32.store (i32.const 36) (i32.const 10))
+    (call $r (call $pwrite (local.get $fd) (i32.const 32) (i32.const 1) (i64.const 1073741824) (i32.const 40)))  ;; ENOSPC
+    (call $r (call $set_size (local.get $fd) (i64.const 1073741824)))  ;; ENOSPC
+    (call $r (call $allocate (local.get $fd) (i64.const -16) (i64.const 32)))  ;; wraps around: ENOSPC
+    (call $r (call $seek (local.get $fd) (i64.const 1048576) (i32.const 0) (i32.const 104)))  ;; 1 MiB past the end: fine
+    (call $r (call $fd_write (local.get $fd) (i32.const 32) (i32.const 1) (i32.const 40)))
+    (call $r (call $random (i32.const 65536) (i32.const 2000000)))  ;; in charged chunks
+    (call $out (i64.load (i32.const 2065000)))))"""
 
 
-def test_short_loops_nested_across_functions_are_stopped(tmp_path):
-    # inner loops 60,000 times; mid calls inner 60,000 times; _start calls mid for ever. A counter that
-    # restarts in every call would never reach 65,536 here.
-    void = functype()
-    inner = (void, count_to(60_000) + b"\x0b", [(1, I32)])
-    mid = (void, count_to(60_000, call(0)) + b"\x0b", [(1, I32)])
-    start = (void, b"\x03\x40" + call(1) + b"\x0c\x00\x0b\x0b", [])
-    assert cpu_after_timeout(tmp_path, meter(spin_module([inner, mid, start], 2))) == ("TIMEOUT", pytest.approx(0, abs=0.3))
+async def test_file_growth_is_counted_and_stdio_cannot_be_swapped(wasmer_cache):
+    out = await run(wasmer_cache, metered(wat(FILES)))
+    values = [int.from_bytes(out.stdout.bytes[i:i + 8], "little") for i in range(0, len(out.stdout.bytes), 8)]
+    assert values[:12] == [0, 1, 58, 51, 0, 0, 51, 51, 51, 0, 0, 0], values
+    assert values[12] != 0 and len(values) == 13  # random bytes landed 2 MB into the buffer
 
 
-def test_loop_free_recursion_is_stopped(tmp_path):
-    # rec(n) { if (n == 0) return; rec(n - 1); rec(n - 1); }: 2**60 calls, no loop at all
-    rec = (functype([I32]), b"\x20\x00\x45\x04\x40\x0f\x0b" + (b"\x20\x00\x41\x01\x6b" + call(0)) * 2 + b"\x0b", [])
-    start = (functype(), b"\x41\x3c" + call(0) + b"\x0b", [])
-    assert cpu_after_timeout(tmp_path, meter(spin_module([rec, start], 1))) == ("TIMEOUT", pytest.approx(0, abs=0.3))
+def test_wrapped_imports_are_unreachable_except_through_their_wrappers():
+    # a table element and an export of the import itself both lead to the wrapper
+    data = wat(f"""(module
+      (import "{WASI}" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1) (table 1 funcref) (elem (i32.const 0) $w)
+      (export "w" (func $w))
+      (func $main (export "_start") (drop (call $w (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 0)))))""")
+    printed = _wasm_print(metered(data))
+    assert "(elem (;0;) (i32.const 0) func $w)" not in printed
+    assert '(export "w" (func $w))' not in printed
+    main = printed.split("(func $main")[1].split("(func ")[0]
+    assert "call $w" not in main and "call 6" in main  # 6: the wrapper, after the two added imports
 
 
-async def test_renumbered_calls_tables_and_globals_compute_the_same(wasmer_cache):
-    # _start exits with seven() + 20 * (sum_to_100 via the table == 4950) + 40 * (sum_to_100() == 4950)
-    # where the table holds seven (active element) and sum_to_100 (from a ref.func global).
-    types = [functype(), functype([I32]), functype([], [I32])]
-    seven = b"\x41\x07\x0b"
-    sum_to_100 = count_to(100, b"\x20\x01\x20\x00\x6a\x21\x01") + b"\x20\x01\x0b"  # local1 += local0
-    start = (
-        b"\x41\x01\x23\x00\x26\x00"  # table[1] = global 0 (ref.func sum_to_100)
-        + b"\x41\x00\x11\x02\x00"  # call_indirect table[0]: seven
-        + b"\x41\x01\x11\x02\x00\x41\xd6\x26\x46\x41\x14\x6c\x6a"  # + 20 * (table[1]() == 4950)
-        + call(2) + b"\x41\xd6\x26\x46\x41\x28\x6c\x6a"  # + 40 * (sum_to_100() == 4950)
-        + call(0) + b"\x0b"  # proc_exit
-    )
-    data = module(
-        section(1, vec(types)),
-        section(2, vec([func_import("proc_exit", 1)])),
-        section(3, vec([uleb(2), uleb(2), uleb(0)])),
-        section(4, vec([b"\x70\x00\x02"])),
-        section(5, vec([b"\x00\x01"])),
-        section(6, vec([bytes([FUNCREF, 0]) + const_expr(ref_func(2))])),
-        section(7, vec([export("_start", 0, 3), export("memory", 2, 0)])),
-        section(9, vec([b"\x00" + const_expr(b"\x41\x00") + vec([uleb(1)])])),
-        section(10, vec([body(seven), body(sum_to_100, [(2, I32)]), body(start)])),
-    )
-    plain = await run(wasmer_cache, data)
-    assert plain.exit_code == 67
-    for every in (1, 4, YIELD_EVERY):  # yielding on every count, too
-        metered = await run(wasmer_cache, meter(data, every=every))
-        assert metered.exit_code == 67
+async def test_catch_labels_and_rethrows_across_wrapped_loops(wasmer_cache):
+    # a try_table inside a loop whose catch leaves the loop: its label crosses the loop's wrapper
+    data = wat(f"""(module {OUT}
+      (tag $e (param i32))
+      (func (export "_start") (local i32)
+        (call $out (i64.extend_i32_u
+          (block $h (result i32)
+            (loop $l
+              (try_table (catch $e $h)
+                (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+                (if (i32.gt_u (local.get 0) (i32.const 5)) (then (throw $e (i32.mul (local.get 0) (i32.const 7))))))
+              (br $l))
+            (i32.const 0))))))""")
+    assert await same_output(wasmer_cache, data) == (42).to_bytes(8, "little")
+    # legacy exceptions (wasmer-sdk cannot run them): a rethrow inside a loop inside the catch
+    legacy = wat("""(module (tag $e)
+      (func (local i32)
+        try
+          (throw $e)
+        catch $e
+          loop
+            (br_if 0 (i32.lt_u (local.tee 0 (i32.add (local.get 0) (i32.const 1))) (i32.const 3)))
+            (rethrow 1)
+          end
+        end))""")
+    metered(legacy)
