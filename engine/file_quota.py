@@ -141,6 +141,7 @@ class Wrappers:
                      over: bytes = b"") -> bytes:
         """amount += max(0, position - size(fd)); a gap over the quota left runs ``over`` then
         returns ENOSPC (so the sum cannot wrap around)."""
+        assert self.file_size is not None, "a wrapper that measures files was planned without $file_size"
         size = _get(fd_local) + self.call(self.file_size)  # i64
         return (position + size + b"\x56\x04\x40"  # if position > size:
                 + position + size + b"\x7d" + _set(gap_local)  # gap = position - size
@@ -184,6 +185,7 @@ class Wrappers:
     def w_fd_seek(self, raw: int) -> bytes:
         err, amount, gap = 4, 5, 6
         position = _get(3) + b"\x29\x03\x00"  # i64.load newoffset (the raw call wrote it)
+        assert self.file_size is not None, "a wrapper that measures files was planned without $file_size"
         back = _get(0) + _get(0) + self.call(self.file_size) + _i32(0) + _get(3) + self.call(raw) + b"\x1a"
         code = (self.stdio_passes(0, raw, 4)
                 + self.forward(raw, 4) + _b_tee(err) + b"\x04\x40" + _get(err) + b"\x0f\x0b"

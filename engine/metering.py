@@ -589,8 +589,8 @@ class _Rewriter:
             if section.id == 8 and self.entry is not None:
                 continue  # the start function is called from the entry function
             if section.id == 10:
-                payload = _uleb(len(bodies) + len(appended[10])) + b"".join(bodies) + b"".join(appended[10])
-                out.append(_section_bytes(10, payload))
+                code_payload = _uleb(len(bodies) + len(appended[10])) + b"".join(bodies) + b"".join(appended[10])
+                out.append(_section_bytes(10, code_payload))
                 continue
             payload = self.rewrite_function_refs(section) if section.id in (4, 6, 7, 8, 9) else None
             if section.id in appended and appended[section.id]:
@@ -758,7 +758,9 @@ class _Rewriter:
             declared += r.u32()
             r.value_type()
         code_start = r.pos
-        params = self.types[self.func_types[func]][0]
+        signature = self.types[self.func_types[func]]
+        assert signature is not None  # the parser refuses a function whose type is not a function type
+        params = signature[0]
         if end - start > MAX_FUNCTION_BODY_BYTES:
             raise InvalidModule(
                 f"function {func} is {end - start:,} bytes, over the {MAX_FUNCTION_BODY_BYTES:,}-byte limit of a "
@@ -798,6 +800,7 @@ class _Rewriter:
                 code = made.get(key)
                 if code is None:
                     if key[0] == "loophead":
+                        assert key[2] is not None  # a loop head's edit carries its block type
                         code = self.loop_head(key[2], key[1], b, cached)
                     elif key[0] == "looptail":
                         code = self.loop_tail(b, cached)
@@ -845,7 +848,8 @@ class _Rewriter:
         if first == 0x40 or first in _SINGLE_BYTE_VALTYPES or first in (0x63, 0x64):
             return True
         index = _read_u32(blocktype, 0)[0]
-        return index < len(self.types) and self.types[index] is not None and self.types[index][0] == 0
+        signature = self.types[index] if index < len(self.types) else None
+        return signature is not None and signature[0] == 0
 
     def loop_head(self, blocktype: bytes, cost: int, b: bytes, cached: bool) -> bytes:
         """``loop bt`` becomes ``block bt (loop $again bt (block $stop (loop bt CHECK ...`` where CHECK
@@ -1201,6 +1205,7 @@ class _Rewriter:
                 b"\x41" + _sleb(COPY_SHIFT) + b"\x76\x41" + _sleb(BULK_BASE) + b"\x6a",  # (chunk >> shift) + base
             )
             if self.file_size is not None:
+                assert self.filestat_index is not None  # $file_size is planned only with fd_filestat_get
                 bodies[self.file_size] = wrappers.file_size_body(self.filestat_index)
             for index, name in self.wrapped.items():
                 bodies[self.interposed[index]] = wrappers.body(name, index)
