@@ -13,6 +13,10 @@ class InvalidModule(WasmdeckError):
     """The bytes offered as a Worker are not an acceptable WASI command module."""
 
 
+class MemoryOverLimit(InvalidModule):
+    """The module needs more memory at start than its memory limit allows."""
+
+
 class InvalidInput(WasmdeckError):
     """A name, tag, var, limit or option is malformed."""
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InvalidModule
+from .errors import InvalidModule, MemoryOverLimit
 from .http import Request, Response, limit_response, text_response
 from .runtime import LoadShed
 from .store import Worker
@@ -73,9 +73,13 @@ class Recorder:
         if isinstance(error, LoadShed):
             return "loadShed", limit_response(503, "the engine is overloaded; try again shortly", "concurrency", str(error)), [
                 exception_entry("LoadShed", str(error), now)]
-        if isinstance(error, InvalidModule):
+        if isinstance(error, MemoryOverLimit):
             return "exceededMemory", limit_response(503, "Worker exceeded its memory limit", "memoryMb", str(error)), [
                 exception_entry("ExceededMemory", str(error), now)]
+        if isinstance(error, InvalidModule):  # e.g. deployed under older checks that it no longer passes
+            message = f"the Worker's module cannot be loaded: {error}"
+            return "internalError", text_response(500, f"Internal error while running the Worker: {message}"), [
+                exception_entry("InternalError", message, now)]
         # a runtime failure must never take the caller down
         return "internalError", text_response(500, f"Internal error while running the Worker: {error}"), [
             exception_entry("InternalError", str(error), now)]

@@ -486,7 +486,7 @@ class _CompileChecker:
         if self._wasmer is None or self._checks >= self.RECYCLE_AFTER:
             if self._wasmer is not None:
                 await self._wasmer.close()
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # compiled tenant code: owner only
             self._wasmer = Wasmer(cache_root=self.cache_dir, output_bytes=self.output_bytes)
             self._checks = 0
         self._checks += 1

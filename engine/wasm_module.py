@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NoReturn
 
-from .errors import InvalidInput, InvalidModule
+from .errors import InvalidInput, InvalidModule, MemoryOverLimit
 
 WASI_PREVIEW1_MODULE = "wasi_snapshot_preview1"
 WASI_PREVIEW1_FUNCTIONS: frozenset[str] = frozenset(
@@ -731,7 +731,7 @@ def prepare_to_run(data: bytes, max_pages: int, *, cap_tables: bool = True) -> b
         payload = bytearray(_uleb(len(defined)))
         for memory in defined:
             if memory.initial_pages > max_pages:
-                raise InvalidModule(
+                raise MemoryOverLimit(
                     f"the module needs {_pages_mib(memory.initial_pages)} MiB of memory at start "
                     f"({memory.initial_pages} pages), more than its {_pages_mib(max_pages)} MiB limit ({max_pages} pages)"
                 )

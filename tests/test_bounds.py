@@ -204,6 +204,14 @@ async def test_a_corrupt_stored_module_is_an_internal_error_with_a_sentence(db_p
     with sqlite3.connect(db_path) as db:
         db.execute("UPDATE modules SET bytes = ? WHERE sha256 = ?", [b"\0asm\x01\0\0\0 corrupt", worker.sha256])
     async with Engine(db_path, cache_dir=wasmer_cache) as engine:
+        # what runs is the metered copy, checked against its own digest: still whole, so it serves,
+        # while reading the original (export, the admin API's content) says it is corrupt
+        assert (await engine.request("http://hello.x/")).status == 200
+        with pytest.raises(CorruptModule):
+            engine.module_bytes(worker)
+    with sqlite3.connect(db_path) as db:  # the metered copy damaged too: it is made again from the original
+        db.execute("UPDATE metered_modules SET bytes = ? WHERE sha256 = ?", [b"\0asm\x01\0\0\0 damaged", worker.sha256])
+    async with Engine(db_path, cache_dir=wasmer_cache) as engine:
         response = await engine.request("http://hello.x/")
         assert response.status == 500 and response.outcome == "internalError"
         assert "corrupt" in response.text and "sha256" in response.text
