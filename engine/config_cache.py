@@ -7,6 +7,8 @@ lookups after it reuse its answer, so a request costs one cheap `PRAGMA data_ver
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .limits import EffectiveLimits, Limits, resolve
 from .store import Namespace, Store, TailConsumer, Worker
 
@@ -27,6 +29,12 @@ class ConfigCache:
         self._limits: dict[tuple[str, str, int], EffectiveLimits] = {}
         self._tag_limits: dict[str, Limits] | None = None
         self._tail_consumers: dict[str, list[TailConsumer]] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever the cache learns that the configuration changed (a change by
+        this process, or one by another process seen at a `refresh()`)."""
+        self._listeners.append(listener)
 
     def refresh(self) -> None:
         """Drop what is cached if any process changed a config table since the last check.
@@ -55,6 +63,8 @@ class ConfigCache:
         self._limits.clear()
         self._tag_limits = None
         self._tail_consumers.clear()
+        for listener in self._listeners:
+            listener()
 
     def namespace(self, name: str) -> Namespace:
         """Raises NotFound for a namespace that does not exist (that answer is not cached)."""

@@ -17,6 +17,7 @@ from .egress import EgressPolicy
 from .errors import InvalidInput, InvalidModule, WasmdeckError
 from .config_cache import ConfigCache
 from .http import Request, Response, limit_response, text_response
+from .instances import InstanceSettings
 from .metering import meter
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, looks_out_of_memory, resolve
 from .network import Network
@@ -98,9 +99,12 @@ class Engine:
         clock: Callable[[], int] = now_ms,
         always_keep_trap_logs: bool = False,
         network: Network | None = None,
+        instances: InstanceSettings | None = None,
     ) -> None:
         """`network` is how Workers' fetches reach origins (its resolver and TLS trust); by
-        default the system resolver and the certifi CA bundle."""
+        default the system resolver and the certifi CA bundle. `instances` bounds the warm
+        instances of version 2 protocol Workers (how many, how long idle, how many invocations
+        each; see `InstanceSettings`)."""
         self.db_path = Path(db).expanduser() if db is not None else default_db_path()
         self.clock = clock  # epoch milliseconds for timestamps; tests fix it for deterministic output
         self.store = Store(self.db_path, clock)
@@ -130,7 +134,9 @@ class Engine:
             recorder=self.recorder,
             module_bytes=self.store.module_bytes,
             run_user=self._run_dispatched,
+            instance_settings=instances,
         )
+        self.config_cache.on_change(self.protocol.instances.config_changed)
         self._capture_stderr = capture_runtime_stderr
         self._capturing = False
         self._closed = False
@@ -215,7 +221,8 @@ class Engine:
         """Validate and store a new version of a worker; it serves from the next request.
 
         `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
-        speaks the Worker protocol and any other is a WCGI program.
+        (one process per invocation) or `wasmdeck_worker_protocol_2` (warm instances) speaks the
+        Worker protocol and any other is a WCGI program.
         Raises InvalidInput / InvalidModule / NotFound (one clear sentence) and changes nothing then.
         """
         check_name(name)
@@ -227,7 +234,8 @@ class Engine:
         info = validate_worker_module(data, max_bytes=self.max_module_bytes)
         meter(data)  # refuses a module whose code cannot be metered, so its CPU limit would not hold
         if abi is None:
-            abi = protocol.ABI if any(e.name == protocol.MARKER_EXPORT for e in info.exports) else wcgi.ABI
+            markers = (protocol.MARKER_EXPORT, protocol.MARKER_EXPORT_2)
+            abi = protocol.ABI if any(e.name in markers for e in info.exports) else wcgi.ABI
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
         worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message)
@@ -270,6 +278,17 @@ class Engine:
 
     def worker_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
         return self.store.worker_stats(namespace)
+
+    def instance_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
+        """Warm instances per worker of the namespace, since this engine started: `busy`, `idle`,
+        `starting` (now), `started`, `invocations`, `reusedInvocations` (on an instance that had
+        served before) and `retired` (counts by reason). Workers that never ran on one are absent."""
+        self.store.namespace(namespace)
+        return self.protocol.instances.stats(namespace)
+
+    def instance_totals(self) -> dict[str, Any]:
+        """The same counts over the whole engine, with the bounds in force (`maxInstances`...)."""
+        return self.protocol.instances.totals()
 
     # -- limits -------------------------------------------------------------------
 

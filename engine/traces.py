@@ -100,7 +100,11 @@ def new_item(
     truncated: bool = False,
     script_version: int | None = None,
     subrequests: list[dict[str, Any]] | None = None,
+    instance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`instance`: wasmdeck's fields beside Cloudflare's for a Worker-protocol invocation, saying
+    which guest instance ran it: `newInstance`, `instanceId`, `instanceInvocation` and, when the
+    invocation ended its instance, `instanceRetired` (one sentence)."""
     assert outcome in OUTCOMES, outcome
     item = {
         "scriptName": script_name,
@@ -121,6 +125,8 @@ def new_item(
     }
     if subrequests:
         item["subrequests"] = subrequests
+    if instance:
+        item.update(instance)
     return item
 
 
@@ -139,12 +145,14 @@ def tail_event_item(
     exceptions: list[dict[str, Any]] | None = None,
     truncated: bool = False,
     subrequests: list[dict[str, Any]] | None = None,
+    instance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The trace item of a Tail Worker's `tail` invocation (Cloudflare's TailEvent shape)."""
     item = new_item(
         script_name=script_name, script_version=script_version, script_tags=script_tags, namespace=namespace,
         outcome=outcome, event_timestamp=event_timestamp, cpu_time=cpu_time, wall_time=wall_time, url="", method="",
         headers=[], status=None, logs=logs, exceptions=exceptions, truncated=truncated, subrequests=subrequests,
+        instance=instance,
     )
     item["event"] = {"consumedEvents": [{"scriptName": c.get("scriptName")} for c in consumed]}
     return item
@@ -152,6 +160,37 @@ def tail_event_item(
 
 def is_tail_event(item: dict[str, Any]) -> bool:
     return "consumedEvents" in (item.get("event") or {})
+
+
+def instance_event_item(
+    *,
+    script_name: str,
+    script_version: int | None,
+    script_tags: tuple[str, ...],
+    namespace: str,
+    event_timestamp: int,
+    instance_id: str,
+    invocations: int,
+    reason: str,
+    message: str,
+) -> dict[str, Any]:
+    """The item published when a warm instance fails while no invocation is in flight (it wrote
+    output or exited between invocations): outcome `exception`, `event.instance` naming it, and
+    one exception `InstanceRetired` saying why. It belongs to no request and is never delivered
+    to Tail Workers."""
+    item = new_item(
+        script_name=script_name, script_version=script_version, script_tags=script_tags, namespace=namespace,
+        outcome="exception", event_timestamp=event_timestamp, cpu_time=0, wall_time=0, url="", method="",
+        headers=[], status=None, exceptions=[exception_entry("InstanceRetired", message, event_timestamp)],
+        instance={"newInstance": False, "instanceId": instance_id, "instanceInvocation": invocations,
+                  "instanceRetired": message},
+    )
+    item["event"] = {"instance": {"id": instance_id, "invocations": invocations, "retired": reason}}
+    return item
+
+
+def is_instance_event(item: dict[str, Any]) -> bool:
+    return "instance" in (item.get("event") or {})
 
 
 @dataclass(frozen=True)
@@ -226,11 +265,12 @@ def format_pretty(item: dict[str, Any]) -> str:
     """`GET https://x/ - Ok @ 11/27/2026, 8:00:00 AM` plus indented logs and exceptions."""
     event = item.get("event") or {}
     request = event.get("request") or {}
-    what = (
-        f"Tail of {len(event['consumedEvents'])} event(s) ({item.get('scriptName')})"
-        if "consumedEvents" in event
-        else f"{request.get('method', '?')} {request.get('url', '?')}"
-    )
+    if "consumedEvents" in event:
+        what = f"Tail of {len(event['consumedEvents'])} event(s) ({item.get('scriptName')})"
+    elif "instance" in event:
+        what = f"Instance {event['instance'].get('id')} of {item.get('scriptName')} retired ({event['instance'].get('retired')})"
+    else:
+        what = f"{request.get('method', '?')} {request.get('url', '?')}"
     head = f"{what} - {_outcome_label(item.get('outcome', ''))} @ {format_time(int(item.get('eventTimestamp', 0)))}"
     lines = [head]
     for log in item.get("logs", []):
