@@ -206,14 +206,25 @@ class Receiver:
     async def get(self, timeout: float) -> Item | None:
         """The next item, or None after `timeout` seconds without one."""
         if not self.items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(self._waiter, max(0.0, timeout))
-            except asyncio.TimeoutError:
+            if timeout <= 0:
                 return None
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # a bare timer, not asyncio.wait_for: this wait is on every frame's path
+            timer = loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
+            if not self.items:
+                return None
         return self.items.popleft()
+
+
+def _expire(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Instance:
