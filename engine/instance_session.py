@@ -20,7 +20,7 @@ from . import protocol
 from .instances import Instance, InstanceManager, InstanceSpec, InstanceUse, Receiver
 from .limits import looks_out_of_memory
 from .protocol import Frame, ProtocolViolation
-from .protocol_session import CallHandler, SessionResult, _ended_early, _record_log, final_type_event
+from .protocol_session import EXIT_GRACE_S, CallHandler, SessionResult, _ended_early, _record_log, final_type_event
 
 ERROR_TYPES = {"fetch": "fetch_error", "dispatch": "dispatch_error", "sleep": "sleep_error"}
 
@@ -68,6 +68,7 @@ async def converse_on_instance(
     cpu_used = 0.0
     running_since = started
     heard_from = False  # any output of this invocation yet
+    exit_grace: float | None = None  # the process ended: stdout gets this long to deliver what it holds
     process = instance.process
     assert process is not None
 
@@ -88,7 +89,9 @@ async def converse_on_instance(
             end.retire = "trap"
         else:
             end.retire = "exited"
-            end.replay = number > 1 and not heard_from and gone is not None and gone.outcome == "exited"
+            # a clean exit with not a word for this event: it ended after its previous invocation
+            end.replay = (number > 1 and not heard_from and not receiver.stderr and gone is not None
+                          and gone.outcome == "exited" and gone.exit_code in (0, None))
         return end
 
     def answer_later(frame: Frame, call_id: int) -> None:
@@ -117,7 +120,10 @@ async def converse_on_instance(
             now = time.perf_counter()
             wall_left = wall_deadline - now
             cpu_left = math.inf if calls else cpu_budget - cpu_used - (now - running_since)
-            item = await receiver.get(min(cpu_left, wall_left))
+            grace_left = math.inf if exit_grace is None else exit_grace - now
+            item = await receiver.get(min(cpu_left, wall_left, grace_left))
+            if item is None and exit_grace is not None and time.perf_counter() >= exit_grace:
+                return await ended_early()
             if item is None:
                 if not calls:
                     cpu_used += time.perf_counter() - running_since
@@ -146,8 +152,12 @@ async def converse_on_instance(
             if kind == "crash":
                 await process.kill()
                 return fail("internalError", value, "InternalError", "canceled")
-            if kind in ("eof", "exit"):
-                if kind == "eof" and value:
+            if kind == "exit":
+                # the exit can be reported before stdout has delivered the last frames the guest wrote
+                exit_grace = time.perf_counter() + EXIT_GRACE_S
+                continue
+            if kind == "eof":
+                if value:
                     return await violation("the Worker closed stdout in the middle of a frame")
                 return await ended_early()
             frame: Frame = value
@@ -294,9 +304,8 @@ async def run_on_instance(
             replayed = True
             continue
         manager.count_invocation(instance)
-        use = InstanceUse(instance.id, new, end.invocation)
         if end.retire is not None:
-            use = InstanceUse(instance.id, new, end.invocation, manager.retire(instance, end.retire, detail=end.detail))
+            sentence: str | None = manager.retire(instance, end.retire, detail=end.detail)
         else:
-            manager.release(instance)
-        return end, use
+            sentence = manager.release(instance)
+        return end, InstanceUse(instance.id, new, end.invocation, sentence)

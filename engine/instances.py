@@ -572,8 +572,14 @@ class InstanceManager:
         try:
             if not await instance.write(init):
                 raise fail("exception", "InstanceStartFailed", "the instance stopped reading before its init frame")
+            exited_at: float | None = None
             while True:
-                item = await receiver.get(deadline - time.perf_counter())
+                wait = deadline - time.perf_counter()
+                if exited_at is not None:
+                    wait = min(wait, exited_at + STOP_GRACE_S - time.perf_counter())
+                item = await receiver.get(wait)
+                if item is None and exited_at is not None:
+                    item = ("eof", 0)  # stdout never said it ended: take the exit as the end
                 if item is None:
                     raise fail(
                         "exception", "InstanceStartFailed",
@@ -597,6 +603,9 @@ class InstanceManager:
                     )
                 if kind == "violation":
                     raise fail("exception", "ProtocolError", str(value))
+                if kind == "exit" and exited_at is None:
+                    exited_at = time.perf_counter()  # stdout may still hold what it wrote last
+                    continue
                 if kind in ("eof", "exit"):
                     ended = await instance.process.exit(timeout=STOP_GRACE_S)
                     await instance.process.drain_output(0.2)
@@ -615,19 +624,20 @@ class InstanceManager:
 
     # -- returning ----------------------------------------------------------------------
 
-    def release(self, instance: Instance) -> None:
-        """An invocation ended well: the instance serves again, unless it should retire now."""
+    def release(self, instance: Instance) -> str | None:
+        """An invocation ended well: the instance serves again, unless it should retire now (then
+        the sentence saying why)."""
         if instance.state == "retired":
-            return
+            return None
         pool = instance.pool
         if self.closed:
-            self.retire(instance, "closed")
-        elif self._outdated(pool):
-            self.retire(instance, "outdated")
-        elif instance.invocations >= self.settings.max_invocations:
-            self.retire(instance, "maxInvocations")
-        else:
-            self._park(instance)
+            return self.retire(instance, "closed")
+        if self._outdated(pool):
+            return self.retire(instance, "outdated")
+        if instance.invocations >= self.settings.max_invocations:
+            return self.retire(instance, "maxInvocations")
+        self._park(instance)
+        return None
 
     def _outdated(self, pool: Pool) -> bool:
         if not pool.stale and pool.checked_generation != self._generation:
