@@ -152,6 +152,9 @@ async def converse_on_instance(
             if kind == "crash":
                 await process.kill()
                 return fail("internalError", value, "InternalError", "canceled")
+            if kind == "retired":  # the engine is closing under it
+                await process.kill()
+                return fail("canceled", f"the invocation was stopped: the instance was retired ({value})", "Canceled", value)
             if kind == "exit":
                 # the exit can be reported before stdout has delivered the last frames the guest wrote
                 exit_grace = time.perf_counter() + EXIT_GRACE_S

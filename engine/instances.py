@@ -603,6 +603,8 @@ class InstanceManager:
                     )
                 if kind == "violation":
                     raise fail("exception", "ProtocolError", str(value))
+                if kind == "retired":
+                    raise fail("canceled", "Canceled", f"the instance was stopped while it started ({value})")
                 if kind == "exit" and exited_at is None:
                     exited_at = time.perf_counter()  # stdout may still hold what it wrote last
                     continue
@@ -679,7 +681,8 @@ class InstanceManager:
             return sentence
         graceful = instance.state == "idle" and reason in ("idle", "outdated", "evicted", "closed", "maxInvocations")
         instance.state = "retired"
-        instance.receiver = None
+        if instance.receiver is not None:  # an invocation (or start) is in flight on it: tell it
+            instance.receiver.put(("retired", reason))
         pool = instance.pool
         if instance in pool.idle:
             pool.idle.remove(instance)

