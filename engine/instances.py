@@ -274,7 +274,7 @@ class Instance:
     def _deliver(self, item: Item) -> None:
         if self.receiver is not None:
             self.receiver.put(item)
-        elif self.state == "idle":
+        elif self.state != "retired":  # idle, or between its start and its first invocation
             self._manager.idle_output(self, item)
 
     async def write(self, data: bytes) -> bool:
@@ -364,6 +364,8 @@ class InstanceManager:
         self._reaper: asyncio.Task[None] | None = None
         self._generation = 0
         self._check_scheduled = False
+        self._pumping = False
+        self._pump_again = False
         self.live = 0
         self.memory_mb = 0
         self.closed = False
@@ -401,8 +403,11 @@ class InstanceManager:
         while pool.idle:
             instance = pool.idle.pop()
             self._idle_lru.pop(instance, None)
-            if instance.process is not None and instance.process.ended:
-                self.retire(instance, "exited", publish=True)  # gone while idle, not noticed yet
+            if instance.process is not None and instance.process.ended:  # gone while idle, not noticed yet
+                if instance.retire_requested:
+                    self.retire(instance, "retired")
+                else:
+                    self.retire(instance, "exited", publish=True)
                 continue
             instance.state = "busy"
             return instance
@@ -487,22 +492,33 @@ class InstanceManager:
             self._park(got)
 
     def _pump_waiters(self) -> None:
-        """Serve waiters in arrival order: an idle instance of their pool, or room to start one."""
-        for entry in list(self._waiters):
-            pool, future = entry
-            if future.done():
-                continue
-            instance = self._take_idle(pool)
-            if instance is not None:
-                future.set_result(instance)
-            elif self._reserve(pool):
-                future.set_result(_START)
-            else:
-                continue
-            try:
-                self._waiters.remove(entry)
-            except ValueError:
-                pass
+        """Serve waiters in arrival order: an idle instance of their pool, or room to start one.
+        (Making room retires instances, which pumps again: that pass is run by the outer one.)"""
+        if self._pumping:
+            self._pump_again = True
+            return
+        self._pumping = True
+        try:
+            self._pump_again = True
+            while self._pump_again:
+                self._pump_again = False
+                for entry in list(self._waiters):
+                    pool, future = entry
+                    if future.done():
+                        continue
+                    instance = self._take_idle(pool)
+                    if instance is not None:
+                        future.set_result(instance)
+                    elif self._reserve(pool):
+                        future.set_result(_START)
+                    else:
+                        continue
+                    try:
+                        self._waiters.remove(entry)
+                    except ValueError:
+                        pass
+        finally:
+            self._pumping = False
 
     async def _start(self, pool: Pool, deadline: float) -> Instance:
         """Start an instance (room already reserved) and wait for its ready, at most until
