@@ -564,3 +564,51 @@ async def test_closing_the_engine_stops_every_instance_and_no_guest_keeps_runnin
     before = cpu_seconds()
     await asyncio.sleep(1.0)
     assert cpu_seconds() - before < 0.3  # a spinning guest would burn a whole core
+
+
+# -- statistics: Python API, health endpoint, admin API, remote client ------------------------
+
+
+async def test_instance_stats_are_served_by_health_admin_api_and_both_clients(engine, warm):
+    import httpx
+
+    from wasmdeck.client import LocalClient
+    from wasmdeck.client.remote import RemoteClient
+    from wasmdeck.server import DispatchApp
+    from wasmdeck.server.admin_app import create_admin_app
+
+    from .test_remote_client import TOKEN, served
+
+    engine.set_limits("t", cpu_ms=100)
+    await warm()
+    await warm()
+    await warm("mode=spin")
+    expected = {"busy": 0, "idle": 0, "starting": 0, "started": 1, "invocations": 3, "reusedInvocations": 2,
+                "retired": {"exceededCpu": 1}}
+    assert await stats_when(engine, "warm", lambda s: s["idle"] == 0) == expected
+    totals = engine.instance_totals()
+    assert totals["started"] == 1 and totals["retired"] == {"exceededCpu": 1}
+    assert (totals["maxInstances"], totals["maxPerWorker"], totals["idleTimeoutS"], totals["maxInvocations"]) == (
+        128, 16, 60.0, 10_000)
+
+    health_app = DispatchApp(engine, access_log=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=health_app), base_url="http://any.host") as http:
+        health = (await http.get("/__wasmdeck/health")).json()
+    assert health["instances"]["workers"] == {"warm": expected}
+    assert health["instances"]["retired"] == {"exceededCpu": 1} and health["instances"]["maxInstances"] == 128
+
+    admin = create_admin_app(engine, TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=admin), base_url="http://admin", headers=auth) as http:
+        assert (await http.get("/namespaces/default/instances")).json()["result"] == {"warm": expected}
+        assert (await http.get("/instances")).json()["result"]["retired"] == {"exceededCpu": 1}
+        missing = await http.get("/namespaces/nope/instances")
+        assert missing.status_code == 404 and "nope" in missing.json()["errors"][0]["message"]
+
+    assert await LocalClient(engine).instance_stats("default") == {"warm": expected}
+    async with served(engine) as server:
+        remote = RemoteClient(server.admin_url, TOKEN)
+        try:
+            assert await remote.instance_stats("default") == {"warm": expected}
+        finally:
+            await remote.close()
