@@ -234,8 +234,7 @@ class Engine:
         info = validate_worker_module(data, max_bytes=self.max_module_bytes)
         meter(data)  # refuses a module whose code cannot be metered, so its CPU limit would not hold
         if abi is None:
-            markers = (protocol.MARKER_EXPORT, protocol.MARKER_EXPORT_2)
-            abi = protocol.ABI if any(e.name in markers for e in info.exports) else wcgi.ABI
+            abi = protocol.ABI if any(e.name in protocol.MARKER_EXPORTS for e in info.exports) else wcgi.ABI
         self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
         worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message)

@@ -19,6 +19,7 @@ MARKER_EXPORT = "wasmdeck_worker_protocol_1"
 VERSION_2 = 2
 MARKER_EXPORT_2 = "wasmdeck_worker_protocol_2"
 MAX_CALLS_IN_FLIGHT = 64
+MARKER_EXPORTS = (MARKER_EXPORT, MARKER_EXPORT_2)  # a module exporting either speaks the protocol
 MAX_META_BYTES = 1024 * 1024
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_LOG_MESSAGE = 64 * 1024

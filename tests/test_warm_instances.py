@@ -612,3 +612,28 @@ async def test_instance_stats_are_served_by_health_admin_api_and_both_clients(en
             assert await remote.instance_stats("default") == {"warm": expected}
         finally:
             await remote.close()
+
+
+def test_sigterm_on_serve_lets_an_invocation_on_a_warm_instance_finish_then_stops(tmp_path, db_path):
+    import signal
+    import threading
+
+    from .test_server import start_server
+
+    setup = Engine(db_path)
+    setup.deploy("warm", WARM)
+    asyncio.run(setup.close())
+    server = start_server(db_path, tmp_path)
+    try:
+        assert server.get("/", host="warm.example.com").text.startswith("count 1 ")
+        answers = []
+        slow = threading.Thread(target=lambda: answers.append(server.get("/?mode=sleep&ms=800&n=1", host="warm.example.com")))
+        slow.start()
+        time.sleep(0.3)  # the invocation is in flight on the warm instance
+        server.process.send_signal(signal.SIGTERM)
+        slow.join(20)
+        assert [(r.status_code, r.text) for r in answers] == [(200, "answers 1 ok 1 failed 0 order 100\n")]
+        assert server.process.wait(timeout=20) == 0
+        assert "Traceback" not in server.stderr()
+    finally:
+        server.stop(signal.SIGKILL)
