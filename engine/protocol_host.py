@@ -33,7 +33,7 @@ from .recorder import Recorder
 from .runtime import Runtime
 from .store import Namespace, Worker
 from .tail_workers import TailDelivery
-from .traces import exception_entry, instance_event_item, is_tail_event, log_entries, tail_event_item
+from .traces import MAX_EXCEPTION_MESSAGE, exception_entry, instance_event_item, is_tail_event, log_entries, tail_event_item
 from .validation import check_name
 from .wasm_module import memory_limit_pages
 
@@ -266,7 +266,11 @@ class ProtocolHost:
         if result.failure is None and result.final is not None and result.final.type == "exception":
             name = str(result.final.meta.get("name") or "Error")[:200]
             message = str(result.final.meta.get("message") or "")
-            exceptions.append(exception_entry(name, message, end))
+            thrown = exception_entry(name, message, end)
+            stack = result.final.meta.get("stack")
+            if isinstance(stack, str) and stack:
+                thrown["stack"] = stack[:MAX_EXCEPTION_MESSAGE]
+            exceptions.append(thrown)
             return Outcome("exception", logs, exceptions, truncated, text_response(500, f"Worker threw an exception: {name}: {message}"))
         if result.failure is None:
             return Outcome("ok", logs, exceptions, truncated, None)

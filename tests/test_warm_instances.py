@@ -342,6 +342,21 @@ async def test_no_other_request_or_worker_notices_a_misbehaving_instance(engine,
     assert (await warm()).status == 200
 
 
+async def test_an_exception_keeps_its_stack_and_does_not_retire_the_instance(engine, warm):
+    thrown = await warm("mode=stack")
+    assert thrown.status == 500 and thrown.trace["outcome"] == "exception"
+    exception = thrown.trace["exceptions"][0]
+    assert (exception["name"], exception["message"]) == ("TypeError", "cart is undefined")
+    assert exception["stack"] == "TypeError: cart is undefined\n    at total (worker.js:3:7)"
+    assert 'it asked to retire ("retire": true)' in thrown.trace["instanceRetired"]
+    # an exception without "retire" is an answer like any other: the instance serves on
+    engine.deploy("zig", protocol_module("sdk-probe-zig"))
+    failed = await engine.request("http://zig.example.com/?case=error")
+    after = await engine.request("http://zig.example.com/?case=instance")
+    assert failed.trace["outcome"] == "exception" and "instanceRetired" not in failed.trace
+    assert after.trace["instanceId"] == failed.trace["instanceId"] and after.text.startswith("invocation 2 served 2")
+
+
 async def test_stderr_belongs_to_the_invocation_that_wrote_it(engine, warm):
     first = await warm("mode=stderr")
     second = await warm("mode=stderr")
