@@ -94,8 +94,11 @@ async def converse_on_instance(
                           and gone.outcome == "exited" and gone.exit_code in (0, None))
         return end
 
+    writing = asyncio.Lock()  # one frame at a time on stdin: answers are written by their calls' tasks
+
     def answer_later(frame: Frame, call_id: int) -> None:
         async def serve() -> None:
+            nonlocal running_since
             try:
                 if frame.type == "sleep":
                     answer = await _sleep(frame, call_id, wall_deadline)
@@ -109,7 +112,13 @@ async def converse_on_instance(
             except Exception as error:  # the host failed serving the call: the invocation cannot go on
                 receiver.put(("crash", f"the engine failed serving a {frame.type} call: {error}"))
                 return
-            receiver.put(("answer", (call_id, answer)))
+            # written here, not by the loop below: the guest waits for it, so no extra hop
+            async with writing:
+                calls.pop(call_id, None)
+                if not calls:
+                    running_since = time.perf_counter()
+                written = await instance.write(answer)
+            receiver.put(("answered", written))  # the loop below recomputes its CPU deadline
 
         calls[call_id] = asyncio.ensure_future(serve())
 
@@ -139,12 +148,8 @@ async def converse_on_instance(
                     message += f" (instance {instance.id} wrote nothing after this event, its invocation {number}: it may never have read it)"
                 return fail(outcome, message, name, outcome)
             kind, value = item
-            if kind == "answer":
-                call_id, answer = value
-                calls.pop(call_id, None)
-                if not calls:
-                    running_since = time.perf_counter()
-                if not await instance.write(answer):
+            if kind == "answered":
+                if not value:
                     return await ended_early()
                 continue
             if kind == "violation":
@@ -179,7 +184,9 @@ async def converse_on_instance(
                         "type": ERROR_TYPES[ftype], "id": call_id, "name": "TooManyCalls",
                         "message": f"at most {protocol.MAX_CALLS_IN_FLIGHT} calls may be in flight at once",
                     })
-                    if not await instance.write(refusal):
+                    async with writing:
+                        written = await instance.write(refusal)
+                    if not written:
                         return await ended_early()
                     continue
                 if not calls:
