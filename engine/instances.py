@@ -186,12 +186,16 @@ class Receiver:
 
     def __init__(self, max_stderr: int = MAX_INVOCATION_STDERR) -> None:
         self.items: deque[Item] = deque()
+        # takes a frame as it arrives (True) instead of queueing it for the waiting task
+        self.on_frame: Callable[[Frame], bool] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.stderr = bytearray()
         self.stderr_truncated = False
         self._max_stderr = max_stderr
 
     def put(self, item: Item) -> None:
+        if self.on_frame is not None and item[0] == "frame" and self.on_frame(item[1]):
+            return
         self.items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
