@@ -10,8 +10,8 @@ measured interleaved in one run.
 Four sides, in one engine process, rounds in rotating order:
 - "origin": the origin's own time, as any HTTP client sees it: `GET /data` with a keep-alive
   httpx client in this process (the floor of a fetch);
-- "none": `GET http://fetcher.bench/?count=0&url=...` to `fixtures/protocol/fetcher.wasm`: the
-  invocation without any fetch;
+- "none": `GET http://fetcher.bench/?quiet&count=0&url=...` to `fixtures/protocol/fetcher.wasm`
+  (`quiet`: no log line per fetch, so only the fetch is measured): the invocation without any fetch;
 - "direct": the same with `count=3`, in a namespace without an Outbound Worker, so each fetch
   goes to the network through httpx;
 - "outbound": `count=3` in a namespace whose Outbound Worker is
@@ -74,7 +74,7 @@ class BenchFailed(Exception):
 
 
 async def _timed(side: str, engine: Engine, http: httpx.AsyncClient, origin: str, count: int) -> list[float]:
-    url = f"http://fetcher.bench/?count={0 if side == 'none' else FETCHES}&url={quote(f'http://{origin}/data', safe='')}"
+    url = f"http://fetcher.bench/?quiet&count={0 if side == 'none' else FETCHES}&url={quote(f'http://{origin}/data', safe='')}"
     namespace = "outbound" if side == "outbound" else "direct"
     samples = []
     for _ in range(count):
