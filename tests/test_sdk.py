@@ -501,6 +501,8 @@ async def test_fetcher(driver) -> None:
     exchange = await driver.fetch(module("fetcher"), url="https://f.example/?url=http://o/", on_fetch=answer(204))
     assert exchange.response_body == b"1 204 0\nbody: \n"
     assert exchange.calls[0][0]["request"]["method"] == "GET"
+    quiet = await driver.fetch(module("fetcher"), url="https://f.example/?quiet&count=2&url=http://o/", on_fetch=answer(204))
+    assert quiet.response_body == b"1 204 0\n2 204 0\nbody: \n" and quiet.logs == [] and len(quiet.calls) == 2
 
 
 async def test_outbound_logger(driver) -> None:
