@@ -24,6 +24,7 @@ leases an instance, runs it, and returns the instance to its pool or retires it.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol
+from .errors import InvalidInput
 from .protocol import Frame, FrameDecoder, ProtocolViolation
 from .protocol_session import CallHandler, SessionResult, _record_log
 from .runtime import GuestExit, GuestStartFailed, InstanceProcess, LoadShed, Runtime
@@ -95,11 +97,11 @@ class InstanceSettings:
         for name in ("max_instances", "max_per_worker", "max_invocations", "memory_budget_mb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+                raise InvalidInput(f"{name} must be a whole number of at least 1, not {value!r}")
         for name in ("idle_timeout_s", "start_timeout_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise InvalidInput(f"{name} must be a positive number of seconds, not {value!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -663,8 +665,12 @@ class InstanceManager:
 
     def _outdated(self, pool: Pool) -> bool:
         if not pool.stale and pool.checked_generation != self._generation:
+            try:
+                current = self.is_current(pool.spec)
+            except Exception:  # the configuration cannot be read now (a locked database): ask again later
+                return False
             pool.checked_generation = self._generation
-            if not self.is_current(pool.spec):
+            if not current:
                 self._mark_stale(pool)
         return pool.stale
 

@@ -652,3 +652,18 @@ def test_sigterm_on_serve_lets_an_invocation_on_a_warm_instance_finish_then_stop
         assert "Traceback" not in server.stderr()
     finally:
         server.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_instances": 0}, "max_instances must be a whole number of at least 1, not 0"),
+    ({"max_per_worker": 2.5}, "max_per_worker must be a whole number of at least 1, not 2.5"),
+    ({"idle_timeout_s": -1}, "idle_timeout_s must be a positive number of seconds, not -1"),
+    ({"start_timeout_s": float("inf")}, "start_timeout_s must be a positive number of seconds, not inf"),
+    ({"max_invocations": True}, "max_invocations must be a whole number of at least 1, not True"),
+])
+def test_bad_instance_settings_are_refused_in_one_sentence(settings, message):
+    from wasmdeck.engine import InvalidInput
+
+    with pytest.raises(InvalidInput) as refused:
+        InstanceSettings(**settings)
+    assert str(refused.value) == message
