@@ -23,6 +23,9 @@ from .protocol import Frame, ProtocolViolation
 from .protocol_session import EXIT_GRACE_S, CallHandler, SessionResult, _ended_early, _record_log, final_type_event
 
 ERROR_TYPES = {"fetch": "fetch_error", "dispatch": "dispatch_error", "sleep": "sleep_error"}
+# A sleep is not running time (cpuMs), but serving one costs the engine a frame exchange: a guest
+# sleeping 0 ms in a loop would keep the engine busy for its whole wallMs. This bounds it.
+MAX_SLEEPS = 10_000
 
 
 @dataclass
@@ -96,12 +99,18 @@ async def converse_on_instance(
 
     writing = asyncio.Lock()  # one frame at a time on stdin: answers are written by their calls' tasks
 
+    sleeps = 0
+
     def answer_later(frame: Frame, call_id: int) -> None:
-        async def serve() -> None:
+        nonlocal sleeps
+        if frame.type == "sleep":
+            sleeps += 1
+
+        async def serve(sleep_number: int = sleeps) -> None:
             nonlocal running_since
             try:
                 if frame.type == "sleep":
-                    answer = await _sleep(frame, call_id, wall_deadline)
+                    answer = await _sleep(frame, call_id, wall_deadline, sleep_number)
                 else:
                     answer = await on_call(frame, wall_deadline - time.perf_counter())
             except ProtocolViolation as broken:
@@ -285,8 +294,14 @@ async def _cancel(calls: dict[int, "asyncio.Task[None]"]) -> None:
     await asyncio.wait(tasks, timeout=1.0)
 
 
-async def _sleep(frame: Frame, call_id: int, wall_deadline: float) -> bytes:
-    """A `sleep` call: answered after `ms`, cut to what is left of the invocation's wall time."""
+async def _sleep(frame: Frame, call_id: int, wall_deadline: float, number: int) -> bytes:
+    """A `sleep` call (the invocation's `number`th): answered after `ms`, cut to what is left of the
+    invocation's wall time."""
+    if number > MAX_SLEEPS:
+        return protocol.encode({
+            "type": "sleep_error", "id": call_id, "name": "TooManySleeps",
+            "message": f"an invocation may make at most {MAX_SLEEPS} sleep calls",
+        })
     ms = frame.meta.get("ms")
     if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms < 0:
         return protocol.encode({

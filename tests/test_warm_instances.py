@@ -423,6 +423,11 @@ async def test_the_call_over_64_in_flight_is_answered_too_many_calls(engine, war
     assert response.text.startswith("answers 65 ok 64 failed 1 order 164:TooManyCalls ")
 
 
+async def test_an_invocation_may_sleep_at_most_10000_times(engine, warm):
+    response = await warm("mode=calls&n=10003")  # sleeps of 0 ms, one after the other
+    assert response.status == 200 and response.text == "10003 calls, 3 refused\n"
+
+
 async def test_calls_in_flight_at_the_final_frame_are_canceled(engine, warm, origin):
     engine.set_egress(allow=["127.0.0.1"])
     url = origin.url("/slow?ms=3000")
