@@ -557,6 +557,21 @@ async def test_dispatch_and_tail_workers_run_on_warm_instances(engine, origin):
     assert tails[-1]["instanceInvocation"] == len(tails)
 
 
+async def test_an_instance_computing_between_invocations_is_stopped_at_its_idle_timeout(db_path, wasmer_cache):
+    async with make_engine(db_path, wasmer_cache, idle_timeout_s=0.5) as engine:
+        engine.deploy("warm", WARM)
+        assert (await engine.request("http://warm.example.com/?mode=spin-after")).status == 200
+        before = cpu_seconds()
+        await asyncio.sleep(0.4)
+        assert cpu_seconds() - before > 0.2  # it burns a core while it looks idle
+        stats = await stats_when(engine, "warm", lambda s: s["retired"], timeout=10)
+        assert stats["retired"] == {"idle": 1}
+        await asyncio.sleep(1.5)  # closing its stdin does nothing: it is killed after a grace
+        before = cpu_seconds()
+        await asyncio.sleep(1.0)
+        assert cpu_seconds() - before < 0.3
+
+
 # -- shutdown -------------------------------------------------------------------------------
 
 
