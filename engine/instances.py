@@ -17,8 +17,9 @@ one process serving invocation after invocation, as a Cloudflare isolate does.
   with wasmer-sdk 0.5.0, 200 guests blocked that way leave no thread for any other guest, so the
   default bound on instances stays well under that (see InstanceSettings).
 
-`instance_session.converse_on_instance` runs one invocation on an instance; `InstanceManager.run`
-leases an instance, runs it, and returns the instance to its pool or retires it.
+`instance_session.converse_on_instance` runs one invocation on an instance;
+`instance_session.run_on_instance` leases an instance (`InstanceManager.acquire`), runs the
+invocation, and gives the instance back (`release`) or retires it (`retire`).
 """
 
 from __future__ import annotations
@@ -180,7 +181,9 @@ class InstanceStartFailed(Exception):
         self.stderr = stderr
 
 
-Item = tuple[str, Any]  # ("frame", Frame) | ("violation", str) | ("eof", None) | ("exit", GuestExit) | ("answer", (id, bytes))
+# ("frame", Frame) | ("violation", str) | ("eof", bytes pending) | ("exit", GuestExit) | ("retired", reason),
+# and from an invocation's own call tasks: ("answered", written) | ("crash", sentence)
+Item = tuple[str, Any]
 
 
 class Receiver:
