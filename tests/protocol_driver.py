@@ -163,8 +163,20 @@ class Driver:
     def __init__(self, cache_root: Path) -> None:
         self._wasmer = Wasmer(cache_root=cache_root)
         self._sandboxes: dict[Path, tuple[object, object]] = {}
+        self._instances: list["WarmInstance"] = []
 
     async def close(self) -> None:
+        # processes must be gone before their client closes: freeing one later fails in its __del__
+        for instance in self._instances:
+            try:
+                await instance.process.kill()
+            except WasmerError:
+                pass
+            instance.process = None
+        self._instances.clear()
+        import gc
+
+        gc.collect()
         for sandbox, _ in self._sandboxes.values():
             try:
                 await sandbox.close()  # type: ignore[attr-defined]
@@ -195,6 +207,7 @@ class Driver:
                 stderr.extend(chunk)
 
         instance = WarmInstance(process, stderr, asyncio.ensure_future(drain_stderr()))
+        self._instances.append(instance)
         await instance.write(init_frame())
         return instance, await asyncio.wait_for(instance.reader.read(), 20.0)
 

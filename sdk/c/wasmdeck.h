@@ -347,7 +347,10 @@ int wd_respond(const wd_response *res);
 typedef enum { WD_DEBUG, WD_INFO, WD_LOG, WD_WARN, WD_ERROR } wd_level;
 
 /* Send a `log` frame (printf-style).  Allowed while handling an event,
- * before its final frame; otherwise WD_ESTATE. */
+ * before its final frame; otherwise WD_ESTATE.  Version 2: the frame leaves
+ * with the next frame the SDK writes (a call or the final frame, in one
+ * write), or at exit(); a trap or a limit hit before then loses it (stderr
+ * lines are never held). */
 int wd_log(wd_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int wd_vlog(wd_level level, const char *fmt, va_list ap);
 
@@ -469,7 +472,8 @@ int wd_frame_read(wd_frame *frame);
 void wd_frame_free(wd_frame *frame);
 /* Write one frame to stdout (handles short writes).  WD_ETOOBIG, without
  * writing anything, when meta_len > 1 MiB or body_len > 10 MiB.  No
- * protocol-state checks: this is the raw layer. */
+ * protocol-state checks: this is the raw layer.  Log frames wd_log holds
+ * (version 2) go out first, in the same write. */
 int wd_frame_write(const char *meta, size_t meta_len, const void *body, size_t body_len);
 
 #ifdef __cplusplus
@@ -1592,9 +1596,25 @@ static uint32_t wd__get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+/* Version 2: log frames wait here and leave in the same write as the next frame (a call, the
+ * final frame): one write, so one read for the engine, instead of one per log line.  At most
+ * WD__HOLD_BYTES wait; anything written at exit() goes out then. */
+#define WD__HOLD_BYTES 65536u
+static wd_buf wd__held;
+
+static void wd__flush_held(void) {
+    struct iovec iov[1];
+    if (!wd__held.len) return;
+    iov[0].iov_base = wd__held.data;
+    iov[0].iov_len = wd__held.len;
+    (void)wd__writev_all(iov, 1);
+    wd__held.len = 0;
+}
+
 int wd_frame_write(const char *meta, size_t meta_len, const void *body, size_t body_len) {
     unsigned char head[8];
-    struct iovec iov[3];
+    struct iovec iov[4];
+    int rc;
     if (meta_len > WD_MAX_META_BYTES) {
         wd__seterr("frame meta of %zu bytes is over the %u-byte limit", meta_len, WD_MAX_META_BYTES);
         return WD_ETOOBIG;
@@ -1605,13 +1625,17 @@ int wd_frame_write(const char *meta, size_t meta_len, const void *body, size_t b
     }
     wd__put_u32(head, (uint32_t)meta_len);
     wd__put_u32(head + 4, (uint32_t)body_len);
-    iov[0].iov_base = head;
-    iov[0].iov_len = 8;
-    iov[1].iov_base = (void *)meta;
-    iov[1].iov_len = meta_len;
-    iov[2].iov_base = (void *)body;
-    iov[2].iov_len = body ? body_len : 0;
-    return wd__writev_all(iov, 3);
+    iov[0].iov_base = wd__held.data;
+    iov[0].iov_len = wd__held.len;
+    iov[1].iov_base = head;
+    iov[1].iov_len = 8;
+    iov[2].iov_base = (void *)meta;
+    iov[2].iov_len = meta_len;
+    iov[3].iov_base = (void *)body;
+    iov[3].iov_len = body ? body_len : 0;
+    rc = wd__writev_all(iov, 4);
+    wd__held.len = 0;
+    return rc;
 }
 
 /* Set when the last wd_frame_read found stdin ended before a frame started. */
@@ -1758,6 +1782,21 @@ int wd_vlog(wd_level level, const char *fmt, va_list ap) {
     wd_jw_stringn(&w, msg.data ? msg.data : "", msg.data ? wd__cut_utf8(msg.data, msg.len, WD_MAX_LOG_BYTES) : 0);
     wd_jw_end_object(&w);
     wd_buf_free(&msg);
+    if (wd__warm && !w.failed && !w.depth && 8 + w.out.len <= WD__HOLD_BYTES) {
+        unsigned char head[8];
+        if (wd__held.len + 8 + w.out.len > WD__HOLD_BYTES) wd__flush_held();
+        wd__put_u32(head, (uint32_t)w.out.len);
+        wd__put_u32(head + 4, 0);
+        wd_buf_append(&wd__held, head, 8);
+        wd_buf_append(&wd__held, w.out.data, w.out.len);
+        wd_jw_free(&w);
+        if (wd__held.failed) {
+            wd_buf_free(&wd__held);
+            wd__seterr("out of memory holding a log frame");
+            return WD_ENOMEM;
+        }
+        return WD_OK;
+    }
     rc = wd__send(&w, NULL, 0);
     return rc;
 }
@@ -2206,6 +2245,7 @@ int wd_serve_events(wd_fetch_handler on_fetch, wd_tail_handler on_tail) {
         return 1;
     }
     wd__warm = 1;
+    atexit(wd__flush_held); /* held log lines still leave when a handler calls exit() */
     for (;;) {
         do {
             rc = wd_frame_read(&wd__event);
