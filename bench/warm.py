@@ -13,8 +13,10 @@ info, in one engine with the engine's defaults (traces persisted, gate of max(16
   once and then answer request after request (one frame exchange each).
 
 Each round runs both sides at concurrency 1 (latency) and at `--concurrency` (throughput: all
-requests / all batch time, the batch ending with its traces stored), alternating which goes first
-(ABBA). Target: warm throughput at concurrency 16 at least 2.5 times the WCGI floor's.
+requests / all batch time, each batch ending with its traces stored). The throughput phase
+alternates the sides in short batches (`--chunk` requests, ABBA order), so a burst of noise from
+other work on a shared machine lands on both alike. Target: warm throughput at concurrency 16 at
+least 2.5 times the WCGI floor's.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ async def _throughput(engine: Engine, side: str, count: int, concurrency: int) -
     return count, time.perf_counter() - began
 
 
-async def run(rounds: int, requests: int, concurrency: int, quiet: bool) -> dict[str, object]:
+async def run(rounds: int, requests: int, concurrency: int, chunk: int, quiet: bool) -> dict[str, object]:
     latency: dict[str, list[float]] = {side: [] for side in MODULES}
     done: dict[str, int] = {side: 0 for side in MODULES}
     took: dict[str, float] = {side: 0.0 for side in MODULES}
@@ -91,12 +93,18 @@ async def run(rounds: int, requests: int, concurrency: int, quiet: bool) -> dict
                 order = list(MODULES) if index % 2 == 0 else list(reversed(MODULES))
                 for side in order:
                     latency[side] += await _latency(engine, side, requests)
+                round_done = {side: 0 for side in MODULES}
+                round_took = {side: 0.0 for side in MODULES}
+                for batch in range(max(1, 2 * requests // chunk)):
+                    for side in (reversed(order) if batch % 2 == 0 else order):
+                        count, seconds = await _throughput(engine, side, chunk, concurrency)
+                        round_done[side] += count
+                        round_took[side] += seconds
                 rates = {}
-                for side in reversed(order):
-                    count, seconds = await _throughput(engine, side, 2 * requests, concurrency)
-                    done[side] += count
-                    took[side] += seconds
-                    rates[side] = count / seconds
+                for side in MODULES:
+                    done[side] += round_done[side]
+                    took[side] += round_took[side]
+                    rates[side] = round_done[side] / round_took[side]
                 per_round.append(rates["warm"] / rates["wcgi"])
                 if not quiet:
                     print(f"  round {index + 1}: wcgi {rates['wcgi']:.0f} req/s, warm {rates['warm']:.0f} req/s, "
@@ -126,11 +134,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--requests", type=int, help="sequential requests per side and round (twice as many at concurrency)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--chunk", type=int, default=160, help="requests per batch in the throughput phase (default 160)")
     args = parser.parse_args()
     rounds = args.rounds or (4 if args.quick else 8)
     requests = args.requests or (200 if args.quick else 500)
     try:
-        result = asyncio.run(run(rounds, requests, args.concurrency, args.json))
+        result = asyncio.run(run(rounds, requests, args.concurrency, args.chunk, args.json))
     except BenchFailed as failure:
         print(f"warm.py: a request failed: {failure}", file=sys.stderr)
         return 2

@@ -156,8 +156,9 @@ async def converse_on_instance(
 
     receiver.on_frame = take_at_once
     try:
-        if not await instance.write(event):
-            return await ended_early()
+        # written by a task of its own: this stack then wakes up for the answer, not for each of the
+        # polls wasmer-sdk makes of the write
+        instance.write_soon(event, receiver)
         while True:
             now = time.perf_counter()
             wall_left = wall_deadline - now
@@ -190,6 +191,8 @@ async def converse_on_instance(
                 if not value:
                     return await ended_early()
                 continue
+            if kind == "unwritten":  # the event did not reach the guest
+                return await ended_early()
             if kind == "violation":
                 return await violation(value)
             if kind == "crash":
@@ -247,7 +250,8 @@ async def converse_on_instance(
         # guest wrote after it that has already arrived is a violation of this invocation
         receiver.on_frame = None
         await _cancel(calls)
-        await asyncio.sleep(0)
+        if instance.wrote_stderr:
+            await asyncio.sleep(0)  # a stderr line written just before the final frame may be on its way
         while receiver.items:
             kind, value = receiver.items.popleft()
             if kind == "frame":

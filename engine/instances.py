@@ -182,7 +182,7 @@ class InstanceStartFailed(Exception):
 
 
 # ("frame", Frame) | ("violation", str) | ("eof", bytes pending) | ("exit", GuestExit) | ("retired", reason),
-# and from an invocation's own call tasks: ("answered", written) | ("crash", sentence)
+# and from an invocation's own tasks: ("answered", written) | ("crash", sentence) | ("unwritten", None)
 Item = tuple[str, Any]
 
 
@@ -253,6 +253,8 @@ class Instance:
         self._decoder = FrameDecoder(allowed=protocol.GUEST_TYPES_2)
         self._broken = False  # its stdout stopped making sense: nothing more is read from it
         self.ended: GuestExit | None = None
+        self.wrote_stderr = False  # ever: then a final frame waits a moment for stderr on its way
+        self._writes: set[asyncio.Task[None]] = set()
 
     # -- output, as it arrives ---------------------------------------------------------
 
@@ -272,6 +274,7 @@ class Instance:
             self._deliver(("frame", frame))
 
     def on_stderr(self, chunk: bytes) -> None:
+        self.wrote_stderr = True
         if self.receiver is not None:
             self.receiver.add_stderr(chunk)
         # stderr written while no invocation is in flight belongs to none: dropped (section 9.4)
@@ -289,6 +292,17 @@ class Instance:
     async def write(self, data: bytes) -> bool:
         assert self.process is not None
         return await self.process.write(data)
+
+    def write_soon(self, data: bytes, receiver: Receiver) -> None:
+        """Write `data` from a task of its own; ("unwritten", None) reaches `receiver` if it fails."""
+
+        async def write() -> None:
+            if not await self.write(data):
+                receiver.put(("unwritten", None))
+
+        task = asyncio.ensure_future(write())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def stop(self, graceful: bool) -> None:
         """End the process: an idle one by closing its stdin (it exits on its own), else killed."""
