@@ -88,6 +88,11 @@ class EngineClient(abc.ABC):
     async def workers(self, namespace: str, tags: Iterable[str] = ()) -> list[WorkerRow]: ...
 
     @abc.abstractmethod
+    async def instance_stats(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """Warm instances per worker of the namespace (`Engine.instance_stats`): busy, idle,
+        starting, started, invocations, reusedInvocations, retired (counts by reason)."""
+
+    @abc.abstractmethod
     async def versions(self, name: str, namespace: str) -> list[WorkerVersion]: ...
 
     @abc.abstractmethod

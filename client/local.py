@@ -88,6 +88,9 @@ class LocalClient(EngineClient):
             rows.append(WorkerRow(worker, numbers.get("requests", 0), numbers.get("errors", 0), numbers.get("lastOutcome")))
         return rows
 
+    async def instance_stats(self, namespace: str) -> dict[str, dict[str, Any]]:
+        return self.engine.instance_stats(namespace)
+
     async def versions(self, name: str, namespace: str) -> list[WorkerVersion]:
         return self.engine.versions(name, namespace=namespace)
 

@@ -233,6 +233,10 @@ class RemoteClient(EngineClient):
             rows.append(WorkerRow(_worker(record), numbers.get("requests", 0), numbers.get("errors", 0), numbers.get("lastOutcome")))
         return rows
 
+    async def instance_stats(self, namespace: str) -> dict[str, dict[str, Any]]:
+        stats: dict[str, dict[str, Any]] = await self._call("GET", f"/namespaces/{_quoted(namespace)}/instances")
+        return stats
+
     async def versions(self, name: str, namespace: str) -> list[WorkerVersion]:
         return [_version(item) for item in await self._call("GET", self._script(namespace, name, "/versions"))]
 

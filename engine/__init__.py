@@ -3,6 +3,7 @@
 from .engine import Engine, default_db_path
 from .errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
 from .http import Request, Response
+from .instances import InstanceSettings
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits
 from .router import DispatchTarget
 from .store import DEFAULT_NAMESPACE, Namespace, Worker, WorkerVersion
@@ -15,6 +16,7 @@ __all__ = [
     "ENGINE_DEFAULTS",
     "EffectiveLimits",
     "Engine",
+    "InstanceSettings",
     "InvalidInput",
     "InvalidModule",
     "Limits",

@@ -31,6 +31,12 @@ class ConfigCache:
         self._limits: dict[tuple[str, str, int], EffectiveLimits] = {}
         self._tag_limits: dict[str, Limits] | None = None
         self._tail_consumers: dict[str, list[TailConsumer]] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever the cache learns that the configuration changed (a change by
+        this process, or one by another process seen at a `refresh()`)."""
+        self._listeners.append(listener)
 
     def refresh(self) -> None:
         """Drop what is cached if any process changed a config table since the last check.
@@ -59,6 +65,8 @@ class ConfigCache:
         self._limits.clear()
         self._tag_limits = None
         self._tail_consumers.clear()
+        for listener in self._listeners:
+            listener()
 
     def namespace(self, name: str) -> Namespace:
         """Raises NotFound for a namespace that does not exist (that answer is not cached)."""

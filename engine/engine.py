@@ -19,6 +19,7 @@ from .compatibility import check_compatibility
 from .errors import InvalidInput, InvalidModule, WasmdeckError
 from .config_cache import ConfigCache
 from .http import Request, Response, limit_response, text_response
+from .instances import InstanceSettings
 from .metering import SCHEME as METERING_SCHEME, meter_isolated
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, looks_out_of_memory, resolve
 from .network import Network
@@ -102,9 +103,12 @@ class Engine:
         always_keep_trap_logs: bool = False,
         network: Network | None = None,
         secrets_key_file: str | os.PathLike[str] | None = None,
+        instances: InstanceSettings | None = None,
     ) -> None:
         """`network` is how Workers' fetches reach origins (its resolver and TLS trust); by
-        default the system resolver and the certifi CA bundle."""
+        default the system resolver and the certifi CA bundle. `instances` bounds the warm
+        instances of version 2 protocol Workers (how many, how long idle, how many invocations
+        each; see `InstanceSettings`)."""
         self.db_path = Path(db).expanduser() if db is not None else default_db_path()
         self.secret_box = SecretBox(secrets_key_file if secrets_key_file is not None else default_key_path(self.db_path))
         self.clock = clock  # epoch milliseconds for timestamps; tests fix it for deterministic output
@@ -136,7 +140,9 @@ class Engine:
             recorder=self.recorder,
             module_bytes=self.store.module_bytes,
             run_user=self._run_dispatched,
+            instance_settings=instances,
         )
+        self.config_cache.on_change(self.protocol.instances.config_changed)
         self._capture_stderr = capture_runtime_stderr
         self._capturing = False
         self._closed = False
@@ -224,7 +230,9 @@ class Engine:
         """Validate and store a new version of a worker; it serves from the next request.
 
         `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
-        speaks the Worker protocol and any other is a WCGI program. `secrets` are set in the same
+        `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
+        (one process per invocation) or `wasmdeck_worker_protocol_2` (warm instances) speaks the
+        Worker protocol and any other is a WCGI program. `secrets` are set in the same
         transaction; the worker's other secrets stay (`keep_secrets` true), go (false), or stay
         only when `keep_secrets` names them.
         Raises InvalidInput / InvalidModule / NotFound (one clear sentence) and changes nothing then.
@@ -237,7 +245,7 @@ class Engine:
         data = self._read_module(module)
         info = validate_worker_module(data, max_bytes=self.max_module_bytes)
         if abi is None:
-            abi = protocol.ABI if any(e.name == protocol.MARKER_EXPORT for e in info.exports) else wcgi.ABI
+            abi = protocol.ABI if any(e.name in protocol.MARKER_EXPORTS for e in info.exports) else wcgi.ABI
         ns = self.store.namespace(namespace)
         sha256 = hashlib.sha256(data).hexdigest()
         # Metered once here (refused if it cannot be: its CPU limit would not hold) and compiled, so a
@@ -404,6 +412,17 @@ class Engine:
     ) -> None:
         checked = check_compatibility(date, flags)
         self.store.set_compatibility(namespace, name, *checked)
+
+    def instance_stats(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, Any]]:
+        """Warm instances per worker of the namespace, since this engine started: `busy`, `idle`,
+        `starting` (now), `started`, `invocations`, `reusedInvocations` (on an instance that had
+        served before) and `retired` (counts by reason). Workers that never ran on one are absent."""
+        self.store.namespace(namespace)
+        return self.protocol.instances.stats(namespace)
+
+    def instance_totals(self) -> dict[str, Any]:
+        """The same counts over the whole engine, with the bounds in force (`maxInstances`...)."""
+        return self.protocol.instances.totals()
 
     # -- limits -------------------------------------------------------------------
 

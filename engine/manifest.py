@@ -371,7 +371,7 @@ class _Reader:
                 self.fail(path + ("abi",), f"ABI {abi!r} is not one of {', '.join(ABIS)}")
         data, sha256, exports = self.module(module, path + ("module",))
         if abi is None:
-            abi = protocol.ABI if protocol.MARKER_EXPORT in exports else wcgi.ABI
+            abi = protocol.ABI if any(marker in exports for marker in protocol.MARKER_EXPORTS) else wcgi.ABI
         return WorkerSpec(namespace, name, module, self.base_dir / module, data, sha256, abi, checked_tags, checked_vars, path)
 
     def module(self, module: str, path: KeyPath) -> tuple[bytes, str, Any]:

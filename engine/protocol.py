@@ -17,6 +17,11 @@ from .validation import control_character
 ABI = "protocol"
 VERSION = 1
 MARKER_EXPORT = "wasmdeck_worker_protocol_1"
+# version 2 (section 9): warm instances serving invocation after invocation
+VERSION_2 = 2
+MARKER_EXPORT_2 = "wasmdeck_worker_protocol_2"
+MAX_CALLS_IN_FLIGHT = 64
+MARKER_EXPORTS = (MARKER_EXPORT, MARKER_EXPORT_2)  # a module exporting either speaks the protocol
 MAX_META_BYTES = 1024 * 1024
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_LOG_MESSAGE = 64 * 1024
@@ -26,6 +31,8 @@ _HEADER = struct.Struct("<II")
 GUEST_CALLS = frozenset({"fetch", "dispatch"})
 GUEST_FINALS = frozenset({"response", "done", "exception"})
 GUEST_TYPES = GUEST_CALLS | GUEST_FINALS | {"log"}
+GUEST_CALLS_2 = GUEST_CALLS | {"sleep"}
+GUEST_TYPES_2 = GUEST_TYPES | GUEST_CALLS_2 | {"ready"}
 
 
 class ProtocolViolation(Exception):
@@ -56,6 +63,7 @@ class FrameDecoder:
     """Feed stdout chunks in; take whole frames out. Raises ProtocolViolation on a bad frame."""
 
     _buffer: bytearray = field(default_factory=bytearray)
+    allowed: frozenset[str] = GUEST_TYPES  # the frame types a guest may send (GUEST_TYPES_2 for version 2)
 
     def feed(self, chunk: bytes) -> list[Frame]:
         self._buffer.extend(chunk)
@@ -70,7 +78,7 @@ class FrameDecoder:
             raw_meta = bytes(self._buffer[_HEADER.size : _HEADER.size + meta_length])
             body = bytes(self._buffer[_HEADER.size + meta_length : end])
             del self._buffer[:end]
-            frames.append(Frame(_parse_meta(raw_meta), body))
+            frames.append(Frame(_parse_meta(raw_meta, self.allowed), body))
         return frames
 
     @property
@@ -86,7 +94,7 @@ def _oversize_message(header: bytes, meta_length: int, body_length: int) -> str:
     return f"the Worker sent a frame whose body is {body_length} bytes, over the {MAX_BODY_BYTES} byte limit"
 
 
-def _parse_meta(raw: bytes) -> dict[str, Any]:
+def _parse_meta(raw: bytes, allowed: frozenset[str] = GUEST_TYPES) -> dict[str, Any]:
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -94,10 +102,10 @@ def _parse_meta(raw: bytes) -> dict[str, Any]:
         raise ProtocolViolation(f"the Worker sent a frame whose meta is not JSON (it starts {preview!r})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("type"), str):
         raise ProtocolViolation("the Worker sent a frame whose meta is not a JSON object with a string \"type\"")
-    if meta["type"] not in GUEST_TYPES:
+    if meta["type"] not in allowed:
         raise ProtocolViolation(
             f"the Worker sent a frame of unknown type {meta['type'][:40]!r}; "
-            f"a Worker sends {', '.join(sorted(GUEST_TYPES))}"
+            f"a Worker sends {', '.join(sorted(allowed))}"
         )
     return meta
 

@@ -2,6 +2,10 @@
 and `dispatch` calls (egress policy, subrequest limit, the Outbound Worker hop, the network),
 fronting a namespace with its dispatch Worker, and delivering trace items to Tail Workers.
 
+A version 1 guest runs one process per invocation; a version 2 guest runs on a warm instance of
+its worker version (`instances`, `instance_session`), for every role: user, dispatch, Outbound
+and Tail Workers alike.
+
 `Engine` owns one `ProtocolHost` and hands it its collaborators (see `ProtocolHost.__init__`);
 the host calls nothing else of the engine's.
 """
@@ -17,6 +21,8 @@ from typing import Any, Protocol
 from . import protocol
 from .config_cache import ConfigCache
 from .errors import InvalidInput, NotFound
+from .instance_session import EventTooLarge, run_on_instance
+from .instances import InstanceManager, InstanceSettings, InstanceSpec, InstanceStartFailed, InstanceUse, single_use
 from .http import Request, Response, limit_response, text_response
 from .limits import EffectiveLimits, Limits, looks_out_of_memory
 from .network import FetchFailed, FetchResponse, Network
@@ -28,7 +34,7 @@ from .runtime import Runtime
 from .store import Namespace, Worker
 from .tail_workers import TailDelivery
 from . import traces
-from .traces import exception_entry, is_tail_event, log_entries, tail_event_item
+from .traces import MAX_EXCEPTION_MESSAGE, exception_entry, instance_event_item, is_tail_event, log_entries, tail_event_item
 from .validation import check_name
 from .wasm_module import memory_limit_pages
 
@@ -92,7 +98,10 @@ class ProtocolHost:
     platform; the `config` cache (namespaces, workers, limits, tail consumers; the engine
     refreshes it once per request, the host only when it starts work of its own, a tail
     delivery); the `recorder` that publishes trace items (and whose clock stamps them);
-    `module_bytes(sha256)` for the runtime's loads; `run_user` for `dispatch()` calls.
+    `module_bytes(sha256)` for the runtime's loads; `run_user` for `dispatch()` calls;
+    `instance_settings` for the warm instances of version 2 guests (`self.instances`, which
+    retires instances of versions the config no longer serves: the engine calls
+    `instances.config_changed()` when the config cache learns of a change).
     """
 
     def __init__(
@@ -104,6 +113,7 @@ class ProtocolHost:
         recorder: Recorder,
         module_bytes: Callable[[str], bytes],
         run_user: RunUser,
+        instance_settings: InstanceSettings | None = None,
     ) -> None:
         self.runtime = runtime
         self.network = network
@@ -113,6 +123,10 @@ class ProtocolHost:
         self.module_bytes = module_bytes
         self.run_user = run_user
         self.tail_delivery = TailDelivery(self._deliver_tail)
+        self.instances = InstanceManager(
+            runtime, module_bytes, settings=instance_settings, is_current=self._is_current,
+            publish_retirement=self._publish_retirement, refresh_config=config.refresh,
+        )
         self._closed = False
 
     async def flush_tail_deliveries(self, timeout: float) -> None:
@@ -120,32 +134,81 @@ class ProtocolHost:
         await self.tail_delivery.flush(timeout)
 
     async def close(self) -> None:
-        """Finish (briefly) the deliveries under way; none starts afterwards."""
+        """Finish (briefly) the deliveries under way; none starts afterwards. Then let invocations
+        on warm instances finish (briefly) and stop every instance."""
         await self.tail_delivery.close()
         self._closed = True
+        await self.instances.close()
+
+    # -- warm instances --------------------------------------------------------------------
+
+    def _spec(self, invocation: Invocation) -> InstanceSpec:
+        worker = invocation.worker
+        return InstanceSpec(
+            invocation.namespace.name, worker.name, worker.version, worker.sha256,
+            memory_limit_pages(invocation.limits.memory_mb), env=dict(worker.vars), tags=worker.tags,
+        )
+
+    def _is_current(self, spec: InstanceSpec) -> bool:
+        """Do requests for this worker still get this version (module, vars, tags, memory cap)?"""
+        try:
+            ns = self.config.namespace(spec.namespace)
+        except NotFound:
+            return False
+        worker = self.config.worker(spec.namespace, spec.worker)
+        if worker is None or worker.version != spec.version or worker.sha256 != spec.sha256:
+            return False
+        return memory_limit_pages(self.config.limits(ns, worker).memory_mb) == spec.memory_pages
+
+    def _publish_retirement(self, spec: InstanceSpec, instance_id: str, invocations: int, reason: str, sentence: str) -> None:
+        self.recorder.publish(instance_event_item(
+            script_name=spec.worker, script_version=spec.version, script_tags=spec.tags, namespace=spec.namespace,
+            event_timestamp=self.clock(), instance_id=instance_id, invocations=invocations, reason=reason, message=sentence,
+        ))
 
     # -- running one invocation -------------------------------------------------------
 
     async def _converse(
-        self, invocation: Invocation, event: bytes, final_type: str, env: dict[str, str], gated: bool
-    ) -> tuple[SessionResult, bytes, bool]:
-        """Run one protocol invocation; returns the session's result and the guest's stderr."""
+        self, invocation: Invocation, meta: dict[str, Any], body: bytes, final_type: str,
+        env: Mapping[str, str], gated: bool,
+    ) -> tuple[SessionResult, bytes, bool, InstanceUse]:
+        """Run one protocol invocation of the event (`meta`, `body`); returns the session's result,
+        the guest's stderr, and which instance ran it. `env`: an Outbound Worker's parameters (the
+        process environment of a version 1 guest, the event's `env` for a version 2 one). Raises
+        EventTooLarge, and what a guest that cannot start raises."""
         worker, limits = invocation.worker, invocation.limits
+        on_call: Callable[[Frame, float], Any] = lambda frame, left: self._serve_call(invocation, frame, left)
+        if self.instances.protocol_version(worker.sha256) == protocol.VERSION_2:
+            async with self.runtime.guest_slot(gated, limits.wall_ms / 1000):
+                try:
+                    end, use = await run_on_instance(
+                        self.instances, self._spec(invocation), meta, body, env, final_type=final_type,
+                        cpu_ms=limits.cpu_ms, wall_ms=limits.wall_ms, clock=self.clock, on_call=on_call,
+                    )
+                except InstanceStartFailed as failed:
+                    result = SessionResult(failure=failed.outcome, message=failed.message,
+                                           exception_name=failed.name, logs=failed.logs)
+                    return result, failed.stderr, False, InstanceUse(failed.instance_id, True, 1, failed.retired)
+            return end.result, end.stderr, end.stderr_truncated, use
+        try:
+            event = protocol.encode(meta, body)
+        except ValueError as error:
+            raise EventTooLarge(str(error)) from None
         async with self.runtime.session(
             f"{invocation.namespace.name}/{worker.name}",
             worker.sha256,
             lambda: self.module_bytes(worker.sha256),
             memory_pages=memory_limit_pages(limits.memory_mb),
-            env=env,
+            env={**worker.vars, **env},
             timeout_s=limits.wall_ms / 1000 + 1.0,
             queue_timeout_s=limits.wall_ms / 1000,
             gated=gated,
         ) as guest:
             result = await converse(
                 guest, event, final_type=final_type, cpu_ms=limits.cpu_ms, wall_ms=limits.wall_ms, clock=self.clock,
-                on_call=lambda frame, left: self._serve_call(invocation, frame, left),
+                on_call=on_call,
             )
-        return result, bytes(guest.stderr), guest.stderr_truncated
+        return result, bytes(guest.stderr), guest.stderr_truncated, single_use()
 
     async def run_fetch(
         self, invocation: Invocation, timestamp: int, started: float, *, gated: bool, extra_env: Mapping[str, str] | None = None
@@ -154,26 +217,22 @@ class ProtocolHost:
         published trace item. `gated=False` for invocations made on behalf of a running one."""
         request, ns, worker = invocation.request, invocation.namespace, invocation.worker
         assert request is not None
+        meta = {
+            "type": "fetch",
+            "protocol": protocol.VERSION,
+            "request": {"method": request.method, "url": request.url, "headers": [list(h) for h in request.headers]},
+            "worker": worker.name,
+            "namespace": ns.name,
+        }
         try:
-            event = protocol.encode(
-                {
-                    "type": "fetch",
-                    "protocol": protocol.VERSION,
-                    "request": {"method": request.method, "url": request.url, "headers": [list(h) for h in request.headers]},
-                    "worker": worker.name,
-                    "namespace": ns.name,
-                },
-                request.body,
+            result, stderr, stderr_truncated, use = await self._converse(
+                invocation, meta, request.body, "response", extra_env or {}, gated
             )
-        except ValueError as error:
+        except EventTooLarge as error:
             return self.recorder.finish(
                 request, ns.name, worker, worker.name, "exception", timestamp, started, 0,
                 text_response(413, f"the request is too large for a Worker-protocol Worker: {error}"),
                 exceptions=[exception_entry("RequestTooLarge", str(error), self.clock())],
-            )
-        try:
-            result, stderr, stderr_truncated = await self._converse(
-                invocation, event, "response", {**worker.vars, **(extra_env or {})}, gated
             )
         except Exception as error:
             outcome, response, exceptions = self.recorder.start_failure(error)
@@ -192,6 +251,7 @@ class ProtocolHost:
         return self.recorder.finish(
             request, ns.name, worker, worker.name, outcome, timestamp, started, round(result.cpu_ms), answer,
             logs=ended.logs, exceptions=exceptions, truncated=ended.truncated, subrequests=invocation.subrequests,
+            instance=use.trace_fields(),
         )
 
     def _session_outcome(self, invocation: Invocation, result: SessionResult, stderr: bytes, stderr_truncated: bool) -> Outcome:
@@ -207,7 +267,11 @@ class ProtocolHost:
         if result.failure is None and result.final is not None and result.final.type == "exception":
             name = str(result.final.meta.get("name") or "Error")[:200]
             message = str(result.final.meta.get("message") or "")
-            exceptions.append(exception_entry(name, message, end))
+            thrown = exception_entry(name, message, end)
+            stack = result.final.meta.get("stack")
+            if isinstance(stack, str) and stack:
+                thrown["stack"] = stack[:MAX_EXCEPTION_MESSAGE]
+            exceptions.append(thrown)
             return Outcome("exception", logs, exceptions, truncated, text_response(500, f"Worker threw an exception: {name}: {message}"))
         if result.failure is None:
             return Outcome("ok", logs, exceptions, truncated, None)
@@ -224,6 +288,8 @@ class ProtocolHost:
             response = limit_response(503, "Worker exceeded its memory limit", "memoryMb", message, limits.memory_mb)
         elif outcome == "internalError":
             response = text_response(500, f"Internal error while running the Worker: {message}")
+        elif outcome == "canceled":
+            response = text_response(503, f"The Worker was stopped before it answered: {message}")
         else:
             first_line = message.splitlines()[0] if message else "unknown failure"
             response = text_response(500 if result.exception_name != "ProtocolError" else 502, f"Worker threw an exception: {first_line}")
@@ -436,12 +502,11 @@ class ProtocolHost:
             body = json.dumps(items).encode()
         timestamp, started = self.clock(), time.perf_counter()
         invocation = Invocation(ns, worker, "tail", self.config.limits(ns, worker))
-        event = protocol.encode(
-            {"type": "tail", "protocol": protocol.VERSION, "count": len(items), "worker": worker.name, "namespace": namespace}, body
-        )
+        meta = {"type": "tail", "protocol": protocol.VERSION, "count": len(items), "worker": worker.name, "namespace": namespace}
         cpu = 0
+        use: InstanceUse | None = None
         try:
-            result, stderr, stderr_truncated = await self._converse(invocation, event, "done", dict(worker.vars), gated=True)
+            result, stderr, stderr_truncated, use = await self._converse(invocation, meta, body, "done", {}, gated=True)
         except Exception as error:
             outcome, _, exceptions = self.recorder.start_failure(error)
             logs: list[dict[str, Any]] = []
@@ -456,5 +521,6 @@ class ProtocolHost:
                 outcome=outcome, event_timestamp=timestamp, cpu_time=cpu,
                 wall_time=round((time.perf_counter() - started) * 1000), consumed=items, logs=logs,
                 exceptions=exceptions, truncated=truncated, subrequests=invocation.subrequests,
+                instance=use.trace_fields() if use is not None else None,
             )
         )

@@ -39,9 +39,11 @@ class Recorder:
         exceptions: list[dict[str, Any]] | None = None,
         truncated: bool = False,
         subrequests: list[dict[str, Any]] | None = None,
+        instance: dict[str, Any] | None = None,
     ) -> Response:
         """Attach the invocation's trace item to `response` and publish it; `started` is its
-        `time.perf_counter()` start, for the wall time."""
+        `time.perf_counter()` start, for the wall time; `instance`: the fields saying which guest
+        instance ran it (`InstanceUse.trace_fields`)."""
         response.trace = new_item(
             script_name=script_name,
             script_version=worker.version if worker else None,
@@ -59,6 +61,7 @@ class Recorder:
             exceptions=exceptions,
             truncated=truncated,
             subrequests=subrequests,
+            instance=instance,
         )
         self.traces.publish(response.trace)
         return response

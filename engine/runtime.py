@@ -25,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -454,6 +454,57 @@ class Runtime:
             await self._wasmer.close()
             self._wasmer = None
 
+    @asynccontextmanager
+    async def guest_slot(self, gated: bool, queue_timeout_s: float) -> AsyncIterator[None]:
+        """One of the guest slots, for work that runs on a guest already started (an invocation on a
+        warm instance); `gated=False` (an invocation made on behalf of a running one) takes none."""
+        if not gated:
+            if self._closed:
+                raise RuntimeError("the runtime is closed")
+            yield
+            return
+        await self._acquire_slot(queue_timeout_s)
+        try:
+            yield
+        finally:
+            self._release_slot()
+
+    async def start_instance(
+        self,
+        worker_key: str,
+        sha256: str,
+        module: Callable[[], bytes],
+        *,
+        memory_pages: int,
+        env: dict[str, str],
+        on_stdout: Callable[[bytes | None], None],
+        on_stderr: Callable[[bytes], None],
+        on_exit: Callable[["GuestExit"], None],
+    ) -> "InstanceProcess":
+        """Start a long-lived guest process (a warm instance) with stdin, stdout and stderr on pipes.
+
+        It runs until it exits or `InstanceProcess.close()` kills it, with no timeout of its own;
+        it holds the worker's sandbox (never closed under it) until closed. Its stdout chunks go to
+        `on_stdout` (None once stdout ends), its stderr chunks to `on_stderr`, and how it ended to
+        `on_exit`. Raises GuestStartFailed, or InvalidModule if the memory cap cannot hold it.
+        """
+        holder = AsyncExitStack()
+        entry = await holder.enter_async_context(
+            self._worker_sandbox(False, 0.0, worker_key, sha256, memory_pages, module, dict(env))
+        )
+        try:
+            command = self._command(entry, env)
+            process = await command.spawn(  # type: ignore[attr-defined]
+                output_bytes=self.max_output_bytes, stdin="pipe", stdout="pipe", stderr="pipe"
+            )
+        except WasmerError as error:
+            await holder.aclose()
+            raise GuestStartFailed(str(error)) from error
+        except BaseException:
+            await holder.aclose()
+            raise
+        return InstanceProcess(process, holder.aclose, on_stdout, on_stderr, on_exit)
+
 
 class _CompileChecker:
     """A thread with its own event loop and Wasmer client, where modules are compiled at deploy.
@@ -639,6 +690,63 @@ class GuestSession:
             self._waiter.exception()
 
 
+class InstanceProcess(GuestSession):
+    """A warm instance's process: like a GuestSession, but its output goes to callbacks as it
+    arrives (the instance decides which invocation it belongs to), and closing it also lets go
+    of the sandbox it held."""
+
+    def __init__(
+        self,
+        process: object,
+        release: Callable[[], Awaitable[None]],
+        on_stdout: Callable[[bytes | None], None],
+        on_stderr: Callable[[bytes], None],
+        on_exit: Callable[[GuestExit], None],
+    ) -> None:
+        self._on_stdout = on_stdout
+        self._on_stderr = on_stderr
+        self._release = release
+        super().__init__(process, 0)
+        self._waiter.add_done_callback(lambda done: None if done.cancelled() else on_exit(done.result()))
+
+    async def _pump_stdout(self) -> None:
+        try:
+            async for chunk in self._process.stdout:  # type: ignore[attr-defined]
+                self._on_stdout(chunk)
+        except WasmerError:
+            pass
+        finally:
+            self._on_stdout(None)
+
+    async def _pump_stderr(self) -> None:
+        try:
+            async for chunk in self._process.stderr:  # type: ignore[attr-defined]
+                self._on_stderr(chunk)
+        except WasmerError:
+            pass
+
+    @property
+    def ended(self) -> bool:
+        return self._waiter.done()
+
+    async def drain_output(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) for stdout and stderr to end, so that what a guest
+        that has ended wrote before it ended is in."""
+        await asyncio.wait(self._readers, timeout=timeout)
+
+    async def close(self) -> None:
+        """Kill the process if it still runs, wait for it, and release its sandbox."""
+        try:
+            await super().close()
+        finally:
+            release, self._release = self._release, _nothing
+            await release()
+
+
+async def _nothing() -> None:
+    return None
+
+
 def _guest_run(output: object, stderr: bytes, stderr_truncated: bool, duration: float) -> GuestRun:
     reason = output.reason  # type: ignore[attr-defined]
     if reason is ExitReason.TIMEOUT:
@@ -680,4 +788,4 @@ async def _feed(process: object, body: bytes) -> None:
         pass
 
 
-__all__ = ["GuestExit", "GuestRun", "GuestSession", "GuestStartFailed", "InvalidModule", "LoadShed", "Runtime"]
+__all__ = ["GuestExit", "GuestRun", "GuestSession", "GuestStartFailed", "InstanceProcess", "InvalidModule", "LoadShed", "Runtime"]

@@ -192,8 +192,13 @@ def new_item(
     truncated: bool = False,
     script_version: int | None = None,
     subrequests: list[dict[str, Any]] | None = None,
+    instance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A trace item, redacted (see `is_sensitive_header`, `redact_url`) and bounded (see MAX_ITEM_BYTES)."""
+    """A trace item, redacted (see `is_sensitive_header`, `redact_url`) and bounded (see MAX_ITEM_BYTES).
+
+    `instance`: wasmdeck's fields beside Cloudflare's for a Worker-protocol invocation, saying
+    which guest instance ran it: `newInstance`, `instanceId`, `instanceInvocation` and, when the
+    invocation ended its instance, `instanceRetired` (one sentence)."""
     assert outcome in OUTCOMES, outcome
     shown_url, url_cut = _cut(redact_url(url), MAX_URL_CHARS)
     shown_method, method_cut = _cut(method, MAX_SHORT_CHARS)
@@ -225,6 +230,9 @@ def new_item(
         item["truncated"] = item["truncated"] or subrequests_cut
         chars += subrequest_chars
         entries += len(bounded_subrequests)
+    if instance:
+        item.update(instance)
+        chars += sum(len(str(value)) for value in instance.values())
     if _MAX_JSON_BYTES_PER_CHAR * chars + _MAX_JSON_BYTES_PER_ENTRY * (entries + 4) <= MAX_ITEM_BYTES:
         return item  # fits whatever its text is: no need to serialize it to know
     return fit_item(item)
@@ -272,8 +280,13 @@ def _bounded_exceptions(exceptions: list[dict[str, Any]]) -> tuple[list[dict[str
     for entry in exceptions[:MAX_EXCEPTIONS]:
         name, name_cut = _cut(str(entry.get("name", "")), MAX_EXCEPTION_NAME_CHARS)
         message, message_cut = _cut(str(entry.get("message", "")), MAX_EXCEPTION_MESSAGE)
-        kept.append({**entry, "name": name, "message": message})
-        truncated = truncated or name_cut or message_cut
+        bounded = {**entry, "name": name, "message": message}
+        stack_cut = False
+        if "stack" in entry:
+            bounded["stack"], stack_cut = _cut(str(entry["stack"]), MAX_EXCEPTION_MESSAGE)
+            chars += len(bounded["stack"])
+        kept.append(bounded)
+        truncated = truncated or name_cut or message_cut or stack_cut
         chars += len(name) + len(message)
     return kept, truncated, chars
 
@@ -403,12 +416,14 @@ def tail_event_item(
     exceptions: list[dict[str, Any]] | None = None,
     truncated: bool = False,
     subrequests: list[dict[str, Any]] | None = None,
+    instance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The trace item of a Tail Worker's `tail` invocation (Cloudflare's TailEvent shape)."""
     item = new_item(
         script_name=script_name, script_version=script_version, script_tags=script_tags, namespace=namespace,
         outcome=outcome, event_timestamp=event_timestamp, cpu_time=cpu_time, wall_time=wall_time, url="", method="",
         headers=[], status=None, logs=logs, exceptions=exceptions, truncated=truncated, subrequests=subrequests,
+        instance=instance,
     )
     item["event"] = {"consumedEvents": [{"scriptName": c.get("scriptName")} for c in consumed[:MAX_CONSUMED_EVENTS]]}
     if len(consumed) > MAX_CONSUMED_EVENTS:
@@ -418,6 +433,37 @@ def tail_event_item(
 
 def is_tail_event(item: dict[str, Any]) -> bool:
     return "consumedEvents" in (item.get("event") or {})
+
+
+def instance_event_item(
+    *,
+    script_name: str,
+    script_version: int | None,
+    script_tags: tuple[str, ...],
+    namespace: str,
+    event_timestamp: int,
+    instance_id: str,
+    invocations: int,
+    reason: str,
+    message: str,
+) -> dict[str, Any]:
+    """The item published when a warm instance fails while no invocation is in flight (it wrote
+    output or exited between invocations): outcome `exception`, `event.instance` naming it, and
+    one exception `InstanceRetired` saying why. It belongs to no request and is never delivered
+    to Tail Workers."""
+    item = new_item(
+        script_name=script_name, script_version=script_version, script_tags=script_tags, namespace=namespace,
+        outcome="exception", event_timestamp=event_timestamp, cpu_time=0, wall_time=0, url="", method="",
+        headers=[], status=None, exceptions=[exception_entry("InstanceRetired", message, event_timestamp)],
+        instance={"newInstance": False, "instanceId": instance_id, "instanceInvocation": invocations,
+                  "instanceRetired": message},
+    )
+    item["event"] = {"instance": {"id": instance_id, "invocations": invocations, "retired": reason}}
+    return item
+
+
+def is_instance_event(item: dict[str, Any]) -> bool:
+    return "instance" in (item.get("event") or {})
 
 
 @dataclass(frozen=True)
@@ -492,11 +538,12 @@ def format_pretty(item: dict[str, Any]) -> str:
     """`GET https://x/ - Ok @ 11/27/2026, 8:00:00 AM` plus indented logs and exceptions."""
     event = item.get("event") or {}
     request = event.get("request") or {}
-    what = (
-        f"Tail of {len(event['consumedEvents'])} event(s) ({item.get('scriptName')})"
-        if "consumedEvents" in event
-        else f"{request.get('method', '?')} {request.get('url', '?')}"
-    )
+    if "consumedEvents" in event:
+        what = f"Tail of {len(event['consumedEvents'])} event(s) ({item.get('scriptName')})"
+    elif "instance" in event:
+        what = f"Instance {event['instance'].get('id')} of {item.get('scriptName')} retired ({event['instance'].get('retired')})"
+    else:
+        what = f"{request.get('method', '?')} {request.get('url', '?')}"
     head = f"{what} - {_outcome_label(item.get('outcome', ''))} @ {format_time(int(item.get('eventTimestamp', 0)))}"
     lines = [head]
     for log in item.get("logs", []):

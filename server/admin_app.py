@@ -17,6 +17,8 @@ Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see
     PATCH  /namespaces/{ns}                          {"routing"?, "defaults"?}; a null default clears it
     DELETE /namespaces/{ns}                          delete an empty namespace
     GET    /namespaces/{ns}/stats                    per script: stored requests, errors, last outcome
+    GET    /namespaces/{ns}/instances                per script: warm instances busy/idle, started, reused, retired
+    GET    /instances                                warm instances over the whole engine, and their bounds
     GET    /namespaces/{ns}/scripts?tags=a:yes,b:no  list scripts, optionally filtered by tags
     DELETE /namespaces/{ns}/scripts?tags=a:yes,b:no  bulk delete by the filter (required)
     PUT    /namespaces/{ns}/scripts/{name}           deploy: multipart `metadata` (JSON) + `module` (file)
@@ -252,6 +254,12 @@ class AdminApi:
         self.engine.namespace(name)
         await _stored_so_far(self.engine)
         return ok(self.engine.worker_stats(name))
+
+    async def namespace_instances(self, request: Request) -> Response:
+        return ok(self.engine.instance_stats(request.path_params["ns"]))
+
+    async def instance_totals(self, request: Request) -> Response:
+        return ok(self.engine.instance_totals())
 
     async def delete_namespace(self, request: Request) -> Response:
         name = request.path_params["ns"]
@@ -673,6 +681,8 @@ def create_admin_app(engine: Engine, token: str, *, dispatch: DispatchListener |
         Route("/namespaces/{ns}", api.update_namespace, methods=["PATCH"]),
         Route("/namespaces/{ns}", api.delete_namespace, methods=["DELETE"]),
         Route("/namespaces/{ns}/stats", api.namespace_stats, methods=["GET"]),
+        Route("/namespaces/{ns}/instances", api.namespace_instances, methods=["GET"]),
+        Route("/instances", api.instance_totals, methods=["GET"]),
         Route("/namespaces/{ns}/dispatcher", api.put_dispatcher, methods=["PUT"]),
         Route("/namespaces/{ns}/dispatcher", api.delete_dispatcher, methods=["DELETE"]),
         Route("/namespaces/{ns}/outbound", api.put_outbound, methods=["PUT"]),
@@ -784,6 +794,15 @@ OPENAPI: dict[str, Any] = {
         "/namespaces/{ns}/stats": {
             "get": _op("Per script: stored request count, error count and last outcome", params=_NS,
                        errors=("401", "404")),
+        },
+        "/namespaces/{ns}/instances": {
+            "get": _op("Per script that ran on warm instances (protocol version 2) since the server started: "
+                       "busy, idle, starting, started, invocations, reusedInvocations, retired (by reason)",
+                       params=_NS, errors=("401", "404")),
+        },
+        "/instances": {
+            "get": _op("Warm instances over the whole engine (busy, idle, started, retired by reason...) and "
+                       "their bounds (maxInstances, maxPerWorker, idleTimeoutS, maxInvocations...)"),
         },
         "/namespaces/{ns}/dispatcher": {
             "put": _op("Front the namespace with a dispatch Worker (a Worker-protocol script)", params=_NS,

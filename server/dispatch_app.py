@@ -224,6 +224,7 @@ class DispatchApp:
                 "maxQueue": runtime.max_queue,
                 "sandboxes": runtime.sandbox_count,
             },
+            "instances": {**self.engine.instance_totals(), "workers": self.engine.instance_stats(self.namespace)},
             "workers": len(self.engine.workers(self.namespace)),
             "namespaces": len(namespaces),
             "maxBodyBytes": self.max_body_bytes,

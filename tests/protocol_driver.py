@@ -7,6 +7,10 @@ records everything in an `Exchange`. It checks the frame layer the way the spec 
 host must (limits, meta a JSON object with a string `type`), but it does not judge the
 protocol state: the test does, from the recorded frames.
 
+A module that exports `wasmdeck_worker_protocol_2` is started as a version 2 instance
+(`init`, then `ready`) unless `version=1` says to talk to it as version 1; `Driver.instance`
+keeps one running for several events (`WarmInstance`).
+
     driver = Driver(cache_root)
     exchange = await driver.fetch(module, "GET", "https://w.example/?x=1",
                                   on_fetch=lambda request, body: ({"type": "fetch_result",
@@ -28,7 +32,7 @@ from wasmer_sdk import Wasmer, WasmerError
 
 MAX_META = 1024 * 1024
 MAX_BODY = 10 * 1024 * 1024
-GUEST_TYPES = {"log", "fetch", "dispatch", "response", "done", "exception"}
+GUEST_TYPES = {"log", "fetch", "dispatch", "sleep", "ready", "response", "done", "exception"}
 FINAL_TYPES = {"response", "done", "exception"}
 
 Meta = dict[str, Any]
@@ -101,6 +105,7 @@ class Exchange:
     trap: str | None = None
     stderr: bytes = b""
     timed_out: bool = False
+    init_frames: list[tuple[Meta, bytes]] = field(default_factory=list)  # version 2: what answered init
 
     @property
     def logs(self) -> list[tuple[str, str]]:
@@ -140,14 +145,38 @@ def _no_dispatch(call: Meta, body: bytes) -> Answer:
     return {"type": "dispatch_error", "name": "NotAllowed", "message": "the test driver has no dispatch handler"}, b""
 
 
+def module_version(module: Path) -> int:
+    from wasmdeck.engine.wasm_module import inspect_module
+
+    info = inspect_module(Path(module).read_bytes())
+    return 2 if info.exports_function("wasmdeck_worker_protocol_2") else 1
+
+
+def init_frame(worker: str = "probe", namespace: str = "default") -> bytes:
+    return encode_frame({"type": "init", "protocol": 2, "worker": worker, "namespace": namespace,
+                         "version": 1, "language": "wasm"})
+
+
 class Driver:
     """Runs protocol guests under wasmer-sdk; one sandbox per module."""
 
     def __init__(self, cache_root: Path) -> None:
         self._wasmer = Wasmer(cache_root=cache_root)
         self._sandboxes: dict[Path, tuple[object, object]] = {}
+        self._instances: list["WarmInstance"] = []
 
     async def close(self) -> None:
+        # processes must be gone before their client closes: freeing one later fails in its __del__
+        for instance in self._instances:
+            try:
+                await instance.process.kill()
+            except WasmerError:
+                pass
+            instance.process = None
+        self._instances.clear()
+        import gc
+
+        gc.collect()
         for sandbox, _ in self._sandboxes.values():
             try:
                 await sandbox.close()  # type: ignore[attr-defined]
@@ -164,6 +193,23 @@ class Driver:
             sandbox = await self._wasmer.sandboxes.create(packages=[package], network="disabled")
             entry = self._sandboxes[module] = (sandbox, package)
         return entry
+
+    async def instance(self, module: Path, env: dict[str, str] | None = None) -> tuple["WarmInstance", tuple[Meta, bytes] | None]:
+        """Start a version 2 instance and send `init`; returns it and the frame that answered init
+        (None if the guest wrote none)."""
+        sandbox, package = await self._sandbox(module)
+        command = sandbox.command(package, env=dict(env or {}))  # type: ignore[attr-defined]
+        process = await command.spawn(stdin="pipe", stdout="pipe", stderr="pipe", timeout=60.0)
+        stderr = bytearray()
+
+        async def drain_stderr() -> None:
+            async for chunk in process.stderr:
+                stderr.extend(chunk)
+
+        instance = WarmInstance(process, stderr, asyncio.ensure_future(drain_stderr()))
+        self._instances.append(instance)
+        await instance.write(init_frame())
+        return instance, await asyncio.wait_for(instance.reader.read(), 20.0)
 
     async def fetch(
         self,
@@ -201,10 +247,15 @@ class Driver:
         timeout: float = 20.0,
         raw_event: bytes | None = None,
         chunk: int | None = None,
+        version: int | None = None,
+        event_env: dict[str, str] | None = None,
     ) -> Exchange:
         """Write the event (or `raw_event` bytes as they are), serve calls until the final frame, then
         close stdin and collect whatever else the guest writes until it exits. With `chunk`, the
-        event and every answer are written `chunk` bytes at a time, so the guest sees short reads."""
+        event and every answer are written `chunk` bytes at a time, so the guest sees short reads.
+        A version 2 module (unless `version=1`) gets `init` first, must answer `ready` (kept in
+        `exchange.init_frames`), and gets the event as invocation 1 with `event_env` as its `env`."""
+        version = version or getattr(module, "protocol_version", None) or module_version(module)
         sandbox, package = await self._sandbox(module)
         command = sandbox.command(package, env=dict(env or {}))  # type: ignore[attr-defined]
         process = await command.spawn(stdin="pipe", stdout="pipe", stderr="pipe", timeout=timeout)
@@ -237,6 +288,17 @@ class Driver:
                 await asyncio.sleep(0.001)
 
         async def converse() -> None:
+            nonlocal event
+            if version == 2:
+                await send(init_frame())
+                ready = await reader.read()
+                if ready is None:
+                    raise FrameError("the instance ended before it answered init")
+                exchange.init_frames.append(ready)
+                if ready[0]["type"] != "ready":
+                    raise FrameError(f"the instance answered init with a {ready[0]['type']!r} frame")
+                if isinstance(event, dict):
+                    event = {**event, "protocol": 2, "invocation": 1, "env": dict(event_env or {})}
             await send(raw_event if raw_event is not None else encode_frame(event, body))
             while True:
                 frame = await reader.read()
@@ -294,3 +356,74 @@ class Driver:
             stderr_task.cancel()
         exchange.stderr = bytes(stderr)
         return exchange
+
+
+class WarmInstance:
+    """One version 2 instance kept running for several events (`Driver.instance`)."""
+
+    def __init__(self, process: Any, stderr: bytearray, stderr_task: "asyncio.Future[None]") -> None:
+        self.process = process
+        self.reader = FrameReader(process.stdout)
+        self.stderr = stderr
+        self._stderr_task = stderr_task
+        self.invocations = 0
+
+    async def write(self, data: bytes) -> None:
+        await self.process.stdin.write(data)
+
+    async def fetch(self, url: str, *, method: str = "GET", env: dict[str, str] | None = None,
+                    on_fetch: CallHandler = _no_fetch, timeout: float = 20.0) -> Exchange:
+        """One fetch event: frames up to and including the final frame (nothing after it is read)."""
+        self.invocations += 1
+        meta = {"type": "fetch", "protocol": 2, "invocation": self.invocations, "env": dict(env or {}),
+                "request": {"method": method, "url": url, "headers": []}, "worker": "probe", "namespace": "default"}
+        exchange = Exchange()
+
+        async def converse() -> None:
+            await self.write(encode_frame(meta))
+            while exchange.final is None:
+                frame = await self.reader.read()
+                if frame is None:
+                    return
+                exchange.frames.append(frame)
+                kind = frame[0]["type"]
+                if kind in FINAL_TYPES:
+                    exchange.final = frame
+                elif kind == "fetch":
+                    exchange.calls.append(frame)
+                    answer = on_fetch(frame[0].get("request", {}), frame[1])
+                    if asyncio.iscoroutine(answer):
+                        answer = await answer
+                    answer_meta, answer_body = answer
+                    await self.write(encode_frame({"id": frame[0].get("id"), **answer_meta}, answer_body))
+
+        try:
+            await asyncio.wait_for(converse(), timeout)
+        except FrameError as error:
+            exchange.frame_error = str(error)
+        except asyncio.TimeoutError:
+            exchange.timed_out = True
+        return exchange
+
+    async def close(self, timeout: float = 10.0) -> tuple[int | None, str]:
+        """Close stdin; the exit status and reason (a version 2 guest exits 0 at end of input)."""
+        try:
+            await self.process.stdin.close()
+        except WasmerError:
+            pass
+        return await self.wait(timeout)
+
+    async def wait(self, timeout: float = 10.0) -> tuple[int | None, str]:
+        try:
+            output = await asyncio.wait_for(self.process.wait(), timeout)
+        except (WasmerError, asyncio.TimeoutError) as error:
+            try:
+                await self.process.kill()
+            except WasmerError:
+                pass
+            return None, f"{type(error).__name__}: {error}"
+        finally:
+            done, _ = await asyncio.wait([self._stderr_task], timeout=1.0)
+            if not done:
+                self._stderr_task.cancel()
+        return output.exit_code, output.reason.value

@@ -77,6 +77,7 @@ EVERY_CALL = [
     ("GET", "/namespaces", None), ("POST", "/namespaces", {"name": "evil"}),
     ("GET", "/namespaces/default", None), ("DELETE", "/namespaces/other", None),
     ("PATCH", "/namespaces/default", {"routing": "path"}), ("GET", "/namespaces/default/stats", None),
+    ("GET", "/namespaces/default/instances", None), ("GET", "/instances", None),
     ("GET", "/namespaces/default/scripts", None), ("DELETE", "/namespaces/default/scripts?tags=free:yes", None),
     ("PUT", "/namespaces/default/scripts/hello", "multipart"), ("GET", "/namespaces/default/scripts/hello", None),
     ("DELETE", "/namespaces/default/scripts/hello", None), ("GET", "/namespaces/default/scripts/hello/content", None),
@@ -443,7 +444,7 @@ async def test_openapi_lists_every_route_and_errors_are_enveloped(client: httpx.
     served = {(m, route.path) for route in create_admin_app(engine, TOKEN).app.routes
               for m in getattr(route, "methods", None) or () if m != "HEAD"}  # /tail is a WebSocket route
     assert documented == served
-    assert len(documented) == 37
+    assert len(documented) == 39
     error(await client.get("/no/such/path"), 404)
     response = await client.post("/limits")
     error(response, 405)

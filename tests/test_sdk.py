@@ -27,7 +27,17 @@ from .protocol_driver import MAX_BODY, MAX_META, Driver, encode_frame
 
 PROTOCOL = ROOT / "fixtures" / "protocol"
 PROBES = {"c": PROTOCOL / "sdk-probe.wasm", "zig": PROTOCOL / "sdk-probe-zig.wasm"}
-MARKER = "wasmdeck_worker_protocol_1"
+MARKERS = {1: "wasmdeck_worker_protocol_1", 2: "wasmdeck_worker_protocol_2"}
+# version 1: one process per event; version 2: warm instances (docs/worker-protocol.md, section 9)
+VERSION_2 = {"fetcher", "outbound-logger", "outbound-allowlist", "outbound-credential", "tail-collector",
+             "dispatcher", "greeter", "sdk-probe", "sdk-probe-zig", "proto-hello", "proto-warm"}
+
+
+class Probe(type(Path())):  # type: ignore[misc]
+    """A probe module, and the protocol version the driver talks to it in: the probes are version 2
+    builds, and the SDKs serve a version 1 engine (no init, one event) from the same build."""
+
+    protocol_version: int
 
 
 def module(name: str) -> Path:
@@ -43,9 +53,12 @@ async def driver(wasmer_cache: Path):
         await instance.close()
 
 
-@pytest.fixture(params=sorted(PROBES))
+@pytest.fixture(params=[f"{sdk}-v{version}" for sdk in sorted(PROBES) for version in (1, 2)])
 def probe(request) -> Path:
-    return PROBES[request.param]
+    sdk, version = request.param.split("-v")
+    found = Probe(PROBES[sdk])
+    found.protocol_version = int(version)
+    return found
 
 
 def is_zig(probe: Path) -> bool:
@@ -80,10 +93,13 @@ def test_every_protocol_source_has_its_build_and_the_build_is_a_protocol_worker(
     assert sources == builds
     assert {"fetcher", "outbound-logger", "outbound-allowlist", "outbound-credential", "tail-collector",
             "dispatcher", "greeter", "proto-misbehave"} <= set(builds)
+    assert VERSION_2 <= set(builds)
     for name in builds:
         data = module(name).read_bytes()
         info = validate_worker_module(data)  # WASI imports only, has _start
-        assert MARKER in [export.name for export in info.exports], name
+        exported = [export.name for export in info.exports]
+        version = 2 if name in VERSION_2 else 1
+        assert MARKERS[version] in exported and MARKERS[3 - version] not in exported, name
         assert "__stack_pointer" not in [export.name for export in info.exports], name
         meter(data)  # the engine can make it stoppable
 
@@ -282,7 +298,10 @@ async def test_a_tail_body_that_is_not_json(driver, probe) -> None:
 
 async def test_exception_frame(driver, probe) -> None:
     exchange = await driver.fetch(probe, url="https://w.example/?case=throw")
-    assert exchange.frames == [({"type": "exception", "name": "BadThing", "message": 'it broke: café "quoted"'}, b"")]
+    thrown = {"type": "exception", "name": "BadThing", "message": 'it broke: café "quoted"'}
+    if probe.protocol_version == 2:
+        thrown["retire"] = True  # throw exits the process: the instance says it retires
+    assert exchange.frames == [(thrown, b"")]
     assert exchange.exit_code == 0
 
 
@@ -482,6 +501,8 @@ async def test_fetcher(driver) -> None:
     exchange = await driver.fetch(module("fetcher"), url="https://f.example/?url=http://o/", on_fetch=answer(204))
     assert exchange.response_body == b"1 204 0\nbody: \n"
     assert exchange.calls[0][0]["request"]["method"] == "GET"
+    quiet = await driver.fetch(module("fetcher"), url="https://f.example/?quiet&count=2&url=http://o/", on_fetch=answer(204))
+    assert quiet.response_body == b"1 204 0\n2 204 0\nbody: \n" and quiet.logs == [] and len(quiet.calls) == 2
 
 
 async def test_outbound_logger(driver) -> None:
@@ -674,3 +695,76 @@ async def test_c_sdk_unit_tests(tmp_path: Path, wasmer_cache: Path) -> None:
     text = output.stdout.text()
     assert output.exit_code == 0, text
     assert text.rstrip().endswith(", 0 failed") and int(text.split()[-4]) >= 100, text
+
+
+# -- version 2: one instance, many events ---------------------------------------------------
+
+
+@pytest.fixture(params=sorted(PROBES))
+def warm_probe(request) -> Path:
+    return PROBES[request.param]
+
+
+async def test_an_instance_answers_init_with_ready_and_serves_event_after_event(driver, warm_probe) -> None:
+    instance, ready = await driver.instance(warm_probe, env={"customer_name": "from-the-process"})
+    assert ready == ({"type": "ready"}, b"")
+    bodies = []
+    for number, env in ((1, {"customer_name": "acme"}), (2, {}), (3, {"customer_name": "globex"})):
+        exchange = await instance.fetch("https://w.example/?case=instance", env=env)
+        assert exchange.final_type == "response" and "retire" not in exchange.final[0], exchange
+        bodies.append(exchange.response_body.decode())
+    # the invocation number the engine sent; global state (the count of events served) lives on;
+    # a per-invocation env value wins over the process environment and is gone after its event
+    assert bodies == [
+        "invocation 1 served 1 env acme\n",
+        "invocation 2 served 2 env from-the-process\n",
+        "invocation 3 served 3 env globex\n",
+    ]
+    assert await instance.close() == (0, "exited")  # end of input: the instance exits 0
+
+
+async def test_an_instance_that_retires_says_so_in_its_final_frame_and_exits(driver, warm_probe) -> None:
+    instance, _ = await driver.instance(warm_probe)
+    first = await instance.fetch("https://w.example/?case=instance")
+    assert "retire" not in first.final[0]
+    last = await instance.fetch("https://w.example/?case=instance&retire=1")
+    assert last.final[0]["retire"] is True and last.response_body.startswith(b"invocation 2 served 2")
+    assert await instance.wait() == (0, "exited")  # without waiting for stdin to close
+
+
+async def test_answers_to_calls_of_an_earlier_event_are_skipped(driver, warm_probe) -> None:
+    instance, _ = await driver.instance(warm_probe)
+    await instance.fetch("https://w.example/?case=instance")
+    # an answer to a call that was in flight when the last event ended (section 9.3) arrives first
+    await instance.write(encode_frame({"type": "fetch_result", "id": 99, "status": 200, "headers": []}, b"late"))
+    await instance.write(encode_frame({"type": "sleep_error", "id": 98, "name": "TooManyCalls", "message": ""}))
+    exchange = await instance.fetch("https://w.example/?case=instance")
+    assert exchange.response_body.startswith(b"invocation 2 served 2"), exchange
+    assert await instance.close() == (0, "exited")
+
+
+async def test_a_thrown_exception_retires_a_c_instance_and_a_zig_handler_error_does_not(driver) -> None:
+    c_instance, _ = await driver.instance(PROBES["c"])
+    thrown = await c_instance.fetch("https://w.example/?case=throw")
+    assert thrown.final[0]["type"] == "exception" and thrown.final[0]["retire"] is True
+    assert await c_instance.wait() == (0, "exited")  # C cannot unwind to the serve loop: it exits
+    zig_instance, _ = await driver.instance(PROBES["zig"])
+    failed = await zig_instance.fetch("https://w.example/?case=error")
+    assert failed.final[0] == {"type": "exception", "name": "SomethingWrong",
+                               "message": "the fetch handler failed: error.SomethingWrong"}
+    after = await zig_instance.fetch("https://w.example/?case=instance")
+    assert after.response_body.startswith(b"invocation 2 served 2")
+    assert await zig_instance.close() == (0, "exited")
+
+
+async def test_an_instance_that_gets_no_init_serves_one_event_as_version_1(driver, warm_probe) -> None:
+    exchange = await driver.fetch(warm_probe, url="https://w.example/?case=instance", version=1, env={"customer_name": "v1"})
+    assert exchange.response_body == b"invocation 1 served 1 env v1\n" and exchange.exit_code == 0
+    assert exchange.init_frames == []
+
+
+async def test_a_broken_init_or_event_frame_is_refused_on_stderr(driver, warm_probe) -> None:
+    instance, ready = await driver.instance(warm_probe)
+    await instance.write(encode_frame(b"not json"))
+    assert await instance.wait() == (1, "exited")
+    assert b"could not read the event frame" in bytes(instance.stderr)

@@ -1,15 +1,26 @@
 /*
- * wasmdeck.h - the guest side of the wasmdeck Worker protocol, version 1, for C
- * programs compiled to wasm32-wasi (WASI preview 1) with wasi-libc.
+ * wasmdeck.h - the guest side of the wasmdeck Worker protocol, versions 1 and
+ * 2, for C programs compiled to wasm32-wasi (WASI preview 1) with wasi-libc.
  *
- * The protocol (docs/worker-protocol.md): the engine writes one event frame
+ * The protocol (docs/worker-protocol.md): the engine writes an event frame
  * (`fetch` or `tail`) to the guest's stdin; the guest may write `log` frames
  * and make calls (`fetch`, `dispatch`), each answered by one frame on stdin;
- * it ends with one final frame (`response`, `done` or `exception`) and exits.
+ * it ends the event with one final frame (`response`, `done` or `exception`).
  * A frame is meta_length (u32 LE), body_length (u32 LE), a JSON object, then
  * raw body bytes.  This header does all of that, and exports the marker
- * function `wasmdeck_worker_protocol_1` that tells the engine the module
- * speaks the protocol.
+ * function that tells the engine the module speaks the protocol:
+ *
+ * - version 1 (the default): `wasmdeck_worker_protocol_1`; the process serves
+ *   one event and exits.
+ * - version 2, warm instances (section 9): `#define WASMDECK_VERSION 2`
+ *   before including the header with WASMDECK_IMPLEMENTATION exports
+ *   `wasmdeck_worker_protocol_2`; the engine then starts the module with an
+ *   `init` frame, and wd_serve answers it with `ready` and serves event
+ *   after event in one process until stdin ends.  Global
+ *   state lives on between events (do not rely on it: an instance can be
+ *   replaced at any time), so free what you allocate per event; wd_env()
+ *   also sees the event's per-invocation `env`; wd_retire() ends the
+ *   instance after the current event.
  *
  * USE (stb-style single header)
  *
@@ -34,10 +45,15 @@
  * - Never write to stdout yourself (no printf/puts): stdout carries frames
  *   only, and stray text ends the invocation with an exception.  stderr is
  *   free: every stderr line becomes a log entry ("warn: ..." sets the level).
- * - Memory: a Worker lives for one event.  Strings returned as `char *` are
- *   malloc'd and owned by the caller (free them or not); `const` pointers
- *   belong to the SDK and live until the process exits (or until the matching
- *   *_free call).
+ * - Memory: a version 1 Worker lives for one event.  Strings returned as
+ *   `char *` are malloc'd and owned by the caller (free them or not: under
+ *   version 2, free them, or the instance's memory grows with every event
+ *   until it hits its cap); `const` pointers belong to the SDK and live until
+ *   the event ends (version 2) or the process exits (version 1), or until the
+ *   matching *_free call.
+ * - wd_throw under version 2: C cannot unwind back to the serve loop, so the
+ *   exception frame carries "retire": true and the process exits; the next
+ *   request gets a fresh instance.
  * - Errors: functions returning int give WD_OK (0) on success, WD_EFAILED (1)
  *   when the host answered a call with an error (fetch_error /
  *   dispatch_error), or a negative WD_E* code; wd_last_error() describes the
@@ -58,6 +74,7 @@
  *       typedef void (*wd_tail_handler)(const wd_tail_batch *);
  *     const char *wd_worker_name(void);  const char *wd_namespace_name(void);
  *     const wd_json *wd_event_meta(void);  const char *wd_env(name, fallback);
+ *     long wd_invocation(void);  void wd_retire(void);      (version 2)
  *   Requests (incoming, and outgoing for wd_fetch / wd_dispatch)
  *     wd_request { method, url, headers, body, body_len }
  *     const char *wd_request_header(req, name);          case-insensitive
@@ -109,7 +126,13 @@ extern "C" {
 
 /* ---------------------------------------------------------------- limits */
 
-#define WD_PROTOCOL_VERSION 1
+#ifndef WASMDECK_VERSION
+#define WASMDECK_VERSION 1  /* 2: warm instances (define it before including the header) */
+#endif
+#if WASMDECK_VERSION != 1 && WASMDECK_VERSION != 2
+#error "WASMDECK_VERSION must be 1 or 2"
+#endif
+#define WD_PROTOCOL_VERSION WASMDECK_VERSION
 #define WD_MAX_META_BYTES 1048576u   /* 1 MiB: largest meta of a frame */
 #define WD_MAX_BODY_BYTES 10485760u  /* 10 MiB: largest body of a frame */
 #define WD_MAX_LOG_BYTES 131072u     /* log messages are cut to this many bytes */
@@ -324,7 +347,10 @@ int wd_respond(const wd_response *res);
 typedef enum { WD_DEBUG, WD_INFO, WD_LOG, WD_WARN, WD_ERROR } wd_level;
 
 /* Send a `log` frame (printf-style).  Allowed while handling an event,
- * before its final frame; otherwise WD_ESTATE. */
+ * before its final frame; otherwise WD_ESTATE.  Version 2: the frame leaves
+ * with the next frame the SDK writes (a call or the final frame, in one
+ * write), or at exit(); a trap or a limit hit before then loses it (stderr
+ * lines are never held). */
 int wd_log(wd_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int wd_vlog(wd_level level, const char *fmt, va_list ap);
 
@@ -402,14 +428,33 @@ typedef void (*wd_tail_handler)(const wd_tail_batch *batch);
  * final frame (`response` or `done`).  A handler that is NULL for the event
  * received answers with an exception `NoHandler`.  Returns the exit status
  * for main(): 0, or 1 when the event could not be read or the final frame
- * could not be written (the reason goes to stderr). */
+ * could not be written (the reason goes to stderr).
+ * When the first frame is `init` (the engine runs the module as a version 2
+ * instance, because it exports `wasmdeck_worker_protocol_2`), answer it with
+ * `ready`, then do the above for event after event, in one process, until
+ * stdin ends (return 0) or the handler called wd_retire() (return 0 after
+ * that event's final frame). */
 int wd_serve(wd_fetch_handler on_fetch, wd_tail_handler on_tail);
 
 const char *wd_worker_name(void);     /* the event's "worker", or "" */
 const char *wd_namespace_name(void);  /* the event's "namespace", or "" */
 const wd_json *wd_event_meta(void);   /* the whole event meta, or NULL before the event */
-/* getenv(name), or `fallback` when unset or empty. */
+/* Version 2, for a Worker that read `init` and answered `ready` itself
+ * (wd_frame_read / wd_frame_write): serve event after event as wd_serve
+ * does after ready. */
+int wd_serve_events(wd_fetch_handler on_fetch, wd_tail_handler on_tail);
+
+/* The event's per-invocation `env` value for `name` (version 2: e.g. an
+ * Outbound Worker's parameters), else getenv(name); `fallback` when unset or
+ * empty.  A value from the event lives until the event ends. */
 const char *wd_env(const char *name, const char *fallback);
+/* Version 2: the invocation number of the event being handled (1 for the
+ * instance's first event, then 2, 3...); 1 under version 1. */
+long wd_invocation(void);
+/* Version 2: end this instance after the current event: its final frame
+ * carries "retire": true and wd_serve returns 0 after sending it.  Under
+ * version 1 (one event per process anyway) it does nothing. */
+void wd_retire(void);
 
 /* ----------------------------------------------------------------- frames */
 
@@ -427,7 +472,8 @@ int wd_frame_read(wd_frame *frame);
 void wd_frame_free(wd_frame *frame);
 /* Write one frame to stdout (handles short writes).  WD_ETOOBIG, without
  * writing anything, when meta_len > 1 MiB or body_len > 10 MiB.  No
- * protocol-state checks: this is the raw layer. */
+ * protocol-state checks: this is the raw layer.  Log frames wd_log holds
+ * (version 2) go out first, in the same write. */
 int wd_frame_write(const char *meta, size_t meta_len, const void *body, size_t body_len);
 
 #ifdef __cplusplus
@@ -453,11 +499,18 @@ int wd_frame_write(const char *meta, size_t meta_len, const void *body, size_t b
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* The marker the engine looks for at deploy (docs/worker-protocol.md, section 1). */
+/* The marker the engine looks for (docs/worker-protocol.md, sections 1 and 9.1). */
+#if WASMDECK_VERSION == 2
+#if defined(__wasm__)
+__attribute__((export_name("wasmdeck_worker_protocol_2"), used))
+#endif
+void wasmdeck_worker_protocol_2(void) {}
+#else
 #if defined(__wasm__)
 __attribute__((export_name("wasmdeck_worker_protocol_1"), used))
 #endif
 void wasmdeck_worker_protocol_1(void) {}
+#endif
 
 /* ------------------------------------------------------------ errors */
 
@@ -1478,10 +1531,7 @@ char *wd_request_host(const wd_request *req) {
     return host;
 }
 
-const char *wd_env(const char *name, const char *fallback) {
-    const char *v = getenv(name);
-    return v && *v ? v : fallback;
-}
+/* wd_env lives after the serve state (it reads the event's `env`). */
 
 /* --------------------------------------------------------------- frames */
 
@@ -1546,9 +1596,25 @@ static uint32_t wd__get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+/* Version 2: log frames wait here and leave in the same write as the next frame (a call, the
+ * final frame): one write, so one read for the engine, instead of one per log line.  At most
+ * WD__HOLD_BYTES wait; anything written at exit() goes out then. */
+#define WD__HOLD_BYTES 65536u
+static wd_buf wd__held;
+
+static void wd__flush_held(void) {
+    struct iovec iov[1];
+    if (!wd__held.len) return;
+    iov[0].iov_base = wd__held.data;
+    iov[0].iov_len = wd__held.len;
+    (void)wd__writev_all(iov, 1);
+    wd__held.len = 0;
+}
+
 int wd_frame_write(const char *meta, size_t meta_len, const void *body, size_t body_len) {
     unsigned char head[8];
-    struct iovec iov[3];
+    struct iovec iov[4];
+    int rc;
     if (meta_len > WD_MAX_META_BYTES) {
         wd__seterr("frame meta of %zu bytes is over the %u-byte limit", meta_len, WD_MAX_META_BYTES);
         return WD_ETOOBIG;
@@ -1559,14 +1625,21 @@ int wd_frame_write(const char *meta, size_t meta_len, const void *body, size_t b
     }
     wd__put_u32(head, (uint32_t)meta_len);
     wd__put_u32(head + 4, (uint32_t)body_len);
-    iov[0].iov_base = head;
-    iov[0].iov_len = 8;
-    iov[1].iov_base = (void *)meta;
-    iov[1].iov_len = meta_len;
-    iov[2].iov_base = (void *)body;
-    iov[2].iov_len = body ? body_len : 0;
-    return wd__writev_all(iov, 3);
+    iov[0].iov_base = wd__held.data;
+    iov[0].iov_len = wd__held.len;
+    iov[1].iov_base = head;
+    iov[1].iov_len = 8;
+    iov[2].iov_base = (void *)meta;
+    iov[2].iov_len = meta_len;
+    iov[3].iov_base = (void *)body;
+    iov[3].iov_len = body ? body_len : 0;
+    rc = wd__writev_all(iov, 4);
+    wd__held.len = 0;
+    return rc;
 }
+
+/* Set when the last wd_frame_read found stdin ended before a frame started. */
+static int wd__input_ended;
 
 int wd_frame_read(wd_frame *frame) {
     unsigned char head[8];
@@ -1574,7 +1647,7 @@ int wd_frame_read(wd_frame *frame) {
     char *meta;
     int rc;
     memset(frame, 0, sizeof *frame);
-    rc = wd__read_all(head, 8, NULL);
+    rc = wd__read_all(head, 8, &wd__input_ended);
     if (rc != WD_OK) return rc;
     meta_len = wd__get_u32(head);
     body_len = wd__get_u32(head + 4);
@@ -1631,6 +1704,28 @@ enum { WD__IDLE, WD__FETCH, WD__TAIL, WD__DONE };
 static int wd__state = WD__IDLE;
 static long wd__next_id = 1;
 static wd_frame wd__event;
+static int wd__warm;    /* serving a version 2 instance: the engine sent init */
+static int wd__retire;  /* version 2: the final frame says "retire": true */
+
+const char *wd_env(const char *name, const char *fallback) {
+    const char *v = wd_json_string(wd_json_get(wd_json_get(wd__event.meta, "env"), name), NULL);
+    if (!v) v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+long wd_invocation(void) { return (long)wd_json_int(wd_json_get(wd__event.meta, "invocation"), 1); }
+
+void wd_retire(void) {
+    if (wd__warm) wd__retire = 1;
+}
+
+/* The `"retire":true` member of a final frame, when the instance retires with it. */
+static void wd__retire_member(wd_jw *w) {
+    if (wd__retire) {
+        wd_jw_key(w, "retire");
+        wd_jw_bool(w, 1);
+    }
+}
 
 const wd_json *wd_event_meta(void) { return wd__event.meta; }
 const char *wd_worker_name(void) { return wd_json_string(wd_json_get(wd__event.meta, "worker"), ""); }
@@ -1687,6 +1782,21 @@ int wd_vlog(wd_level level, const char *fmt, va_list ap) {
     wd_jw_stringn(&w, msg.data ? msg.data : "", msg.data ? wd__cut_utf8(msg.data, msg.len, WD_MAX_LOG_BYTES) : 0);
     wd_jw_end_object(&w);
     wd_buf_free(&msg);
+    if (wd__warm && !w.failed && !w.depth && 8 + w.out.len <= WD__HOLD_BYTES) {
+        unsigned char head[8];
+        if (wd__held.len + 8 + w.out.len > WD__HOLD_BYTES) wd__flush_held();
+        wd__put_u32(head, (uint32_t)w.out.len);
+        wd__put_u32(head + 4, 0);
+        wd_buf_append(&wd__held, head, 8);
+        wd_buf_append(&wd__held, w.out.data, w.out.len);
+        wd_jw_free(&w);
+        if (wd__held.failed) {
+            wd_buf_free(&wd__held);
+            wd__seterr("out of memory holding a log frame");
+            return WD_ENOMEM;
+        }
+        return WD_OK;
+    }
     rc = wd__send(&w, NULL, 0);
     return rc;
 }
@@ -1720,6 +1830,8 @@ void wd_throw(const char *name, const char *fmt, ...) {
     wd_jw_stringn(&w, name, wd__cut_utf8(name, strlen(name), 1024));
     wd_jw_key(&w, "message");
     wd_jw_stringn(&w, msg.data ? msg.data : "", msg.data ? wd__cut_utf8(msg.data, msg.len, WD_MAX_LOG_BYTES) : 0);
+    if (wd__warm) wd__retire = 1; /* the process exits below: C cannot unwind back to the serve loop */
+    wd__retire_member(&w);
     wd_jw_end_object(&w);
     wd__state = WD__DONE;
     if (wd__send(&w, NULL, 0) != WD_OK) {
@@ -1820,6 +1932,7 @@ int wd_respond(const wd_response *res) {
     wd_jw_int(&w, res->status);
     wd_jw_key(&w, "headers");
     wd__headers_to_json(&w, &res->headers);
+    wd__retire_member(&w);
     wd_jw_end_object(&w);
     if (!w.failed && w.out.len > WD_MAX_META_BYTES) {
         wd__seterr("response headers of %zu bytes are over the %u-byte frame limit", w.out.len, WD_MAX_META_BYTES);
@@ -2040,23 +2153,17 @@ static int wd__send_done(void) {
     wd_jw_begin_object(&w);
     wd_jw_key(&w, "type");
     wd_jw_string(&w, "done");
+    wd__retire_member(&w);
     wd_jw_end_object(&w);
     rc = wd__send(&w, NULL, 0);
     if (rc == WD_OK) wd__state = WD__DONE;
     return rc;
 }
 
-int wd_serve(wd_fetch_handler on_fetch, wd_tail_handler on_tail) {
+/* Run the handler for the event in wd__event and send its final frame.
+ * 0, or 1 when the final frame could not be written (the reason on stderr). */
+static int wd__handle_event(wd_fetch_handler on_fetch, wd_tail_handler on_tail) {
     int rc;
-    if (wd__state != WD__IDLE) {
-        fprintf(stderr, "error: wasmdeck: wd_serve may run only once\n");
-        return 1;
-    }
-    rc = wd_frame_read(&wd__event);
-    if (rc != WD_OK) {
-        fprintf(stderr, "error: wasmdeck: could not read the event frame: %s\n", wd__err);
-        return 1;
-    }
     if (strcmp(wd__event.type, "fetch") == 0) {
         const wd_json *r = wd_json_get(wd__event.meta, "request");
         wd_request req;
@@ -2073,14 +2180,17 @@ int wd_serve(wd_fetch_handler on_fetch, wd_tail_handler on_tail) {
         req.body_len = wd__event.body_len;
         res.status = 200;
         on_fetch(&req, &res);
+        rc = WD_OK;
         if (wd__state == WD__FETCH) {
             rc = wd_respond(&res);
             if (rc == WD_ETOOBIG) wd_throw("ResponseTooLarge", "%s", wd__err);
             if (rc == WD_EINVAL) wd_throw("InvalidResponse", "%s", wd__err);
-            if (rc != WD_OK) {
-                fprintf(stderr, "error: wasmdeck: could not send the response: %s\n", wd__err);
-                return 1;
-            }
+        }
+        wd_headers_free(&req.headers);
+        wd_response_free(&res);
+        if (rc != WD_OK) {
+            fprintf(stderr, "error: wasmdeck: could not send the response: %s\n", wd__err);
+            return 1;
         }
         return 0;
     }
@@ -2098,18 +2208,74 @@ int wd_serve(wd_fetch_handler on_fetch, wd_tail_handler on_tail) {
         batch.body_len = wd__event.body_len;
         batch.parse_error = items ? NULL : wd__err;
         on_tail(&batch);
-        if (wd__state == WD__TAIL) {
-            rc = wd__send_done();
-            if (rc != WD_OK) {
-                fprintf(stderr, "error: wasmdeck: could not send done: %s\n", wd__err);
-                return 1;
-            }
-        }
+        rc = wd__state == WD__TAIL ? wd__send_done() : WD_OK;
         wd_json_free(items);
+        if (rc != WD_OK) {
+            fprintf(stderr, "error: wasmdeck: could not send done: %s\n", wd__err);
+            return 1;
+        }
         return 0;
     }
     wd__state = WD__FETCH;
     wd_throw("UnknownEvent", "this Worker does not handle \"%s\" events", wd__event.type);
+}
+
+/* Is this the answer to a call that was in flight when an earlier event ended?  (The engine
+ * may have written it before it read that event's final frame; section 9.3.) */
+static int wd__stale_answer(const char *type) {
+    size_t n = strlen(type);
+    return (n > 7 && strcmp(type + n - 7, "_result") == 0) || (n > 6 && strcmp(type + n - 6, "_error") == 0);
+}
+
+/* Version 2: answer init with ready, then serve event after event until stdin ends. */
+static int wd__serve_instance(wd_fetch_handler on_fetch, wd_tail_handler on_tail) {
+    static const char ready[] = "{\"type\":\"ready\"}";
+    wd_frame_free(&wd__event);
+    if (wd_frame_write(ready, sizeof ready - 1, NULL, 0) != WD_OK) {
+        fprintf(stderr, "error: wasmdeck: could not send ready: %s\n", wd__err);
+        return 1;
+    }
+    return wd_serve_events(on_fetch, on_tail);
+}
+
+int wd_serve_events(wd_fetch_handler on_fetch, wd_tail_handler on_tail) {
+    int rc;
+    if (wd__state != WD__IDLE) {
+        fprintf(stderr, "error: wasmdeck: wd_serve_events may run only once\n");
+        return 1;
+    }
+    wd__warm = 1;
+    atexit(wd__flush_held); /* held log lines still leave when a handler calls exit() */
+    for (;;) {
+        do {
+            rc = wd_frame_read(&wd__event);
+            if (rc != WD_OK && wd__input_ended) return 0; /* the engine is done with this instance */
+            if (rc != WD_OK) {
+                fprintf(stderr, "error: wasmdeck: could not read the event frame: %s\n", wd__err);
+                return 1;
+            }
+            if (wd__stale_answer(wd__event.type)) wd_frame_free(&wd__event);
+        } while (!wd__event.meta);
+        rc = wd__handle_event(on_fetch, on_tail);
+        wd_frame_free(&wd__event);
+        if (rc != 0 || wd__retire) return rc;
+        wd__state = WD__IDLE;
+    }
+}
+
+int wd_serve(wd_fetch_handler on_fetch, wd_tail_handler on_tail) {
+    int rc;
+    if (wd__state != WD__IDLE || wd__warm) {
+        fprintf(stderr, "error: wasmdeck: wd_serve may run only once\n");
+        return 1;
+    }
+    rc = wd_frame_read(&wd__event);
+    if (rc != WD_OK) {
+        fprintf(stderr, "error: wasmdeck: could not read the event frame: %s\n", wd__err);
+        return 1;
+    }
+    if (strcmp(wd__event.type, "init") == 0) return wd__serve_instance(on_fetch, on_tail);
+    return wd__handle_event(on_fetch, on_tail);
 }
 
 #endif /* WASMDECK_IMPLEMENTATION_DONE */

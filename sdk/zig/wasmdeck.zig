@@ -1,10 +1,13 @@
-//! wasmdeck.zig: the guest side of the wasmdeck Worker protocol, version 1, for Zig programs
-//! built for wasm32-wasi (docs/worker-protocol.md; API docs in sdk/zig/README.md).
+//! wasmdeck.zig: the guest side of the wasmdeck Worker protocol, versions 1 and 2, for Zig
+//! programs built for wasm32-wasi (docs/worker-protocol.md; API docs in sdk/zig/README.md).
 //!
-//! The engine writes one event frame (`fetch` or `tail`) to stdin; the Worker may write `log`
+//! The engine writes an event frame (`fetch` or `tail`) to stdin; the Worker may write `log`
 //! frames and make calls (`fetch`, `dispatch`), each answered by one frame on stdin, and ends
-//! with one final frame (`response`, `done` or `exception`). Importing this module exports the
-//! marker function `wasmdeck_worker_protocol_1`, which is how the engine recognises the ABI.
+//! the event with one final frame (`response`, `done` or `exception`). This module defines the
+//! marker functions `wasmdeck_worker_protocol_1` and `wasmdeck_worker_protocol_2`; the build
+//! exports the one it means (`--export=...`), which is how the engine recognises the ABI and
+//! its version. Version 2 (warm instances): the engine starts the module with `init`, `serve`
+//! answers `ready` and serves event after event in one process until stdin ends.
 //!
 //!     const std = @import("std");
 //!     const wd = @import("wasmdeck");
@@ -22,8 +25,9 @@
 //! Build: python -m ziglang build-exe -target wasm32-wasi -O ReleaseSmall
 //!        --dep wasmdeck -Mroot=worker.zig -Mwasmdeck=path/to/wasmdeck.zig
 //!
-//! Memory: everything the SDK allocates comes from `ctx.gpa`, the process arena
-//! (`init.arena`); a Worker lives for one event, so nothing needs freeing.
+//! Memory: everything the SDK allocates comes from `ctx.gpa`, an arena freed when the event ends
+//! (version 1: the process arena, `init.arena`), so nothing needs freeing; keep what must outlive
+//! an event (version 2 global state) in memory of your own.
 //! Never write to stdout yourself: it carries frames only. stderr lines become log entries.
 
 const std = @import("std");
@@ -32,7 +36,8 @@ const wasi = std.os.wasi;
 const json = std.json;
 const Allocator = std.mem.Allocator;
 
-pub const protocol_version = 1;
+/// The newest protocol version this SDK speaks (it serves version 1 engines too).
+pub const protocol_version = 2;
 /// Largest meta of a frame (1 MiB) and largest body (10 MiB), in both directions.
 pub const max_meta_bytes: usize = 1024 * 1024;
 pub const max_body_bytes: usize = 10 * 1024 * 1024;
@@ -40,14 +45,19 @@ pub const max_body_bytes: usize = 10 * 1024 * 1024;
 /// trace item truncated).
 pub const max_log_bytes: usize = 128 * 1024;
 
-/// The marker the engine looks for at deploy (docs/worker-protocol.md, section 1).
+/// The markers the engine looks for (docs/worker-protocol.md, sections 1 and 9.1); a build
+/// exports one of them with `--export=wasmdeck_worker_protocol_1` (one process per event) or
+/// `--export=wasmdeck_worker_protocol_2` (warm instances).
 export fn wasmdeck_worker_protocol_1() void {}
+export fn wasmdeck_worker_protocol_2() void {}
 
 /// SDK failures. A host's `fetch_error` / `dispatch_error` is not one of these: it comes back as
 /// `Result.failure`.
 pub const Error = error{
     /// stdin ended (the host closed it) before a whole frame arrived.
     EndOfStream,
+    /// stdin ended between frames (version 2: the engine is done with the instance).
+    EndOfInput,
     ReadFailed,
     WriteFailed,
     /// A frame would be over the limits (sent or received).
@@ -363,12 +373,26 @@ pub const Context = struct {
     /// The event's "worker" and "namespace" ("" when absent).
     worker: []const u8,
     namespace: []const u8,
+    /// Version 2: the instance's invocation number for this event (1, 2, 3...); 1 under version 1.
+    invocation: i64 = 1,
+    /// Serving a version 2 instance (the engine sent `init`).
+    warm: bool = false,
+    /// Version 2: the final frame says `"retire": true` and the instance ends after it.
+    retiring: bool = false,
     state: State = .idle,
     next_id: i64 = 1,
 
-    /// An environment variable (a Worker var or an Outbound Worker parameter), or null.
+    /// A value of the event's per-invocation `env` (version 2: an Outbound Worker's parameters),
+    /// else an environment variable (a Worker var), or null.
     pub fn env(self: *const Context, name: []const u8) ?[]const u8 {
+        if (jsonString(jsonGet(jsonGet(self.event, "env"), name))) |value| return value;
         return self.environ.get(name);
+    }
+
+    /// Version 2: end this instance after the current event (its final frame carries
+    /// `"retire": true`; `serve` returns 0 after sending it). No effect under version 1.
+    pub fn retire(self: *Context) void {
+        if (self.warm) self.retiring = true;
     }
 
     /// Send a `log` frame. Messages are cut to 128 KiB.
@@ -382,7 +406,9 @@ pub const Context = struct {
     }
 
     /// Send an `exception` frame and exit(0). After a final frame it only writes
-    /// "error: NAME: message" to stderr and exits with status 1.
+    /// "error: NAME: message" to stderr and exits with status 1. On a version 2 instance the
+    /// frame carries `"retire": true` (the process exits); a handler that returns an error
+    /// instead answers with an exception and the instance serves on.
     pub fn throw(self: *Context, name: []const u8, comptime fmt: []const u8, args: anytype) noreturn {
         const message = std.fmt.allocPrint(self.gpa, fmt, args) catch "(out of memory formatting the message)";
         self.throwMessage(name, message);
@@ -394,11 +420,36 @@ pub const Context = struct {
             std.process.exit(1);
         }
         self.state = .done;
-        sendException(self.gpa, name, message) catch |err| {
+        if (self.warm) self.retiring = true;
+        sendException(self.gpa, name, message, self.retiring) catch |err| {
             stderrPrint("error: {s}: {s} (the exception frame could not be sent: {t})\n", .{ name, message, err });
             std.process.exit(1);
         };
         std.process.exit(0);
+    }
+
+    /// Answer the event with an `exception` frame and carry on (the serve loop goes on with the
+    /// next event); after a final frame, only "error: NAME: message" on stderr and status 1.
+    fn answerException(self: *Context, name: []const u8, message: []const u8) u8 {
+        if (self.state == .done) {
+            stderrPrint("error: {s}: {s}\n", .{ name, message });
+            return 1;
+        }
+        self.state = .done;
+        sendException(self.gpa, name, message, self.retiring) catch |err| {
+            stderrPrint("error: {s}: {s} (the exception frame could not be sent: {t})\n", .{ name, message, err });
+            return 1;
+        };
+        return 0;
+    }
+
+    fn answerExceptionFmt(self: *Context, name: []const u8, comptime fmt: []const u8, args: anytype) u8 {
+        const message = std.fmt.allocPrint(self.gpa, fmt, args) catch "(out of memory formatting the message)";
+        return self.answerException(name, message);
+    }
+
+    fn answerError(self: *Context, comptime fmt: []const u8, err: anyerror) u8 {
+        return self.answerExceptionFmt(@errorName(err), fmt, .{@errorName(err)});
     }
 
     /// Send the final `response` frame now (the fetch handler's return sends it otherwise).
@@ -411,6 +462,7 @@ pub const Context = struct {
         try m.s.write(res.status);
         try m.s.objectField("headers");
         try m.headers(res.headers.items());
+        try m.retire(self.retiring);
         try writeFrame(try m.finish(), res.body.items);
         self.state = .done;
     }
@@ -501,22 +553,56 @@ pub const Context = struct {
 /// (0, or 1 when the event could not be read or the final frame not written). A handler that
 /// returns an error answers with an `exception` named after the error; a missing handler with
 /// `NoHandler`; a response over the limits with `ResponseTooLarge`.
+///
+/// Version 2: when the first frame is `init` (the module exports `wasmdeck_worker_protocol_2`),
+/// answer `ready`, then serve event after event in this process until stdin ends (0) or a
+/// handler called `ctx.retire()` (0 after that event's final frame). Each event gets a fresh
+/// arena as `ctx.gpa`.
 pub fn serve(init: std.process.Init, handlers: Handlers) u8 {
     const gpa = init.arena.allocator();
-    const event = readFrame(gpa) catch |err| {
+    const first = readFrame(gpa) catch |err| {
         stderrPrint("error: wasmdeck: could not read the event frame: {t}\n", .{err});
         return 1;
     };
+    if (!std.mem.eql(u8, first.type, "init")) return handleEvent(gpa, init.environ_map, first, handlers, false, null);
+    writeFrame("{\"type\":\"ready\"}", "") catch |err| {
+        stderrPrint("error: wasmdeck: could not send ready: {t}\n", .{err});
+        return 1;
+    };
+    var arena = std.heap.ArenaAllocator.init(init.gpa);
+    while (true) {
+        _ = arena.reset(.retain_capacity);
+        const event_gpa = arena.allocator();
+        const event = readFrame(event_gpa) catch |err| switch (err) {
+            error.EndOfInput => return 0, // the engine is done with this instance
+            else => {
+                stderrPrint("error: wasmdeck: could not read the event frame: {t}\n", .{err});
+                return 1;
+            },
+        };
+        // an answer to a call still in flight when an earlier event ended (section 9.3)
+        if (std.mem.endsWith(u8, event.type, "_result") or std.mem.endsWith(u8, event.type, "_error")) continue;
+        var retiring = false;
+        const status = handleEvent(event_gpa, init.environ_map, event, handlers, true, &retiring);
+        if (status != 0 or retiring) return status;
+    }
+}
+
+fn handleEvent(gpa: Allocator, environ: *const std.process.Environ.Map, event: Frame, handlers: Handlers, warm: bool, retiring_out: ?*bool) u8 {
     var ctx: Context = .{
         .gpa = gpa,
-        .environ = init.environ_map,
+        .environ = environ,
         .event = event.meta,
         .worker = jsonString(jsonGet(event.meta, "worker")) orelse "",
         .namespace = jsonString(jsonGet(event.meta, "namespace")) orelse "",
+        .invocation = jsonInt(jsonGet(event.meta, "invocation")) orelse 1,
+        .warm = warm,
+    };
+    defer if (retiring_out) |out| {
+        out.* = ctx.retiring;
     };
     if (std.mem.eql(u8, event.type, "fetch")) {
         ctx.state = .fetch;
-        const handler = handlers.fetch orelse ctx.throw("NoHandler", "this Worker has no fetch handler", .{});
         const r = jsonGet(event.meta, "request");
         const req: Request = .{
             .method = jsonString(jsonGet(r, "method")) orelse "GET",
@@ -525,14 +611,16 @@ pub fn serve(init: std.process.Init, handlers: Handlers) u8 {
             .body = event.body,
         };
         var res: Response = .{ .gpa = gpa };
-        handler(&ctx, &req, &res) catch |err| ctx.throw(@errorName(err), "the fetch handler failed: error.{s}", .{@errorName(err)});
+        if (handlers.fetch) |handler| {
+            handler(&ctx, &req, &res) catch |err| return ctx.answerError("the fetch handler failed: error.{s}", err);
+        } else return ctx.answerException("NoHandler", "this Worker has no fetch handler");
         if (ctx.state == .fetch) {
             ctx.respond(&res) catch |err| switch (err) {
-                error.FrameTooLarge => if (res.body.items.len > max_body_bytes)
-                    ctx.throw("ResponseTooLarge", "response body of {d} bytes is over the {d}-byte frame limit", .{ res.body.items.len, max_body_bytes })
+                error.FrameTooLarge => return if (res.body.items.len > max_body_bytes)
+                    ctx.answerExceptionFmt("ResponseTooLarge", "response body of {d} bytes is over the {d}-byte frame limit", .{ res.body.items.len, max_body_bytes })
                 else
-                    ctx.throw("ResponseTooLarge", "response headers are over the {d}-byte frame limit", .{max_meta_bytes}),
-                error.InvalidStatus => ctx.throw("InvalidResponse", "response status {d} is not between 100 and 599", .{res.status}),
+                    ctx.answerExceptionFmt("ResponseTooLarge", "response headers are over the {d}-byte frame limit", .{max_meta_bytes}),
+                error.InvalidStatus => return ctx.answerExceptionFmt("InvalidResponse", "response status {d} is not between 100 and 599", .{res.status}),
                 else => {
                     stderrPrint("error: wasmdeck: could not send the response: {t}\n", .{err});
                     return 1;
@@ -543,7 +631,6 @@ pub fn serve(init: std.process.Init, handlers: Handlers) u8 {
     }
     if (std.mem.eql(u8, event.type, "tail")) {
         ctx.state = .tail;
-        const handler = handlers.tail orelse ctx.throw("NoHandler", "this Worker has no tail handler", .{});
         var batch: TailBatch = .{ .count = 0, .items = &.{}, .body = event.body };
         if (json.parseFromSliceLeaky(json.Value, gpa, event.body, .{ .duplicate_field_behavior = .use_last })) |parsed| {
             switch (parsed) {
@@ -552,9 +639,12 @@ pub fn serve(init: std.process.Init, handlers: Handlers) u8 {
             }
         } else |err| batch.parse_error = err;
         batch.count = std.math.cast(usize, jsonInt(jsonGet(event.meta, "count")) orelse 0) orelse batch.items.len;
-        handler(&ctx, &batch) catch |err| ctx.throw(@errorName(err), "the tail handler failed: error.{s}", .{@errorName(err)});
+        if (handlers.tail) |handler| {
+            handler(&ctx, &batch) catch |err| return ctx.answerError("the tail handler failed: error.{s}", err);
+        } else return ctx.answerException("NoHandler", "this Worker has no tail handler");
         if (ctx.state == .tail) {
             var done = Meta.begin(gpa, "done") catch return 1;
+            done.retire(ctx.retiring) catch return 1;
             const meta = done.finish() catch return 1;
             writeFrame(meta, "") catch |err| {
                 stderrPrint("error: wasmdeck: could not send done: {t}\n", .{err});
@@ -565,7 +655,7 @@ pub fn serve(init: std.process.Init, handlers: Handlers) u8 {
         return 0;
     }
     ctx.state = .fetch;
-    ctx.throw("UnknownEvent", "this Worker does not handle \"{s}\" events", .{event.type});
+    return ctx.answerExceptionFmt("UnknownEvent", "this Worker does not handle \"{s}\" events", .{event.type});
 }
 
 // ----------------------------------------------------------------------------------- JSON
@@ -701,16 +791,22 @@ const Meta = struct {
         try self.headers(req.headers);
         try self.s.endObject();
     }
+    fn retire(self: *Meta, retiring: bool) Error!void {
+        if (!retiring) return;
+        try self.s.objectField("retire");
+        try self.s.write(true);
+    }
     fn finish(self: *Meta) Error![]const u8 {
         try self.s.endObject();
         return self.aw.written();
     }
 };
 
-fn sendException(gpa: Allocator, name: []const u8, message: []const u8) Error!void {
+fn sendException(gpa: Allocator, name: []const u8, message: []const u8, retiring: bool) Error!void {
     var m = try Meta.begin(gpa, "exception");
     try m.field("name", cutUtf8(name, 1024));
     try m.field("message", cutUtf8(message, max_log_bytes));
+    try m.retire(retiring);
     try writeFrame(try m.finish(), "");
 }
 
@@ -723,8 +819,12 @@ pub const Frame = struct {
     body: []u8,
 };
 
+/// Whether the last readAll got any byte before it failed (so EOF was not between frames).
+var started_reading = false;
+
 fn readAll(buf: []u8) Error!void {
     var got: usize = 0;
+    started_reading = false;
     while (got < buf.len) {
         var iov = [_]wasi.iovec_t{.{ .base = buf.ptr + got, .len = buf.len - got }};
         var n: usize = 0;
@@ -735,6 +835,7 @@ fn readAll(buf: []u8) Error!void {
         }
         if (n == 0) return error.EndOfStream;
         got += n;
+        started_reading = true;
     }
 }
 
@@ -759,7 +860,7 @@ fn writeAll(fd: wasi.fd_t, parts: []const []const u8) Error!void {
 /// error.ProtocolError when meta is not a JSON object with a string `type`.
 pub fn readFrame(gpa: Allocator) Error!Frame {
     var head: [8]u8 = undefined;
-    try readAll(&head);
+    readAll(&head) catch |err| return if (err == error.EndOfStream and !started_reading) error.EndOfInput else err;
     const meta_len = std.mem.readInt(u32, head[0..4], .little);
     const body_len = std.mem.readInt(u32, head[4..8], .little);
     if (meta_len > max_meta_bytes or body_len > max_body_bytes) return error.FrameTooLarge;

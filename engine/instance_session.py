@@ -1,0 +1,370 @@
+"""One invocation on a warm instance (docs/worker-protocol.md, section 9): send the event, serve
+the guest's calls (up to 64 in flight, answered in any order, `sleep` among them), collect its
+final frame, and enforce cpuMs (the time with no call in flight) and wallMs (everything).
+
+It never raises for anything the guest does: the result says how the invocation ended and, when
+the instance must not serve again, why (`InvocationEnd.retire`, a reason of
+`instances.RETIRE_REASONS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import protocol
+from .instances import Instance, InstanceManager, InstanceSpec, InstanceUse, Receiver
+from .limits import looks_out_of_memory
+from .protocol import Frame, ProtocolViolation
+from .protocol_session import EXIT_GRACE_S, CallHandler, SessionResult, _ended_early, _record_log, final_type_event
+
+ERROR_TYPES = {"fetch": "fetch_error", "dispatch": "dispatch_error", "sleep": "sleep_error"}
+# A sleep is not running time (cpuMs), but serving one costs the engine a frame exchange: a guest
+# sleeping 0 ms in a loop would keep the engine busy for its whole wallMs. This bounds it.
+MAX_SLEEPS = 10_000
+
+
+@dataclass
+class InvocationEnd:
+    result: SessionResult
+    stderr: bytes
+    stderr_truncated: bool
+    invocation: int  # the instance's invocation number (1 for its first)
+    retire: str | None = None  # why the instance must not serve again
+    detail: str = ""  # what happened, for the retirement sentence
+    replay: bool = False  # the instance had ended before it read the event: run it on a fresh one
+
+
+def event_frame(meta: Mapping[str, Any], body: bytes, invocation: int, env: Mapping[str, str]) -> bytes:
+    """The event frame of section 9.2: the version 1 event plus `invocation` and `env`.
+    Raises ValueError when it is over the frame limits."""
+    return protocol.encode({**meta, "protocol": protocol.VERSION_2, "invocation": invocation, "env": dict(env)}, body)
+
+
+async def converse_on_instance(
+    instance: Instance,
+    event: bytes,
+    *,
+    final_type: str,
+    cpu_ms: int,
+    wall_ms: int,
+    clock: Callable[[], int],
+    on_call: CallHandler,
+    max_log_entries: int = 1000,
+) -> InvocationEnd:
+    """Run one invocation (`event` from `event_frame`) on a leased instance."""
+    started = time.perf_counter()
+    wall_deadline = started + wall_ms / 1000
+    cpu_budget = cpu_ms / 1000
+    receiver = Receiver()
+    instance.receiver = receiver
+    instance.invocations += 1
+    number = instance.invocations
+    result = SessionResult(logs=list(instance.init_logs) if number == 1 else [])
+    instance.init_logs = []
+    end = InvocationEnd(result, b"", False, number)
+    calls: dict[int, asyncio.Task[None]] = {}
+    cpu_used = 0.0
+    running_since = started
+    heard_from = False  # any output of this invocation yet
+    exit_grace: float | None = None  # the process ended: stdout gets this long to deliver what it holds
+    process = instance.process
+    assert process is not None
+
+    def fail(outcome: str, message: str, name: str, retire: str) -> InvocationEnd:
+        result.failure, result.message, result.exception_name = outcome, message, name
+        end.retire = retire
+        return end
+
+    async def violation(message: str) -> InvocationEnd:
+        await process.kill()
+        return fail("exception", message, "ProtocolError", "protocolError")
+
+    async def ended_early() -> InvocationEnd:
+        await _ended_early(process, result, wall_deadline)
+        await process.drain_output(0.2)
+        gone = instance.ended
+        if result.exception_name == "WasmTrap":
+            end.retire = "trap"
+        else:
+            end.retire = "exited"
+            # a clean exit with not a word for this event: it ended after its previous invocation
+            end.replay = (number > 1 and not heard_from and not receiver.stderr and gone is not None
+                          and gone.outcome == "exited" and gone.exit_code in (0, None))
+        return end
+
+    writing = asyncio.Lock()  # one frame at a time on stdin: answers are written by their calls' tasks
+
+    sleeps = 0
+
+    def answer_later(frame: Frame, call_id: int) -> None:
+        nonlocal sleeps
+        if frame.type == "sleep":
+            sleeps += 1
+
+        async def serve(sleep_number: int = sleeps) -> None:
+            nonlocal running_since
+            try:
+                if frame.type == "sleep":
+                    answer = await _sleep(frame, call_id, wall_deadline, sleep_number)
+                else:
+                    answer = await on_call(frame, wall_deadline - time.perf_counter())
+            except ProtocolViolation as broken:
+                receiver.put(("violation", str(broken)))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the host failed serving the call: the invocation cannot go on
+                receiver.put(("crash", f"the engine failed serving a {frame.type} call: {error}"))
+                return
+            # written here, not by the loop below: the guest waits for it, so no extra hop
+            async with writing:
+                calls.pop(call_id, None)
+                if not calls:
+                    running_since = time.perf_counter()
+                written = await instance.write(answer)
+            receiver.put(("answered", written))  # the loop below recomputes its CPU deadline
+
+        calls[call_id] = asyncio.ensure_future(serve())
+
+    def take_at_once(frame: Frame) -> bool:
+        """Log frames and well-formed calls are handled as they arrive, without waking the loop
+        below (a hop less for every call); anything else, and everything after it, goes there."""
+        nonlocal cpu_used, heard_from
+        if receiver.items:  # keep the order: something is already waiting for the loop
+            return False
+        ftype = frame.type
+        if ftype == "log":
+            heard_from = True
+            _record_log(result, frame, clock(), max_log_entries)
+            return True
+        if ftype not in protocol.GUEST_CALLS_2:
+            receiver.on_frame = None
+            return False
+        call_id = frame.meta.get("id")
+        if isinstance(call_id, bool) or not isinstance(call_id, int) or call_id in calls or len(calls) >= protocol.MAX_CALLS_IN_FLIGHT:
+            return False
+        heard_from = True
+        if not calls:
+            cpu_used += time.perf_counter() - running_since
+        answer_later(frame, call_id)
+        return True
+
+    receiver.on_frame = take_at_once
+    try:
+        # written by a task of its own: this stack then wakes up for the answer, not for each of the
+        # polls wasmer-sdk makes of the write
+        instance.write_soon(event, receiver)
+        while True:
+            now = time.perf_counter()
+            wall_left = wall_deadline - now
+            cpu_left = math.inf if calls else cpu_budget - cpu_used - (now - running_since)
+            grace_left = math.inf if exit_grace is None else exit_grace - now
+            item = await receiver.get(min(cpu_left, wall_left, grace_left))
+            if item is None and exit_grace is not None and time.perf_counter() >= exit_grace:
+                return await ended_early()
+            if item is None:
+                now = time.perf_counter()
+                wall_left = wall_deadline - now
+                cpu_left = math.inf if calls else cpu_budget - cpu_used - (now - running_since)
+                if wall_left > 0 and cpu_left > 0:
+                    continue  # a call started or ended meanwhile: the deadline moved
+                if not calls:
+                    cpu_used += now - running_since
+                result.cpu_ms = cpu_used * 1000
+                await process.kill()
+                if cpu_left <= wall_left:
+                    message = f"Worker exceeded its CPU time limit of {cpu_ms} ms"
+                    outcome, name = "exceededCpu", "ExceededCpu"
+                else:
+                    message = f"Worker exceeded its wall-time limit of {wall_ms} ms"
+                    outcome, name = "exceededWallTime", "ExceededWallTime"
+                if number > 1 and not heard_from:
+                    message += f" (instance {instance.id} wrote nothing after this event, its invocation {number}: it may never have read it)"
+                return fail(outcome, message, name, outcome)
+            kind, value = item
+            if kind == "answered":
+                if not value:
+                    return await ended_early()
+                continue
+            if kind == "unwritten":  # the event did not reach the guest
+                return await ended_early()
+            if kind == "violation":
+                return await violation(value)
+            if kind == "crash":
+                await process.kill()
+                return fail("internalError", value, "InternalError", "canceled")
+            if kind == "retired":  # the engine is closing under it
+                await process.kill()
+                return fail("canceled", f"the invocation was stopped: the instance was retired ({value})", "Canceled", value)
+            if kind == "exit":
+                # the exit can be reported before stdout has delivered the last frames the guest wrote
+                exit_grace = time.perf_counter() + EXIT_GRACE_S
+                continue
+            if kind == "eof":
+                if value:
+                    return await violation("the Worker closed stdout in the middle of a frame")
+                return await ended_early()
+            frame: Frame = value
+            heard_from = True
+            ftype = frame.type
+            if ftype == "log":
+                _record_log(result, frame, clock(), max_log_entries)
+            elif ftype in protocol.GUEST_CALLS_2:
+                call_id = frame.meta.get("id")
+                if isinstance(call_id, bool) or not isinstance(call_id, int):
+                    return await violation(f"the Worker's {ftype} call has id {call_id!r}; a call's id is an integer")
+                if call_id in calls:
+                    return await violation(f"the Worker made a {ftype} call with id {call_id} while a call with that id was in flight")
+                if len(calls) >= protocol.MAX_CALLS_IN_FLIGHT:
+                    refusal = protocol.encode({
+                        "type": ERROR_TYPES[ftype], "id": call_id, "name": "TooManyCalls",
+                        "message": f"at most {protocol.MAX_CALLS_IN_FLIGHT} calls may be in flight at once",
+                    })
+                    async with writing:
+                        written = await instance.write(refusal)
+                    if not written:
+                        return await ended_early()
+                    continue
+                if not calls:
+                    cpu_used += time.perf_counter() - running_since
+                answer_later(frame, call_id)
+            elif ftype == "ready":
+                return await violation("the Worker sent 'ready' during an invocation; ready answers init only")
+            elif ftype == "exception" or ftype == final_type:
+                if not calls:
+                    cpu_used += time.perf_counter() - running_since
+                result.cpu_ms = cpu_used * 1000
+                result.final = frame
+                instance.retire_requested = frame.meta.get("retire") is True
+                break
+            else:
+                return await violation(
+                    f"the Worker answered a {final_type_event(final_type)} event with a {ftype!r} frame"
+                )
+        # the final frame is in: calls still in flight are canceled (section 9.3), and anything the
+        # guest wrote after it that has already arrived is a violation of this invocation
+        receiver.on_frame = None
+        await _cancel(calls)
+        if instance.wrote_stderr:
+            await asyncio.sleep(0)  # a stderr line written just before the final frame may be on its way
+        while receiver.items:
+            kind, value = receiver.items.popleft()
+            if kind == "frame":
+                result.final = None
+                return await violation(f"the Worker sent a {value.type!r} frame after its final frame")
+            if kind == "violation":
+                result.final = None
+                return await violation(value)
+            if kind in ("eof", "exit") and not instance.retire_requested:
+                ended = instance.ended or await process.exit(timeout=0.05)
+                if ended is not None and (ended.outcome == "trap" or ended.exit_code not in (0, None)):
+                    result.exit_error = ended.error or f"the Worker exited with status {ended.exit_code} after answering"
+                    end.retire = "trap" if ended.outcome == "trap" else "exited"
+                else:
+                    end.retire = "exited"
+                end.detail = "it ended right after its final frame"
+                break
+        if instance.retire_requested and end.retire is None:
+            end.retire = "retired"
+        return end
+    except asyncio.CancelledError:
+        await process.kill()
+        end.retire = "canceled"
+        raise
+    finally:
+        for task in calls.values():
+            task.cancel()
+        instance.receiver = None
+        end.stderr, end.stderr_truncated = bytes(receiver.stderr), receiver.stderr_truncated
+        if end.retire is not None and end.retire not in ("retired", "canceled"):
+            text = f"{result.message}\n{end.stderr.decode('utf-8', 'replace')}"
+            if result.failure != "exceededCpu" and result.failure != "exceededWallTime" and looks_out_of_memory(text):
+                end.retire = "exceededMemory"
+
+
+async def _cancel(calls: dict[int, "asyncio.Task[None]"]) -> None:
+    """Cancel the calls still in flight and let them unwind (briefly)."""
+    if not calls:
+        return
+    tasks = list(calls.values())
+    calls.clear()
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=1.0)
+
+
+async def _sleep(frame: Frame, call_id: int, wall_deadline: float, number: int) -> bytes:
+    """A `sleep` call (the invocation's `number`th): answered after `ms`, cut to what is left of the
+    invocation's wall time."""
+    if number > MAX_SLEEPS:
+        return protocol.encode({
+            "type": "sleep_error", "id": call_id, "name": "TooManySleeps",
+            "message": f"an invocation may make at most {MAX_SLEEPS} sleep calls",
+        })
+    ms = frame.meta.get("ms")
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms < 0:
+        return protocol.encode({
+            "type": "sleep_error", "id": call_id, "name": "InvalidRequest",
+            "message": f"sleep needs \"ms\", a number of milliseconds from 0, not {ms!r}",
+        })
+    await asyncio.sleep(max(0.0, min(ms / 1000, wall_deadline - time.perf_counter())))
+    return protocol.encode({"type": "sleep_result", "id": call_id})
+
+
+class EventTooLarge(ValueError):
+    """The event does not fit in a frame (a request body or headers over the limits)."""
+
+
+async def run_on_instance(
+    manager: InstanceManager,
+    spec: InstanceSpec,
+    meta: Mapping[str, Any],
+    body: bytes,
+    env: Mapping[str, str],
+    *,
+    final_type: str,
+    cpu_ms: int,
+    wall_ms: int,
+    clock: Callable[[], int],
+    on_call: CallHandler,
+) -> tuple[InvocationEnd, InstanceUse]:
+    """Lease an instance of `spec`, run one invocation on it, and give it back or retire it.
+
+    `env` is bound for this invocation only (an Outbound Worker's parameters). wallMs bounds
+    the whole of it, the wait for an instance included. Raises InstancesBusy (no instance in
+    time), InstanceStartFailed (a new instance did not become ready) or EventTooLarge.
+    """
+    deadline = time.perf_counter() + wall_ms / 1000
+    replayed = False
+    while True:
+        instance, new = await manager.acquire(spec, max(0.0, deadline - time.perf_counter()))
+        try:
+            event = event_frame(meta, body, instance.invocations + 1, env)
+        except ValueError as error:
+            manager.release(instance)
+            raise EventTooLarge(str(error)) from None
+        left_ms = max(1, round((deadline - time.perf_counter()) * 1000))
+        try:
+            end = await converse_on_instance(
+                instance, event, final_type=final_type, cpu_ms=cpu_ms, wall_ms=left_ms, clock=clock, on_call=on_call,
+            )
+        except BaseException:
+            manager.retire(instance, "canceled")
+            raise
+        if end.replay and not replayed:
+            # it had ended (after its previous invocation) before it read this event: that was its
+            # failure, not this invocation's, which runs again on a fresh instance
+            manager.retire(instance, "exited", publish=True, detail="it ended after its previous invocation")
+            replayed = True
+            continue
+        manager.count_invocation(instance)
+        if end.retire is not None:
+            sentence: str | None = manager.retire(instance, end.retire, detail=end.detail)
+        else:
+            sentence = manager.release(instance)
+        return end, InstanceUse(instance.id, new, end.invocation, sentence)
