@@ -871,11 +871,15 @@ class InstanceManager:
         self._waiters.clear()
         for instance in list(self._all):
             self.retire(instance, "closed")
-        if self._reaper is not None:
+        # tasks of another event loop (an engine whose guests ran in a loop that has ended since,
+        # then closed from a new one) cannot be awaited here; a closed loop runs them no more
+        loop = asyncio.get_running_loop()
+        if self._reaper is not None and not self._reaper.get_loop().is_closed():
             self._reaper.cancel()
-            await asyncio.gather(self._reaper, return_exceptions=True)
-        while self._stopping:
-            await asyncio.gather(*list(self._stopping), return_exceptions=True)
+            if self._reaper.get_loop() is loop:
+                await asyncio.gather(self._reaper, return_exceptions=True)
+        while stopping := [task for task in self._stopping if task.get_loop() is loop and not task.done()]:
+            await asyncio.gather(*stopping, return_exceptions=True)
 
 
 __all__ = [

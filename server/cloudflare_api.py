@@ -483,7 +483,7 @@ class CloudflareApi:
                 exports = {export.name for export in validate_worker_module(module.data).exports}
             except InvalidModule as error:
                 raise bad(f"module {module.name!r}: {error}", CODE_VALIDATION) from None
-            if protocol.MARKER_EXPORT not in exports:
+            if not exports & set(protocol.MARKER_EXPORTS):
                 raise bad(f"a dispatch Worker must speak the Worker protocol (docs/worker-protocol.md), and module "
                           f"{module.name!r} is a WCGI program", CODE_VALIDATION)
         if binding.outbound_service is None:
