@@ -250,8 +250,14 @@ async def converse_on_instance(
         # guest wrote after it that has already arrived is a violation of this invocation
         receiver.on_frame = None
         await _cancel(calls)
-        if instance.wrote_stderr:
-            await asyncio.sleep(0)  # a stderr line written just before the final frame may be on its way
+        # a stderr line written just before the final frame may still be on its way (stdout and
+        # stderr are separate pipes): a loop turn lets it land in this invocation; while chunks keep
+        # arriving, a few more
+        for _ in range(4):
+            seen = len(receiver.stderr)
+            await asyncio.sleep(0)
+            if len(receiver.stderr) == seen and (seen or not instance.wrote_stderr):
+                break
         while receiver.items:
             kind, value = receiver.items.popleft()
             if kind == "frame":
