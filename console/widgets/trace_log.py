@@ -53,9 +53,13 @@ class TraceRow:
         self.namespace: str | None = item.get("dispatchNamespace")
         self.time = clock_time(int(item.get("eventTimestamp") or 0), tz)
         consumed = event.get("consumedEvents")
+        instance = event.get("instance")
         if consumed is not None:  # a Tail Worker's invocation: what it consumed instead of a request
             self.method = "TAIL"
             self.url = f"{len(consumed)} event(s): " + ", ".join(sorted({str(c.get('scriptName')) for c in consumed}))
+        elif isinstance(instance, dict):  # a warm instance that failed while idle: no request at all
+            self.method = "INST"
+            self.url = str(item.get("instanceRetired") or f"instance {instance.get('id')} retired ({instance.get('retired')})")
         else:
             self.method = str(request.get("method") or "?")
             self.url = str(request.get("url") or "")
@@ -72,7 +76,7 @@ class TraceRow:
         """Case-insensitive: in the line's fields, its logs or its exceptions (for highlighting)."""
         if self._haystack is None:
             item = self.item
-            parts = [self.method, self.url, str(self.status or ""), self.outcome, self.worker or ""]
+            parts = [self.method, self.url, str(self.status or ""), self.outcome, self.worker or "", str(item.get("instanceId") or "")]
             parts += [" ".join(str(m) for m in log.get("message", ())) for log in item.get("logs") or ()]
             parts += [f"{e.get('name')}: {e.get('message')}" for e in item.get("exceptions") or ()]
             self._haystack = "\n".join(parts).lower()
