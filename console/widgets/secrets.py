@@ -111,7 +111,11 @@ class SecretsScreen(Dialog[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="secrets-dialog"):
             yield Label(self._title(), classes="dialog-title", id="secrets-title")
-            yield Label("[dim]Names only: a secret's value is write-only and no screen ever shows it.[/dim]")
+            yield Label(
+                "[dim]Names only: a value is write-only and no screen shows it. "
+                "[b]enter[/b] sets a new value for the highlighted secret.[/dim]",
+                id="secrets-note",
+            )
             table: DataTable[str | Text] = DataTable(id="secrets-table", cursor_type="row", zebra_stripes=True)
             table.add_column("Secret", key="name")
             yield table
@@ -137,13 +141,14 @@ class SecretsScreen(Dialog[None]):
             table.add_row(Text(name, style="bold"), key=name)
         if select in self.names:
             table.move_cursor(row=self.names.index(select))
+            self.call_after_refresh(table.focus)  # enter: another value for the one just set
         if not self.names and table.has_focus:
             self.query_one("#secrets-set", Button).focus()
         table.display = bool(self.names)
         self.query_one("#secrets-delete", Button).disabled = not self.names
-        self.query_one("#secrets-empty", Label).update(
-            "" if self.names else f"[dim]{escape(self.worker.name)} has no secrets: [b]a[/b] sets one.[/dim]"
-        )
+        empty = self.query_one("#secrets-empty", Label)
+        empty.update(f"[dim]{escape(self.worker.name)} has no secrets: [b]a[/b] sets one.[/dim]")
+        empty.display = not self.names
         self.query_one("#secrets-title", Label).update(self._title())
 
     def highlighted(self) -> str | None:
@@ -156,8 +161,11 @@ class SecretsScreen(Dialog[None]):
         """After a change: the worker's new version and its names as the engine has them now."""
         self.worker = worker
         self.post_message(WorkersChanged())
+        await self._refresh_names(select)
+
+    async def _refresh_names(self, select: str | None = None) -> None:
         try:
-            self.names = sorted(await self.host.client.secret_names(worker.name, worker.namespace))
+            self.names = sorted(await self.host.client.secret_names(self.worker.name, self.worker.namespace))
         except WasmdeckError as failure:
             self.query_one("#secrets-error", ErrorLine).show(escape(str(failure)))
         self._render_names(select)
@@ -195,6 +203,7 @@ class SecretsScreen(Dialog[None]):
             try:
                 updated = await self.host.client.delete_secret(worker.name, name, worker.namespace)
             except WasmdeckError as failure:
+                await self._refresh_names()  # gone meanwhile (another console, the CLI): show what is there now
                 error.show(escape(str(failure)))
                 return
             await self._reload(updated)

@@ -95,16 +95,16 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
     if not idle_failure:
         field("Status", (str(status) if status is not None else "no response", status_style(status)))
     field("Worker", *_worker_parts(item, outcome))
-    field("Namespace", str(item.get("dispatchNamespace") or "-"))
-    field("Time", moment(int(item.get("eventTimestamp") or 0), tz))
-    if not idle_failure:
-        field("Duration", f"wall {item.get('wallTime', 0)} ms", ("  ·  ", "dim"), f"cpu {item.get('cpuTime', 0)} ms")
     instance = instance_parts(item)
     if instance is not None:
         field("Instance", *instance)
     retired = item.get("instanceRetired")
     if retired:  # after an answer (asked to retire, the invocation limit) it is news; after a failure, alarm
         field("Retired", (str(retired), "yellow" if outcome == "ok" else "bold red"))
+    field("Namespace", str(item.get("dispatchNamespace") or "-"))
+    field("Time", moment(int(item.get("eventTimestamp") or 0), tz))
+    if not idle_failure:
+        field("Duration", f"wall {item.get('wallTime', 0)} ms", ("  ·  ", "dim"), f"cpu {item.get('cpuTime', 0)} ms")
     exceptions = item.get("exceptions") or []
     text.append(f"\nExceptions ({len(exceptions)})\n", "bold underline")
     if not exceptions:

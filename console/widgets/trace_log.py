@@ -41,7 +41,7 @@ class TraceRow:
 
     __slots__ = (
         "item", "seq", "namespace", "time", "method", "url", "status", "outcome",
-        "wall", "worker", "logs", "exceptions", "truncated", "_haystack",
+        "wall", "worker", "logs", "exceptions", "truncated", "is_url", "_haystack",
     )  # fmt: skip
 
     def __init__(self, item: dict[str, Any], seq: int, tz: tzinfo | None = None) -> None:
@@ -58,8 +58,12 @@ class TraceRow:
             self.method = "TAIL"
             self.url = f"{len(consumed)} event(s): " + ", ".join(sorted({str(c.get('scriptName')) for c in consumed}))
         elif isinstance(instance, dict):  # a warm instance that failed while idle: no request at all
-            self.method = "INST"
-            self.url = str(item.get("instanceRetired") or f"instance {instance.get('id')} retired ({instance.get('retired')})")
+            served = int(instance.get("invocations") or 0)
+            self.method = "RETIRED"
+            self.url = (
+                f"{instance.get('retired')} · instance {instance.get('id')} · "
+                f"after {served} invocation{'' if served == 1 else 's'}"
+            )
         else:
             self.method = str(request.get("method") or "?")
             self.url = str(request.get("url") or "")
@@ -70,6 +74,8 @@ class TraceRow:
         self.logs = len(item.get("logs") or ())
         self.exceptions = len(item.get("exceptions") or ())
         self.truncated = bool(item.get("truncated"))
+        self.is_url = consumed is None and not isinstance(instance, dict)
+        """False when the URL column says what the item is about instead (cut at its end, not its middle)."""
         self._haystack: str | None = None
 
     def contains(self, needle: str) -> bool:
@@ -139,7 +145,7 @@ def row_cells(row: TraceRow, width: int) -> list[tuple[str, str]]:
         elif column == "method":
             add((set_cell_size(row.method, size), "bold"))
         elif column == "url":
-            add((set_cell_size(fit_url(row.url, size), size), ""))
+            add((set_cell_size(fit_url(row.url, size), size) if row.is_url else clip(row.url, size), ""))
         elif column == "status":
             add(_status_cell(row.status))
         elif column == "outcome":
