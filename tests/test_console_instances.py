@@ -310,15 +310,16 @@ def _instances_engine(tmp_path: Path, wasmer_cache: Path) -> Engine:
 
 
 async def _traffic(pilot: Any) -> None:
-    """Four invocations of warm, the fourth trapping; a fresh instance serves the fifth, which
-    fails while idle afterwards; hello and greeter once each."""
+    """Four invocations of warm, the fourth trapping; hello and greeter once each; then a fresh
+    instance of warm serves a fifth and fails while idle afterwards (last, so that its item comes
+    after every other in the tail, whatever the timing)."""
     app = pilot.app
-    for url in ["http://warm.localhost/"] * 3 + ["http://warm.localhost/?mode=trap-at&n=4",
-                                                "http://warm.localhost/?mode=between&delay=30",
-                                                "http://hello.localhost/", "http://greeter.localhost/"]:
+    for url in ["http://warm.localhost/"] * 3 + ["http://warm.localhost/?mode=trap-at&n=4", "http://hello.localhost/",
+                                                "http://greeter.localhost/", "http://warm.localhost/?mode=between&delay=30"]:
         await send(app, url)
     tail = app.query_one(TailView)
     await until(pilot, lambda: any(is_instance_event(row.item) for row in tail._recent))
+    await app.engine.flush_traces()  # the request counts come from stored items: all of them, every time
     select(app, "warm")
     await pilot.press("r")
     await settle(pilot)

@@ -212,6 +212,20 @@ async def test_the_secret_names_show_in_the_workers_pane(engine: Engine, transpo
 # -- a fast typist or a password manager ------------------------------------------------------------
 
 
+async def test_enter_after_the_name_goes_on_to_the_value_and_sets_nothing(engine: Engine) -> None:
+    engine.deploy("warm", protocol_module("proto-warm"))
+    app = ConsoleApp(LocalClient(engine))
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        await open_secrets(pilot, "warm")
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, SecretFormScreen))
+        await pilot.press(*"API_TOKEN", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, SecretFormScreen) and app.focused is app.screen.query_one("#secret-value")
+        assert engine.secret_names("warm") == [] and engine.worker("warm").version == 1
+
+
 async def test_a_burst_of_name_tab_value_puts_the_value_in_the_masked_field(engine: Engine) -> None:
     """A password manager types `NAME<TAB>VALUE` in one go: the tab must move on before the value."""
     from textual._xterm_parser import XTermParser

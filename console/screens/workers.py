@@ -65,8 +65,9 @@ class WorkersView(UsesConsole, Vertical):
         self.rows: list[WorkerRow] = []
         self.instances: dict[str, dict[str, Any]] = {}
         """Each worker's warm instance numbers (`EngineClient.instance_stats`), by name."""
-        self.secret_names: dict[str, list[str]] = {}
-        """The secrets' names of the workers selected so far, by worker name (read when selected)."""
+        self.secret_names: dict[tuple[str, str], list[str]] = {}
+        """The secrets' names of the workers selected so far, by (namespace, worker), read again
+        whenever one is selected or the table reloads."""
         self._columns = COLUMNS
         self._stats_failed = False
 
@@ -183,15 +184,16 @@ class WorkersView(UsesConsole, Vertical):
 
     def show_detail(self) -> None:
         row = self.selected_row()
-        name = row.worker.name if row is not None else ""
-        self.query_one(WorkerDetail).show(row, self.instances.get(name), self.secret_names.get(name))
+        if row is None:
+            self.query_one(WorkerDetail).show(None, None, None)
+            return
+        name = row.worker.name
+        self.query_one(WorkerDetail).show(row, self.instances.get(name), self.secret_names.get((row.worker.namespace, name)))
 
     @on(DataTable.RowHighlighted, "#workers-table")
     def _row_highlighted(self) -> None:
         self.show_detail()
-        row = self.selected_row()
-        if row is not None and row.worker.name not in self.secret_names:
-            self.load_secret_names()
+        self.load_secret_names()
 
     @work(exclusive=True, group="workers-secrets")
     async def load_secret_names(self) -> None:
@@ -199,11 +201,12 @@ class WorkersView(UsesConsole, Vertical):
         row = self.selected_row()
         if row is None:
             return
+        worker = row.worker
         try:
-            names = await self.host.client.secret_names(row.worker.name, self.namespace)
+            names = await self.host.client.secret_names(worker.name, worker.namespace)
         except WasmdeckError:
             return  # deleted meanwhile: the next reload drops its row
-        self.secret_names[row.worker.name] = sorted(names)
+        self.secret_names[(worker.namespace, worker.name)] = sorted(names)
         self.show_detail()
 
     @on(Input.Changed, "#workers-filter")

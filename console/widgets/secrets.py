@@ -75,7 +75,12 @@ class SecretFormScreen(FormScreen[SecretSet]):
     def cancel(self) -> None:
         self.action_cancel()
 
-    @on(Input.Submitted)
+    @on(Input.Submitted, "#secret-name")
+    def name_done(self) -> None:
+        """Enter after the name goes on to the value: saving from here would set an empty secret."""
+        self.query_one("#secret-value", Input).focus()
+
+    @on(Input.Submitted, "#secret-value")
     @on(Button.Pressed, "#secret-save")
     async def save(self) -> None:
         error = self.query_one("#secret-error", ErrorLine)
