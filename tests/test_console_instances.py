@@ -278,29 +278,6 @@ def test_an_instance_item_rendered_alone() -> None:
 # -- pictures ------------------------------------------------------------------------------------
 
 
-class PinnedInstancesClient(PinnedClient):
-    """Times pinned as for the other pictures, and each instance id replaced by a stable one."""
-
-    def __init__(self, engine: Engine, **options: Any) -> None:
-        super().__init__(engine, **options)
-        self.ids: dict[str, str] = {}
-
-    def _pin(self, item: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
-        PinnedClient._pin(item)
-        found = item.get("instanceId")
-        if found and found not in self.ids.values():
-            stable = self.ids.setdefault(found, f"{len(self.ids) + 1:08x}")
-            item["instanceId"] = stable
-            if item.get("instanceRetired"):
-                item["instanceRetired"] = item["instanceRetired"].replace(found, stable)
-            for exception in item.get("exceptions") or ():
-                exception["message"] = str(exception.get("message", "")).replace(found, stable)
-            instance = (item.get("event") or {}).get("instance")
-            if instance:
-                instance["id"] = stable
-        return item
-
-
 def _instances_engine(tmp_path: Path, wasmer_cache: Path) -> Engine:
     engine = Engine(tmp_path / "w.db", cache_dir=wasmer_cache, clock=lambda: FIXED_CLOCK_MS)
     engine.deploy("warm", protocol_module("proto-warm"), tags=["pro"])
@@ -328,7 +305,7 @@ async def _traffic(pilot: Any) -> None:
 
 def _picture(snap_compare: Any, tmp_path: Path, wasmer_cache: Path, size: tuple[int, int], run_before: Any) -> None:
     engine = _instances_engine(tmp_path, wasmer_cache)
-    app = EngineApp(engine, PinnedInstancesClient(engine, description="wasmdeck.db"))
+    app = EngineApp(engine, PinnedClient(engine, description="wasmdeck.db"))
     try:
         assert snap_compare(app, terminal_size=size, run_before=run_before)
     finally:
