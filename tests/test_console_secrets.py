@@ -212,6 +212,40 @@ async def test_the_secret_names_show_in_the_workers_pane(engine: Engine, transpo
 # -- a fast typist or a password manager ------------------------------------------------------------
 
 
+async def test_a_pasted_multi_line_value_is_kept_whole(engine: Engine, transport: str) -> None:
+    """A PEM key pasted into the masked field: every line reaches the Worker (a plain Input keeps the first)."""
+    from textual import events
+
+    engine.deploy("warm", protocol_module("proto-warm"))
+    body = "\n".join(["-----BEGIN PRIVATE KEY-----", distinctive(), distinctive(), "-----END PRIVATE KEY-----"])
+    async with console_over(engine, transport) as (app, _), app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        await open_secrets(pilot, "warm")
+        await fill_form(pilot, "SIGNING_KEY", "")
+        app.screen.query_one("#secret-value").post_message(events.Paste(body.replace("\n", "\r\n") + "\r\n"))
+        await pilot.pause()
+        assert app.screen.query_one("#secret-value", Input).value == body
+        assert all(line not in app.export_screenshot() for line in body.splitlines())
+        await pilot.press("enter")
+        await until(pilot, lambda: engine.secret_names("warm") == ["SIGNING_KEY"])
+        answered = await send(app, "http://warm.localhost/?env=SIGNING_KEY")
+        assert answered.text.endswith(f"env {body}\n")
+
+
+async def test_an_empty_value_is_refused_and_sets_nothing(engine: Engine) -> None:
+    engine.deploy("warm", protocol_module("proto-warm"))
+    app = ConsoleApp(LocalClient(engine))
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        await open_secrets(pilot, "warm")
+        form = await fill_form(pilot, "API_TOKEN", "")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen is form
+        assert str(form.query_one("#secret-error", ErrorLine).render()) == "The value is empty: type or paste the secret's value."
+        assert engine.secret_names("warm") == [] and engine.worker("warm").version == 1
+
+
 async def test_enter_after_the_name_goes_on_to_the_value_and_sets_nothing(engine: Engine) -> None:
     engine.deploy("warm", protocol_module("proto-warm"))
     app = ConsoleApp(LocalClient(engine))

@@ -8,9 +8,10 @@ is a new version of the worker, so both dialogs answer with the `Worker` as it i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -25,6 +26,28 @@ from ..styles import stylesheet
 from .error_line import ErrorLine
 from .field import Field
 from .modals import ConfirmScreen, Dialog, FormScreen
+
+
+class SecretField(Input):
+    """The masked value field. A paste keeps every line (a PEM key is one secret, where a plain
+    Input keeps only the first line), line breaks as `\n`, and drops one trailing line break, as
+    `wasmdeck secret put` does with its stdin."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(password=True, **options)
+
+    def _on_paste(self, event: events.Paste) -> None:
+        event.prevent_default()  # not Input's own paste, which keeps the first line only
+        event.stop()
+        text = event.text.replace("\r\n", "\n").replace("\r", "\n")
+        if text.endswith("\n"):
+            text = text[:-1]
+        if text:
+            selection = self.selection
+            if selection.is_empty:
+                self.insert_text_at_cursor(text)
+            else:
+                self.replace(text, *selection)
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,7 @@ class SecretFormScreen(FormScreen[SecretSet]):
                     classes="dialog-title",
                 )
             yield Label("Value (hidden as you type; write-only: never shown again)")
-            yield Input(password=True, id="secret-value")
+            yield SecretField(id="secret-value")
             yield Label(
                 "[dim]Saving makes a new version; the Worker finds the value in its environment from the next request.[/dim]"
             )
@@ -86,6 +109,10 @@ class SecretFormScreen(FormScreen[SecretSet]):
         error = self.query_one("#secret-error", ErrorLine)
         value_field = self.query_one("#secret-value", Input)
         key = self.key
+        if not value_field.value:
+            error.show("The value is empty: type or paste the secret's value.")
+            value_field.focus()
+            return
         try:
             worker = await self.host.client.put_secret(self.worker.name, key, value_field.value, self.worker.namespace)
         except WasmdeckError as failure:
@@ -241,4 +268,4 @@ class SecretsScreen(Dialog[None]):
         self.dismiss(None)
 
 
-__all__ = ["SecretFormScreen", "SecretSet", "SecretsScreen"]
+__all__ = ["SecretField", "SecretFormScreen", "SecretSet", "SecretsScreen"]
