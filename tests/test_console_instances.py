@@ -24,7 +24,7 @@ from wasmdeck.console.screens.tail import TailView
 from wasmdeck.console.widgets.trace_detail import TraceDetailScreen, summary
 from wasmdeck.console.widgets.trace_log import TraceRow
 from wasmdeck.console.widgets.worker_detail import WorkerDetail
-from wasmdeck.engine import Engine, Request
+from wasmdeck.engine import Engine, NotFound, Request
 from wasmdeck.engine.instances import InstanceSettings
 from wasmdeck.engine.traces import is_instance_event
 
@@ -178,9 +178,32 @@ async def test_the_demo_platform_s_table_fits_100_columns(engine: Engine) -> Non
         assert table.virtual_size.width <= table.size.width, "the table scrolls sideways at 100 columns"
         assert row_of(app, "dispatcher")["Deployed"].count("-") == 1  # month-day, no year
         assert row_of(app, "dispatcher")["Busy/Idle"] == "0/1"
+        footer = app.query_one("Footer")
+        assert footer.virtual_size.width <= footer.region.width, "the footer's keys are cut (q Quit under ^p palette)"
         await pilot.resize_terminal(*WIDE)
         await settle(pilot)
         assert "Size" in [str(column.label) for column in table.columns.values()]
+
+
+class NoInstancesClient(LocalClient):
+    """An engine client whose server predates instance numbers (its admin API has no `/instances`)."""
+
+    async def instance_stats(self, namespace: str) -> dict[str, dict[str, Any]]:
+        raise NotFound("no such route: /namespaces/default/instances")
+
+
+async def test_workers_are_listed_when_the_instance_numbers_cannot_be_read(engine: Engine) -> None:
+    engine.deploy("warm", protocol_module("proto-warm"))
+    app = ConsoleApp(NoInstancesClient(engine))
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        assert (row_of(app, "warm")["Busy/Idle"], row_of(app, "warm")["Reused"]) == ("-", "-")
+        await pilot.press("r")
+        await settle(pilot)
+        await pilot.press("r")
+        await settle(pilot)
+        # said once, not at every refresh
+        assert app.toasts.count("no such route: /namespaces/default/instances") == 1
 
 
 # -- trace items -------------------------------------------------------------------------------
