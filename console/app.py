@@ -33,6 +33,7 @@ from .widgets.help import HelpScreen, build_help
 from .widgets.modals import ConfirmScreen, Dialog, FormScreen, UnsavedChangesScreen, VersionsScreen
 from .widgets.namespace_picker import NamespacePicker
 from .widgets.response_panel import ResponsePanel
+from .widgets.secrets import SecretsScreen
 from .widgets.status_bar import StatusBar
 from .widgets.tail_pane import TailPane
 from .widgets.trace_detail import TraceDetailScreen
@@ -52,7 +53,7 @@ UNSAVED_MARK = " ●"
 # Every class whose bindings the help screen lists, in the order its groups come when not "here".
 HELP_SOURCES: tuple[type[DOMNode], ...] = (
     WorkersView, LimitsView, OutboundView, TailWorkersView, RequestsView, ResponsePanel,
-    TailView, TailPane, TraceLog, TraceDetailScreen, VersionsScreen, Dialog, ConfirmScreen,
+    TailView, TailPane, TraceLog, TraceDetailScreen, VersionsScreen, SecretsScreen, Dialog, ConfirmScreen,
 )  # fmt: skip
 
 Traffic = Callable[[EngineClient, Callable[[], str]], Awaitable[None]]
@@ -279,6 +280,7 @@ class WasmdeckApp(App[None]):
 
     @on(WorkersChanged)
     def workers_changed(self) -> None:
+        self.workers_view.reload()  # a dialog's change (secrets) too; the view's own reload is one and the same
         self.limits_view.reload()
         self.outbound_view.reload()
         self.tail_workers_view.reload()
@@ -376,6 +378,10 @@ class WasmdeckApp(App[None]):
         for number, (tab, title) in enumerate(TABS.items(), start=1):
             yield SystemCommand(f"Go to {title}", f"Show the {title} tab ({number})", self._go(tab))
         yield SystemCommand("Upload a Worker", "Deploy a .wasm module to this namespace", self._go("workers", workers.action_upload))
+        yield SystemCommand(
+            "Worker secrets", "The selected worker's secrets: names only; set or delete one (Workers tab, s)",
+            self._go("workers", lambda: self.run_worker(workers.action_secrets())),
+        )
         yield SystemCommand(
             "Add tag limits", "Set cpuMs, memoryMb, subRequests or wallMs for a tag", self._go("limits", self.limits_view.action_add)
         )

@@ -1,14 +1,18 @@
 """How the console shows the values every screen shares: outcomes, HTTP statuses, log levels,
-sizes, durations and times. One place, so a 500 or an `exceededCpu` looks the same everywhere."""
+sizes, durations, times and warm instances. One place, so a 500 or an `exceededCpu` looks the
+same everywhere."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from http import HTTPStatus
+from typing import Any
 
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
+from wasmdeck.engine.instances import FAILURE_REASONS
 from wasmdeck.engine.traces import ERROR_OUTCOMES, LOG_LEVELS
 
 # -- outcomes ----------------------------------------------------------------------------
@@ -95,6 +99,54 @@ def elapsed_text(seconds: float) -> str:
 def short_duration(milliseconds: int) -> str:
     """A tail line's wall time in at most 7 cells: `12ms`, `250s`."""
     return f"{milliseconds}ms" if milliseconds < 100_000 else f"{milliseconds // 1000}s"
+
+
+# -- warm instances -------------------------------------------------------------------------
+# A worker's numbers as `EngineClient.instance_stats` gives them: busy, idle, starting (now),
+# started, invocations, reusedInvocations and retired {reason: count} since the engine started.
+
+
+def instances_now(stats: Mapping[str, Any] | None) -> Text:
+    """`busy/idle` instances now (one starting counts as busy: it starts for an invocation);
+    `-` when no instance of the worker ever ran."""
+    if not stats:
+        return Text("-", style="dim")
+    busy = int(stats.get("busy") or 0) + int(stats.get("starting") or 0)
+    idle = int(stats.get("idle") or 0)
+    return Text(f"{busy}/{idle}", style="" if busy or idle else "dim")
+
+
+def reuse_share(stats: Mapping[str, Any] | None) -> float | None:
+    """The share of invocations served by an instance that had served before; None before any."""
+    invocations = int((stats or {}).get("invocations") or 0)
+    if not invocations:
+        return None
+    return int((stats or {}).get("reusedInvocations") or 0) / invocations
+
+
+def reuse_text(stats: Mapping[str, Any] | None) -> Text:
+    """`96%` of invocations on a warm instance; `-` before the first."""
+    share = reuse_share(stats)
+    return Text("-", style="dim") if share is None else Text(f"{share:.0%}")
+
+
+def retirement_style(reason: str) -> str:
+    """A failure (trap, a limit, a protocol violation...) bold red; a planned end (idle, outdated, asked) dim."""
+    return "bold red" if reason in FAILURE_REASONS else "dim"
+
+
+def retirements_text(retired: Mapping[str, int] | None) -> Text:
+    """`7: trap 2 · idle 5`, most frequent first, failures in red; `none` when nothing retired."""
+    counts = {reason: int(count) for reason, count in (retired or {}).items() if count}
+    if not counts:
+        return Text("none", style="dim")
+    text = Text(f"{sum(counts.values())}: ")
+    for index, (reason, count) in enumerate(sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))):
+        if index:
+            text.append(" · ", style="dim")
+        text.append(reason, style=retirement_style(reason))
+        text.append(f" {count}")
+    return text
 
 
 # -- times --------------------------------------------------------------------------------

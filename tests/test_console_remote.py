@@ -90,7 +90,7 @@ async def test_upload_then_request_and_see_the_tail_line(engine: Engine, server:
         [pane] = app.query_one(TailView).panes
         await until(lambda: any(i["event"]["request"]["url"].endswith("/from-the-console") for i in pane.items), pilot)
         # the workers table counts the request once its numbers are reloaded
-        await until(lambda: rows(app, "workers-table")[0][6:] == ["1", "0%", "ok"], pilot)
+        await until(lambda: rows(app, "workers-table")[0][6:] == ["1", "0%", "ok", "-", "-"], pilot)
 
 
 async def test_a_refused_upload_shows_the_engine_s_sentence_and_changes_nothing(engine: Engine, app: WasmdeckApp,

@@ -527,14 +527,29 @@ async def test_the_trace_pump_does_not_feed_views_once_the_app_stops(engine: Eng
 
 
 class PinnedClient(LocalClient):
-    """The times that vary from run to run, pinned, so a picture is the same every time."""
+    """What varies from run to run, pinned, so a picture is the same every time: the times, and
+    each warm instance's random id (replaced by `00000001`, `00000002`... in the order first seen)."""
 
-    @staticmethod
-    def _pin(item: dict[str, Any]) -> dict[str, Any]:
+    def __init__(self, engine: Engine, **options: Any) -> None:
+        super().__init__(engine, **options)
+        self.instance_ids: dict[str, str] = {}
+
+    def _pin(self, item: dict[str, Any]) -> dict[str, Any]:
         item["cpuTime"] = item["wallTime"] = 1
         item["eventTimestamp"] = FIXED_CLOCK_MS
         for sub in item.get("subrequests") or ():
             sub["durationMs"] = 1
+        found = item.get("instanceId")
+        if found and found not in self.instance_ids.values():  # (the same item may come twice)
+            stable = self.instance_ids.setdefault(found, f"{len(self.instance_ids) + 1:08x}")
+            item["instanceId"] = stable
+            if item.get("instanceRetired"):
+                item["instanceRetired"] = item["instanceRetired"].replace(found, stable)
+            for exception in item.get("exceptions") or ():
+                exception["message"] = str(exception.get("message", "")).replace(found, stable)
+            instance = (item.get("event") or {}).get("instance")
+            if instance:
+                instance["id"] = stable
         return item
 
     async def dispatch(self, request: Request, namespace: str) -> Any:
@@ -570,10 +585,31 @@ class PinnedStream(TraceStream):
         self.inner.close()
 
 
+class EngineApp(WasmdeckApp):
+    """The console over its own engine, which it closes on its own event loop when it stops: a
+    picture runs the app on a loop of its own, and the warm instances its requests started live
+    on that loop (closing them from another loop afterwards fails)."""
+
+    def __init__(self, engine: Engine, client: LocalClient | None = None, **options: Any) -> None:
+        options.setdefault("clock", lambda: 1_000.0)
+        options.setdefault("upload_base", FIXTURES)
+        super().__init__(client or PinnedClient(engine, description="demo.db"), **options)
+        self.engine = engine
+
+    async def on_unmount(self) -> None:
+        await self.engine.close()
+
+
+def close_engine(engine: Engine) -> None:
+    """After a picture: close the engine unless the app already did."""
+    if not engine._closed:
+        asyncio.run(engine.close())
+
+
 def pinned_demo_app(tmp_path: Path, wasmer_cache: Path) -> tuple[WasmdeckApp, Engine]:
     engine = Engine(tmp_path / "demo.db", cache_dir=wasmer_cache, clock=lambda: FIXED_CLOCK_MS)
     setup_demo_platform(engine)
-    return WasmdeckApp(PinnedClient(engine, description="demo.db"), clock=lambda: 1_000.0, upload_base=FIXTURES), engine
+    return EngineApp(engine), engine
 
 
 def _snapshot(snap_compare: Any, tmp_path: Path, wasmer_cache: Path, run_before: Any) -> None:
@@ -581,7 +617,7 @@ def _snapshot(snap_compare: Any, tmp_path: Path, wasmer_cache: Path, run_before:
     try:
         assert snap_compare(app, terminal_size=NARROW, run_before=run_before)
     finally:
-        asyncio.run(engine.close())
+        close_engine(engine)
 
 
 def test_snapshot_requests_trace_at_100x30(snap_compare: Any, tmp_path: Path, wasmer_cache: Path) -> None:
@@ -652,8 +688,8 @@ def test_snapshot_versions_confirmation_at_100x30(snap_compare: Any, tmp_path: P
         await pilot.press("down", "enter")
         await pilot.pause()
 
-    app = WasmdeckApp(PinnedClient(engine, description="wasmdeck.db"), clock=lambda: 1_000.0, upload_base=FIXTURES)
+    app = EngineApp(engine, PinnedClient(engine, description="wasmdeck.db"))
     try:
         assert snap_compare(app, terminal_size=NARROW, run_before=run_before)
     finally:
-        asyncio.run(engine.close())
+        close_engine(engine)

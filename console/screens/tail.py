@@ -40,6 +40,7 @@ def _identity(item: dict[str, Any]) -> tuple[Any, ...]:
         item.get("cpuTime"),
         request.get("method"),
         request.get("url"),
+        item.get("instanceId"),
     )
 
 

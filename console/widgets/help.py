@@ -24,6 +24,7 @@ GROUP_TITLES = {
     "tail": "Tail tab",
     "trace": "Trace item (whole)",
     "versions": "Versions dialog",
+    "secrets": "Secrets dialog",
     "dialog": "Dialogs",
     "confirm": "Questions",
     "unsaved": "Unsaved changes",

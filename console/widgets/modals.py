@@ -65,8 +65,16 @@ class Dialog(UsesConsole, ModalScreen[ResultT]):
 
 class FormScreen(Dialog[ResultT]):
     """A dialog with fields and a save step: edits are marked ("● unsaved" on the box) and
-    escape or Cancel asks before throwing them away. Its one-line text fields are `Field`s."""
+    escape or Cancel asks before throwing them away. Its one-line text fields are `Field`s.
 
+    Tab and shift+tab move between fields as priority bindings: otherwise a field hands the tab
+    key up only after the app has already passed it the keys typed after it, so a burst such as a
+    password manager's `name<TAB>value` lands whole in the first field."""
+
+    BINDINGS = [
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
+    ]
     _saved_values: tuple[tuple[str, str], ...] | None = None
 
     def on_mount(self) -> None:

@@ -11,7 +11,7 @@ from textual.markup import escape
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from wasmdeck.engine.traces import ERROR_OUTCOMES
+from wasmdeck.engine.traces import ERROR_OUTCOMES, is_instance_event
 
 from ..formatting import error_rate_style
 from ..styles import stylesheet
@@ -37,7 +37,8 @@ class StatusBar(Static):
         """Count traffic of the shown namespace, as it arrives."""
         now = self._clock()
         for item in items:
-            if item.get("dispatchNamespace") != self.namespace:
+            # an instance that failed while idle is no request: it counts in no rate
+            if item.get("dispatchNamespace") != self.namespace or is_instance_event(item):
                 continue
             self._recent.append((now, item.get("outcome") in ERROR_OUTCOMES, int(item.get("wallTime") or 0)))
         self.refresh_text()

@@ -1,6 +1,9 @@
-"""One trace item whole: a readable summary (outcome, status, times, logs, exceptions) and its JSON.
+"""One trace item whole: a readable summary (outcome, status, times, the warm instance that ran
+it, logs, exceptions) and its JSON.
 
-`summary()` is the one rendering of a trace item; the Requests tab's Trace views use it too."""
+`summary()` is the one rendering of a trace item; the Requests tab's Trace views use it too.
+Besides requests and Tail Worker invocations it renders the item of a warm instance that failed
+while idle (`event.instance`, no request)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from ..formatting import level_style, moment, outcome_style, status_style
+from wasmdeck.engine.traces import is_instance_event
+
+from ..formatting import level_style, moment, outcome_style, retirement_style, status_style
 from ..styles import stylesheet
 from .modals import Dialog
 
@@ -37,6 +42,38 @@ def _worker_parts(item: dict[str, Any], outcome: str) -> list[str | tuple[str, s
     return parts
 
 
+def instance_parts(item: dict[str, Any]) -> list[str | tuple[str, str]] | None:
+    """`3f2a9c1b · invocation 12 on a warm instance` (or `new instance`); None for an item that
+    no warm instance ran (a WCGI request, or one that never reached a Worker)."""
+    instance_id = item.get("instanceId")
+    if instance_id is None:
+        return None
+    parts: list[str | tuple[str, str]] = [(str(instance_id), "bold")]
+    invocation = item.get("instanceInvocation")
+    if is_instance_event(item):
+        served = int(invocation or 0)
+        parts.append(f" · served {served} invocation{'' if served == 1 else 's'}, then failed while idle")
+        return parts
+    if invocation is not None:
+        parts.append(f" · invocation {invocation}")
+    if item.get("newInstance"):
+        parts.append((" · new instance", "yellow"))
+    else:
+        parts.append((" · on a warm instance", "green"))
+    return parts
+
+
+def _request_or_event(item: dict[str, Any]) -> tuple[str, list[str | tuple[str, str]]]:
+    """The label and parts of the line saying what the item is about."""
+    event = item.get("event") or {}
+    if is_instance_event(item):
+        instance = event.get("instance") or {}
+        reason = str(instance.get("retired") or "?")
+        return "Event", [("instance retired", "bold"), " while no request was in flight: ", (reason, retirement_style(reason))]
+    request = event.get("request") or {}
+    return "Request", [(str(request.get("method") or "?"), "bold"), " ", str(request.get("url") or "")]
+
+
 def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
     """The human part: what happened, to which worker, when, how long, what it said."""
     event = item.get("event") or {}
@@ -51,13 +88,23 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
         text.append_text(Text.assemble(*parts))
         text.append("\n")
 
+    idle_failure = is_instance_event(item)
     field("Outcome", (outcome, "bold " + outcome_style(outcome)))
-    field("Request", (str(request.get("method") or "?"), "bold"), " ", str(request.get("url") or ""))
-    field("Status", (str(status) if status is not None else "no response", status_style(status)))
+    label, about = _request_or_event(item)
+    field(label, *about)
+    if not idle_failure:
+        field("Status", (str(status) if status is not None else "no response", status_style(status)))
     field("Worker", *_worker_parts(item, outcome))
+    instance = instance_parts(item)
+    if instance is not None:
+        field("Instance", *instance)
+    retired = item.get("instanceRetired")
+    if retired:  # after an answer (asked to retire, the invocation limit) it is news; after a failure, alarm
+        field("Retired", (str(retired), "yellow" if outcome == "ok" else "bold red"))
     field("Namespace", str(item.get("dispatchNamespace") or "-"))
     field("Time", moment(int(item.get("eventTimestamp") or 0), tz))
-    field("Duration", f"wall {item.get('wallTime', 0)} ms", ("  ·  ", "dim"), f"cpu {item.get('cpuTime', 0)} ms")
+    if not idle_failure:
+        field("Duration", f"wall {item.get('wallTime', 0)} ms", ("  ·  ", "dim"), f"cpu {item.get('cpuTime', 0)} ms")
     exceptions = item.get("exceptions") or []
     text.append(f"\nExceptions ({len(exceptions)})\n", "bold underline")
     if not exceptions:
@@ -125,15 +172,15 @@ class TraceDetailScreen(Dialog[None]):
         self.tz = tz
 
     def compose(self) -> ComposeResult:
-        request = (self.item.get("event") or {}).get("request") or {}
-        title = Text.assemble(
-            ("Trace  ", "bold"),
-            (str(self.item.get("outcome") or "?"), "bold " + outcome_style(str(self.item.get("outcome") or "?"))),
-            "  ",
-            (str(request.get("method") or "?"), "bold"),
-            " ",
-            str(request.get("url") or ""),
-        )
+        event = self.item.get("event") or {}
+        request = event.get("request") or {}
+        outcome = str(self.item.get("outcome") or "?")
+        title = Text.assemble(("Trace  ", "bold"), (outcome, "bold " + outcome_style(outcome)), "  ")
+        if is_instance_event(self.item):
+            instance = event.get("instance") or {}
+            title.append(f"instance {instance.get('id')} of {self.item.get('scriptName')} retired ({instance.get('retired')})")
+        else:
+            title.append_text(Text.assemble((str(request.get("method") or "?"), "bold"), " ", str(request.get("url") or "")))
         with Vertical(id="trace-dialog"):
             yield Label(title, id="trace-title")
             with VerticalScroll(id="trace-body"):

@@ -41,7 +41,7 @@ class TraceRow:
 
     __slots__ = (
         "item", "seq", "namespace", "time", "method", "url", "status", "outcome",
-        "wall", "worker", "logs", "exceptions", "truncated", "_haystack",
+        "wall", "worker", "logs", "exceptions", "truncated", "is_url", "_haystack",
     )  # fmt: skip
 
     def __init__(self, item: dict[str, Any], seq: int, tz: tzinfo | None = None) -> None:
@@ -53,9 +53,17 @@ class TraceRow:
         self.namespace: str | None = item.get("dispatchNamespace")
         self.time = clock_time(int(item.get("eventTimestamp") or 0), tz)
         consumed = event.get("consumedEvents")
+        instance = event.get("instance")
         if consumed is not None:  # a Tail Worker's invocation: what it consumed instead of a request
             self.method = "TAIL"
             self.url = f"{len(consumed)} event(s): " + ", ".join(sorted({str(c.get('scriptName')) for c in consumed}))
+        elif isinstance(instance, dict):  # a warm instance that failed while idle: no request at all
+            served = int(instance.get("invocations") or 0)
+            self.method = "RETIRED"
+            self.url = (
+                f"{instance.get('retired')} · instance {instance.get('id')} · "
+                f"after {served} invocation{'' if served == 1 else 's'}"
+            )
         else:
             self.method = str(request.get("method") or "?")
             self.url = str(request.get("url") or "")
@@ -66,13 +74,15 @@ class TraceRow:
         self.logs = len(item.get("logs") or ())
         self.exceptions = len(item.get("exceptions") or ())
         self.truncated = bool(item.get("truncated"))
+        self.is_url = consumed is None and not isinstance(instance, dict)
+        """False when the URL column says what the item is about instead (cut at its end, not its middle)."""
         self._haystack: str | None = None
 
     def contains(self, needle: str) -> bool:
         """Case-insensitive: in the line's fields, its logs or its exceptions (for highlighting)."""
         if self._haystack is None:
             item = self.item
-            parts = [self.method, self.url, str(self.status or ""), self.outcome, self.worker or ""]
+            parts = [self.method, self.url, str(self.status or ""), self.outcome, self.worker or "", str(item.get("instanceId") or "")]
             parts += [" ".join(str(m) for m in log.get("message", ())) for log in item.get("logs") or ()]
             parts += [f"{e.get('name')}: {e.get('message')}" for e in item.get("exceptions") or ()]
             self._haystack = "\n".join(parts).lower()
@@ -135,7 +145,7 @@ def row_cells(row: TraceRow, width: int) -> list[tuple[str, str]]:
         elif column == "method":
             add((set_cell_size(row.method, size), "bold"))
         elif column == "url":
-            add((set_cell_size(fit_url(row.url, size), size), ""))
+            add((set_cell_size(fit_url(row.url, size), size) if row.is_url else clip(row.url, size), ""))
         elif column == "status":
             add(_status_cell(row.status))
         elif column == "outcome":
