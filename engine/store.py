@@ -1002,14 +1002,16 @@ class Store:
         return self.db.execute("SELECT COUNT(*) FROM traces").fetchone()[0]
 
     def worker_stats(self, namespace: str) -> dict[str, dict[str, Any]]:
-        """Per worker: stored request count, error count and last outcome."""
+        """Per worker: stored invocation count, error count and last outcome. An item a warm instance
+        left when it failed between invocations (`event.instance`) is no invocation: not counted."""
         rows = self.db.execute(
             """
             SELECT script_name, COUNT(*),
                    SUM(outcome NOT IN ('ok', 'scriptNotFound', 'canceled')),
                    (SELECT outcome FROM traces t2 WHERE t2.namespace = t.namespace AND t2.script_name = t.script_name
-                    ORDER BY id DESC LIMIT 1)
-            FROM traces t WHERE namespace = ? AND script_name IS NOT NULL GROUP BY script_name
+                    AND json_extract(t2.item, '$.event.instance') IS NULL ORDER BY id DESC LIMIT 1)
+            FROM traces t WHERE namespace = ? AND script_name IS NOT NULL
+            AND json_extract(item, '$.event.instance') IS NULL GROUP BY script_name
             """,
             [namespace],
         ).fetchall()

@@ -271,6 +271,10 @@ async def test_output_between_invocations_retires_the_instance_with_a_reason(eng
     assert f"Instance {answered.trace['instanceId']} of warm retired (outputBetweenInvocations)" in format_pretty(item)
     after = await warm()
     assert after.status == 200 and after.trace["newInstance"] is True
+    # the instance's item is no invocation: the worker's request counts and last outcome leave it out
+    await engine.flush_traces()
+    stats_row = engine.worker_stats()["warm"]
+    assert stats_row["requests"] == 2 and stats_row["errors"] == 0 and stats_row["lastOutcome"] == "ok"
 
 
 async def test_answering_twice_is_a_protocol_error_of_that_invocation_or_of_the_instance(engine, warm):
