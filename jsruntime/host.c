@@ -5,10 +5,18 @@
  * left to do (fire a timer, send a final frame, wait for the next frame, exit). Everything
  * that is protocol logic or Workers API lives in the prelude; C gives it the few primitives
  * JavaScript cannot have: frame output, the process environment, UTF-8 conversion, SHA and
- * HMAC, random bytes, a monotonic clock, script and module evaluation, the heap limit.
+ * HMAC, random bytes, a monotonic clock, script and module evaluation, the memory limits.
+ *
+ * Two things are C's alone, so that no JavaScript (the tenant's, or the prelude led astray by a
+ * tenant that replaced built-ins) can change them: the `waiting` frame, written right before the
+ * process blocks reading stdin while an invocation is in flight (the engine's cpuMs counts
+ * everything else; write() refuses any other frame typed `waiting`), and the cap on linear
+ * memory (every allocation of the JavaScript engine is refused once the instance's memory has
+ * grown past `memoryMb`).
  */
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +39,67 @@ __attribute__((export_name("wasmdeck_worker_protocol_2"))) void wasmdeck_worker_
 
 static JSRuntime *rt;
 static JSContext *ctx;
-static JSValue driver; /* the object the prelude returns: {frame, idle, uncaught} */
+static JSValue driver; /* the object the prelude returns: {frame, idle, uncaught, rejection} */
 static int exit_requested = -1;
+static uint64_t frames_read; /* every frame read from stdin, the init frame included */
+static size_t memory_cap;    /* bytes of linear memory the instance may use; 0 until init sets it */
+
+/* The driver's idle() answers (see pump): */
+#define IDLE_WAIT 0          /* nothing to run: read the next frame */
+#define IDLE_MORE 1          /* it did some work: run the microtask queue again */
+#define IDLE_WAIT_CALLS 2    /* an invocation is in flight and waits for the host: announce it, then read */
+
+/* ---- the linear-memory cap ----
+   Wasm memory only grows, so "over the cap" is final: once an allocation has made the memory grow
+   past it, that allocation is given back and every later one is refused, the JavaScript engine
+   throws out of memory, and the instance retires. Nothing of it was touched but an allocator
+   header, so the host's resident memory stays near the cap. */
+
+static inline int over_cap(void) {
+    return memory_cap != 0 && (size_t)__builtin_wasm_memory_size(0) * 65536u > memory_cap;
+}
+
+static void *capped_malloc(void *opaque, size_t size) {
+    (void)opaque;
+    if (over_cap()) return NULL;
+    void *ptr = malloc(size);
+    if (ptr && over_cap()) {
+        free(ptr);
+        return NULL;
+    }
+    return ptr;
+}
+
+static void *capped_calloc(void *opaque, size_t count, size_t size) {
+    (void)opaque;
+    if (over_cap()) return NULL;
+    void *ptr = calloc(count, size);
+    if (ptr && over_cap()) {
+        free(ptr);
+        return NULL;
+    }
+    return ptr;
+}
+
+static void capped_free(void *opaque, void *ptr) {
+    (void)opaque;
+    free(ptr);
+}
+
+static void *capped_realloc(void *opaque, void *ptr, size_t size) {
+    if (!ptr) return capped_malloc(opaque, size);
+    size_t usable = malloc_usable_size(ptr);
+    if (size <= usable) return realloc(ptr, size); /* fits where it is: no growth */
+    void *moved = capped_malloc(opaque, size);     /* a new block, checked, then the copy */
+    if (!moved) return NULL;
+    memcpy(moved, ptr, usable);
+    free(ptr);
+    return moved;
+}
+
+static const JSMallocFunctions capped_malloc_functions = {
+    capped_calloc, capped_malloc, capped_free, capped_realloc, malloc_usable_size,
+};
 
 /* The one frame the runtime can always write, even when the heap is exhausted. */
 static void write_all(int fd, const uint8_t *data, size_t len) {
@@ -66,6 +133,15 @@ static void fatal_frame(const char *name, const char *message) {
                      "{\"type\":\"exception\",\"name\":\"%s\",\"message\":\"%s\",\"retire\":true}", name, message);
     write_frame(meta, (size_t)n, NULL, 0);
     _exit(0);
+}
+
+/* {"type":"waiting","frames":N}: the process is about to block reading stdin, having read N frames.
+   The engine stops counting CPU until it writes its next frame, and only when it has written
+   exactly N (none is on its way that would wake the guest at once). */
+static void waiting_frame(void) {
+    char meta[64];
+    int n = snprintf(meta, sizeof(meta), "{\"type\":\"waiting\",\"frames\":%llu}", (unsigned long long)frames_read);
+    write_frame(meta, (size_t)n, NULL, 0);
 }
 
 /* A call from C into the driver failed: the driver catches everything it can, so this is an
@@ -122,7 +198,7 @@ static int next_frame(void) {
         fprintf(stderr, "error: the host sent a frame over the limits (meta %u bytes, body %u bytes)\n", meta_len, body_len);
         exit(2);
     }
-    char *meta = malloc(meta_len + 1);
+    char *meta = capped_malloc(NULL, meta_len + 1);
     uint8_t *body = body_len ? js_malloc_rt(rt, body_len) : NULL;
     if (!meta || (body_len && !body)) driver_failed();
     if (read_exact((uint8_t *)meta, meta_len) < 0 || (body_len && read_exact(body, body_len) < 0)) {
@@ -130,6 +206,7 @@ static int next_frame(void) {
         exit(2);
     }
     meta[meta_len] = 0;
+    frames_read++;
     JSValue args[2];
     args[0] = JS_NewStringLen(ctx, meta, meta_len);
     free(meta);
@@ -147,8 +224,8 @@ static int next_frame(void) {
 }
 
 /* Run microtasks dry, then ask the driver for more work (timers due, a final frame to send),
-   until it says it waits for input. */
-static void pump(void) {
+   until it says it waits for input. Returns whether an invocation waits for the host. */
+static int pump(void) {
     for (;;) {
         for (;;) {
             JSContext *job_ctx;
@@ -169,10 +246,11 @@ static void pump(void) {
         JSValue result = JS_Call(ctx, fn, driver, 0, NULL);
         JS_FreeValue(ctx, fn);
         if (JS_IsException(result)) driver_failed();
-        int more = JS_ToBool(ctx, result);
+        int32_t answer = IDLE_WAIT;
+        if (JS_IsNumber(result) && JS_ToInt32(ctx, &answer, result) < 0) answer = IDLE_WAIT;
         JS_FreeValue(ctx, result);
         if (exit_requested >= 0) exit(exit_requested);
-        if (!more) return;
+        if (answer != IDLE_MORE) return answer == IDLE_WAIT_CALLS;
     }
 }
 
@@ -215,12 +293,99 @@ static uint8_t *bytes_of(JSValueConst value, size_t *len) {
     return base ? base + offset : (uint8_t *)"";
 }
 
+/* ---- what JavaScript may write ----
+   A frame's meta as JSON.stringify writes it: one object whose top-level keys are plain (no escapes),
+   and whose "type" is a plain string other than "waiting". Anything else is refused, so no JavaScript
+   can announce a wait that is not one, whatever it did to the built-ins the prelude uses. */
+
+static size_t skip_space(const char *s, size_t i, size_t n) {
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    return i;
+}
+
+/* The end of the string starting at s[i] == '"' (the index after its closing quote), 0 if unclosed;
+   *escaped says whether it holds a backslash. */
+static size_t skip_string(const char *s, size_t i, size_t n, int *escaped) {
+    *escaped = 0;
+    for (i++; i < n; i++) {
+        if (s[i] == '\\') {
+            *escaped = 1;
+            i++;
+        } else if (s[i] == '"') {
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* The end of the JSON value starting at s[i], 0 if it does not end. */
+static size_t skip_value(const char *s, size_t i, size_t n) {
+    int depth = 0, escaped;
+    while (i < n) {
+        char ch = s[i];
+        if (ch == '"') {
+            i = skip_string(s, i, n, &escaped);
+            if (!i) return 0;
+            if (depth == 0) return i;
+            continue;
+        }
+        if (ch == '{' || ch == '[') depth++;
+        else if (ch == '}' || ch == ']') {
+            if (depth == 0) return i;
+            if (--depth == 0) return i + 1;
+        } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r')) {
+            return i;
+        }
+        i++;
+    }
+    return depth == 0 ? i : 0;
+}
+
+static int meta_allowed(const char *s, size_t n) {
+    size_t i = skip_space(s, 0, n);
+    int typed = 0, escaped;
+    if (i >= n || s[i] != '{') return 0;
+    i = skip_space(s, i + 1, n);
+    if (i < n && s[i] == '}') return 0;
+    while (i < n) {
+        if (s[i] != '"') return 0;
+        size_t key_end = skip_string(s, i, n, &escaped);
+        if (!key_end || escaped) return 0;
+        int is_type = key_end - i == 6 && memcmp(s + i, "\"type\"", 6) == 0;
+        i = skip_space(s, key_end, n);
+        if (i >= n || s[i] != ':') return 0;
+        i = skip_space(s, i + 1, n);
+        if (is_type) {
+            if (i >= n || s[i] != '"') return 0;
+            size_t value_end = skip_string(s, i, n, &escaped);
+            if (!value_end || escaped) return 0;
+            if (value_end - i == 9 && memcmp(s + i, "\"waiting\"", 9) == 0) return 0;
+            typed = 1;
+            i = value_end;
+        } else {
+            i = skip_value(s, i, n);
+            if (!i) return 0;
+        }
+        i = skip_space(s, i, n);
+        if (i < n && s[i] == ',') {
+            i = skip_space(s, i + 1, n);
+            continue;
+        }
+        return typed && i < n && s[i] == '}' && skip_space(s, i + 1, n) == n;
+    }
+    return 0;
+}
+
 /* write(meta: string, body?: ArrayBuffer | ArrayBufferView) */
 static JSValue native_write(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
     (void)this_val;
     size_t meta_len;
     const char *meta = JS_ToCStringLen(c, &meta_len, argv[0]);
     if (!meta) return JS_EXCEPTION;
+    if (!meta_allowed(meta, meta_len)) {
+        JS_FreeCString(c, meta);
+        return JS_ThrowTypeError(c, "the runtime refused to write a frame whose meta is not a plain typed object");
+    }
     const uint8_t *body = NULL;
     size_t body_len = 0;
     if (argc > 1 && !JS_IsUndefined(argv[1]) && !JS_IsNull(argv[1])) {
@@ -510,11 +675,14 @@ static JSValue native_compiles(JSContext *c, JSValueConst this_val, int argc, JS
     return JS_TRUE;
 }
 
-static JSValue native_set_heap_limit(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+/* setMemoryLimits(heapBytes, linearBytes): QuickJS's heap limit, and the cap on linear memory (init sets
+   both once; the cap can only be lowered after that). */
+static JSValue native_set_memory_limits(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
     (void)this_val; (void)argc;
-    double bytes = 0;
-    if (JS_ToFloat64(c, &bytes, argv[0]) < 0) return JS_EXCEPTION;
-    JS_SetMemoryLimit(rt, bytes > 0 ? (size_t)bytes : 0);
+    double heap = 0, linear = 0;
+    if (JS_ToFloat64(c, &heap, argv[0]) < 0 || JS_ToFloat64(c, &linear, argv[1]) < 0) return JS_EXCEPTION;
+    JS_SetMemoryLimit(rt, heap > 0 ? (size_t)heap : 0);
+    if (linear >= 65536 && linear < 4294967296.0 && (memory_cap == 0 || (size_t)linear < memory_cap)) memory_cap = (size_t)linear;
     return JS_UNDEFINED;
 }
 
@@ -554,7 +722,7 @@ static const JSCFunctionListEntry natives[] = {
     JS_CFUNC_DEF("randomFill", 1, native_random_fill),
     JS_CFUNC_DEF("evaluate", 3, native_evaluate),
     JS_CFUNC_DEF("compiles", 3, native_compiles),
-    JS_CFUNC_DEF("setHeapLimit", 1, native_set_heap_limit),
+    JS_CFUNC_DEF("setMemoryLimits", 2, native_set_memory_limits),
     JS_CFUNC_DEF("memoryUsage", 0, native_memory_usage),
     JS_CFUNC_DEF("gc", 0, native_gc),
 };
@@ -589,7 +757,7 @@ static int compile_prelude(void) {
 #endif
 
 int main(void) {
-    rt = JS_NewRuntime();
+    rt = JS_NewRuntime2(&capped_malloc_functions, NULL);
     if (!rt) fatal_frame("RangeError", "out of memory: the JavaScript runtime could not start");
     /* QuickJS measures the wasm shadow stack (1 MiB, build.py), but the engine's native stack runs out
        first: 384 KiB stops JavaScript recursion (about 1,100 calls deep) with a RangeError before it. */
@@ -625,7 +793,12 @@ int main(void) {
     }
     JS_SetHostPromiseRejectionTracker(rt, track_rejection, NULL);
 
-    while (next_frame()) pump();
+    int announce = 0;
+    for (;;) {
+        if (announce) waiting_frame();
+        if (!next_frame()) break;
+        announce = pump();
+    }
     return 0;
 #endif
 }
