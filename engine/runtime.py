@@ -171,6 +171,15 @@ class Runtime:
         imports = inspect_module(prepared).imports
         return prepared, any(i.name in file_quota.CREATES_FILES for i in imports)
 
+    def run_check(self, prepared: bytes, stdin: bytes, env: dict[str, str], timeout_s: float) -> "GuestRun":
+        """Run ``prepared`` once to completion in the compile checker's thread (off any event loop):
+        how a deploy asks an interpreter module to check a script. Blocks the calling thread."""
+        with self._checker_lock:
+            if self._checker is None:
+                self._checker = _CompileChecker(self.cache_dir, self.max_output_bytes)
+            checker = self._checker
+        return checker.run(prepared, stdin, env, timeout_s)
+
     def check_module(self, prepared: bytes, timeout_s: float = 300.0) -> None:
         """Compile and instantiate ``prepared`` (a metered, capped module) without running any of
         its code; raise InvalidModule with one sentence when Wasmer cannot. Blocks the calling
@@ -454,6 +463,18 @@ class Runtime:
             await self._wasmer.close()
             self._wasmer = None
 
+    async def take_guest_slot(self, gated: bool, queue_timeout_s: float) -> None:
+        """`guest_slot` without a context: give it back with `give_guest_slot(gated)`, whatever happens."""
+        if not gated:
+            if self._closed:
+                raise RuntimeError("the runtime is closed")
+            return
+        await self._acquire_slot(queue_timeout_s)
+
+    def give_guest_slot(self, gated: bool) -> None:
+        if gated:
+            self._release_slot()
+
     @asynccontextmanager
     async def guest_slot(self, gated: bool, queue_timeout_s: float) -> AsyncIterator[None]:
         """One of the guest slots, for work that runs on a guest already started (an invocation on a
@@ -524,6 +545,9 @@ class _CompileChecker:
         self._thread.start()
         self._wasmer: Wasmer | None = None
         self._checks = 0
+        self._kept: dict[int, Package] = {}
+        self._kept_bytes: bytes | None = None
+        self._kept_client: Wasmer | None = None
 
     def check(self, prepared: bytes, timeout_s: float) -> None:
         future = asyncio.run_coroutine_threadsafe(self._check(prepared), self._loop)
@@ -533,7 +557,33 @@ class _CompileChecker:
             future.cancel()
             raise InvalidModule(f"the module could not be compiled within {timeout_s:.0f} s, so it cannot run") from None
 
-    async def _check(self, prepared: bytes) -> None:
+    def run(self, prepared: bytes, stdin: bytes, env: dict[str, str], timeout_s: float) -> "GuestRun":
+        future = asyncio.run_coroutine_threadsafe(self._run(prepared, stdin, env, timeout_s), self._loop)
+        return future.result(timeout_s + 300)  # the first run may compile the module
+
+    async def _run(self, prepared: bytes, stdin: bytes, env: dict[str, str], timeout_s: float) -> "GuestRun":
+        wasmer = await self._client()
+        package = self._kept.get(id(prepared)) if self._kept_client is wasmer else None
+        if package is None:
+            try:
+                package = await wasmer.packages.load(prepared)
+            except WasmerError as error:
+                raise InvalidModule(f"Wasmer cannot load the module: {_first_line(error)}") from None
+            # the interpreter a deploy checks scripts with is loaded once (per client), not per deploy
+            self._kept = {id(prepared): package}
+            self._kept_bytes = prepared  # held, so its id is not reused by other bytes
+            self._kept_client = wasmer
+        sandbox = await wasmer.sandboxes.create(packages=[package], env=env, network="disabled")
+        started = time.perf_counter()
+        try:
+            output = await sandbox.command(package).run(stdin=stdin, timeout=timeout_s, output_bytes=self.output_bytes, check=False)
+        except WasmerError as error:
+            return GuestRun("trap", None, b"", b"", False, False, (time.perf_counter() - started) * 1000, _first_line(error))
+        finally:
+            await sandbox.close()
+        return _guest_run(output, output.stderr.bytes, output.stderr.truncated, (time.perf_counter() - started) * 1000)
+
+    async def _client(self) -> Wasmer:
         if self._wasmer is None or self._checks >= self.RECYCLE_AFTER:
             if self._wasmer is not None:
                 await self._wasmer.close()
@@ -541,9 +591,13 @@ class _CompileChecker:
             self._wasmer = Wasmer(cache_root=self.cache_dir, output_bytes=self.output_bytes)
             self._checks = 0
         self._checks += 1
+        return self._wasmer
+
+    async def _check(self, prepared: bytes) -> None:
+        wasmer = await self._client()
         try:
-            package = await self._wasmer.packages.load(prepared)
-            sandbox = await self._wasmer.sandboxes.create(packages=[package], network="disabled")
+            package = await wasmer.packages.load(prepared)
+            sandbox = await wasmer.sandboxes.create(packages=[package], network="disabled")
         except WasmerError as error:
             raise InvalidModule(f"Wasmer cannot load the module: {_first_line(error)}") from None
         # The probe needs a page of memory at start to answer; a module without one runs its own
