@@ -131,6 +131,7 @@ class Engine:
             max_output_bytes=max_response_bytes + wcgi.MAX_RESPONSE_HEADER_BYTES,
             always_keep_logs=always_keep_trap_logs,
             metered_source=self._metered_module,
+            keep_prepared=frozenset({javascript.runtime_sha256()}),
         )
         self._runtime_lock = threading.Lock()
         self._prepared_runtime: bytes | None = None  # the JavaScript runtime, metered and capped, checked once
@@ -238,6 +239,7 @@ class Engine:
         abi: str | None = None,
         secrets: Mapping[str, str] | None = None,
         keep_secrets: bool | Iterable[str] = True,
+        filename: str | None = None,
     ) -> Worker:
         """Validate and store a new version of a worker; it serves from the next request.
 
@@ -249,7 +251,8 @@ class Engine:
         stored (compiled and its top-level code run, with no request): a syntax error, no handler,
         an `import`, a throw at top level are refused. `secrets` are set in the same transaction;
         the worker's other secrets stay (`keep_secrets` true), go (false), or stay only when
-        `keep_secrets` names them.
+        `keep_secrets` names them. `filename` is the script's name in stack traces and syntax
+        errors (default: the module path's file name, else `worker.js`).
         Raises InvalidInput / InvalidModule / NotFound (one clear sentence) and changes nothing then.
         Slow the first time (metering and compiling, seconds for a big module or the JavaScript
         runtime): call it in a thread from async code.
@@ -266,7 +269,8 @@ class Engine:
         kept = keep_secrets if isinstance(keep_secrets, bool) else frozenset(keep_secrets)
         if abi == javascript.ABI or (abi is None and javascript.looks_like_javascript(data)):
             javascript.check_source(data, min(self.max_module_bytes, javascript.MAX_SCRIPT_BYTES))
-            filename = javascript.script_filename(None if isinstance(module, (bytes, bytearray, memoryview)) else str(module))
+            filename = javascript.script_filename(
+                filename if filename is not None else None if isinstance(module, (bytes, bytearray, memoryview)) else str(module))
             limits = resolve(checked_tags, self.store.tag_limits(), ns.defaults, self.engine_defaults)
             binding = ns.dispatch_binding if ns.dispatch_worker == name else None
             env = {**self._kept_secret_values(namespace, name, kept), **checked_vars, **(secrets or {})}
@@ -308,18 +312,13 @@ class Engine:
 
     def _runtime_for_checks(self) -> bytes:
         """The JavaScript runtime as instances run it (metered, its memory capped), metered and
-        compiled once: the metered form is kept in the database, the compiled one in the on-disk cache."""
+        compiled once per cache folder: both forms are kept there (see `Runtime.keep_prepared`)."""
         with self._runtime_lock:
             if self._prepared_runtime is None:
-                sha256 = javascript.runtime_sha256()
-                metered = self.store.metered_module(sha256, METERING_SCHEME)
-                fresh = metered is None
-                if metered is None:
-                    metered = meter_isolated(javascript.runtime_module())
-                prepared = prepare_to_run(metered, javascript.RUNTIME_PAGES)
+                prepared, fresh = self.runtime.prepared_module(
+                    javascript.runtime_sha256(), javascript.RUNTIME_PAGES, javascript.runtime_module)
                 if fresh:
                     self.runtime.check_module(prepared)
-                    self.store.save_metered_module(sha256, METERING_SCHEME, metered)
                 self._prepared_runtime = prepared
             return self._prepared_runtime
 
@@ -352,7 +351,10 @@ class Engine:
 
     def _metered_module(self, sha256: str, original: Callable[[], bytes]) -> bytes:
         """The metered form of a stored module: kept beside it, or made (and kept) now. Runs in a
-        worker thread (see Runtime)."""
+        worker thread (see Runtime). The engine's own runtimes are metered here and kept prepared
+        in the cache folder by the Runtime (they are not tenant data: the database holds none of them)."""
+        if sha256 in self.runtime.keep_prepared:
+            return meter_isolated(original())
         metered = self.store.metered_module(sha256, METERING_SCHEME)
         if metered is None:
             metered = meter_isolated(original())
@@ -381,7 +383,7 @@ class Engine:
     def delete(self, name: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Delete a worker and all its versions. Safe to call from a thread other than the one
         running the engine's event loop (a server's writer threads do)."""
-        self.store.delete_worker(namespace, name, keep_metered=(javascript.runtime_sha256(),))
+        self.store.delete_worker(namespace, name)
         self.config_cache.changed()
         self._on_engine_loop(self.runtime.forget_worker, f"{namespace}/{name}")
 

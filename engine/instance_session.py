@@ -29,6 +29,7 @@ from typing import Any
 
 from . import protocol
 from .instances import Instance, InstanceManager, InstanceSpec, InstanceUse, Receiver
+from .javascript import runtime_out_of_memory
 from .limits import looks_out_of_memory
 from .protocol import Frame, ProtocolViolation
 from .protocol_session import EXIT_GRACE_S, CallHandler, SessionResult, _ended_early, _record_log, final_type_event
@@ -366,6 +367,8 @@ async def converse_on_instance(
                     break
             if instance.retire_requested and end.retire is None:
                 end.retire = "retired"
+                if announces_waiting and result.final is not None and runtime_out_of_memory(result.final.meta):
+                    end.retire = "exceededMemory"  # the runtime's heap or memory cap ran out: it retires
             return end
         finally:
             cleanup()

@@ -112,13 +112,11 @@ def check_source(data: bytes, max_bytes: int = MAX_SCRIPT_BYTES) -> None:
 
 def script_filename(path: str | None) -> str:
     """The name stack traces and syntax errors show: the deployed file's name when it is a plain
-    `.js`/`.mjs`/`.cjs` name, else `worker.js`."""
+    one (letters, digits, `_`, `.`, `-`), else `worker.js`."""
     if not path:
         return DEFAULT_FILENAME
     name = Path(str(path)).name
-    if _FILENAME.match(name) and name.endswith((".js", ".mjs", ".cjs")):
-        return name
-    return DEFAULT_FILENAME
+    return name if _FILENAME.match(name) else DEFAULT_FILENAME
 
 
 def check_binding_name(name: str) -> str:

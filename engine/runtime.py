@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -34,7 +36,7 @@ from wasmer_sdk import ExitReason, Package, Wasmer, WasmerError
 
 from . import file_quota
 from .errors import InvalidModule
-from .metering import meter
+from .metering import SCHEME as METERING_SCHEME, meter
 from .wasm_module import inspect_module, prepare_to_run
 
 COMPILE_PROBE_ARGS = ["--wasmdeck-compile-probe"]  # two or more arguments: the metered entry returns at once
@@ -90,10 +92,14 @@ class Runtime:
         package_cache_size: int = 128,
         sandbox_cache_size: int = 512,
         metered_source: Callable[[str, Callable[[], bytes]], bytes] | None = None,
+        keep_prepared: frozenset[str] = frozenset(),
     ) -> None:
         self.cache_dir = cache_dir
         # (sha256, the module's bytes) -> the metered module; the default meters every time
         self.metered_source = metered_source or (lambda _sha256, original: meter(original()))
+        # modules (the engine's own runtimes) whose prepared form is kept in the cache folder, so a
+        # restarted engine neither meters nor rewrites them: it reads them and loads them
+        self.keep_prepared = keep_prepared
         self._checker: _CompileChecker | None = None
         self._checker_lock = threading.Lock()
         self.max_concurrency = max_concurrency
@@ -167,9 +173,29 @@ class Runtime:
     def _prepare(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> tuple[bytes, bool]:
         """The metered module with its memory and tables capped (in a worker thread), and whether
         it can create files."""
+        kept = self._prepared_file(sha256, memory_pages) if sha256 in self.keep_prepared else None
+        if kept is not None:
+            found = _read_prepared(kept)
+            if found is not None:
+                return found
         prepared = prepare_to_run(self.metered_source(sha256, module), memory_pages)
         imports = inspect_module(prepared).imports
-        return prepared, any(i.name in file_quota.CREATES_FILES for i in imports)
+        writes_files = any(i.name in file_quota.CREATES_FILES for i in imports)
+        if kept is not None:
+            _write_prepared(kept, prepared, writes_files)
+        return prepared, writes_files
+
+    def prepared_module(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> tuple[bytes, bool]:
+        """One of `keep_prepared`, prepared as it runs, and whether it was made just now (not found
+        in the cache folder). Blocks: call it off the event loop."""
+        kept = self._prepared_file(sha256, memory_pages)
+        found = _read_prepared(kept) if sha256 in self.keep_prepared else None
+        if found is not None:
+            return found[0], False
+        return self._prepare(sha256, memory_pages, module)[0], True
+
+    def _prepared_file(self, sha256: str, memory_pages: int) -> Path:
+        return self.cache_dir / "prepared" / f"{sha256}-{METERING_SCHEME}-{memory_pages}.wasm"
 
     def run_check(self, prepared: bytes, stdin: bytes, env: dict[str, str], timeout_s: float) -> "GuestRun":
         """Run ``prepared`` once to completion in the compile checker's thread (off any event loop):
@@ -632,6 +658,31 @@ class _CompileChecker:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(30)
             self._loop.close()
+
+
+def _read_prepared(path: Path) -> tuple[bytes, bool] | None:
+    """A prepared module kept by `_write_prepared`, if it is there and whole (its digest matches)."""
+    try:
+        data = path.read_bytes()
+        digest, writes_files = path.with_suffix(".meta").read_text().split()
+    except (OSError, ValueError):
+        return None
+    if hashlib.sha256(data).hexdigest() != digest:
+        return None
+    return data, writes_files == "files"
+
+
+def _write_prepared(path: Path, prepared: bytes, writes_files: bool) -> None:
+    """Keep a prepared module (written beside, then renamed into place: never half a file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for target, data in ((path, prepared),
+                             (path.with_suffix(".meta"), f"{hashlib.sha256(prepared).hexdigest()} {'files' if writes_files else 'none'}\n".encode())):
+            partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+            partial.write_bytes(data)
+            os.replace(partial, target)
+    except OSError:
+        pass  # a cache: without it the next engine prepares the module again
 
 
 # Wasmer's words for a module that never got to run (as opposed to a guest that trapped)

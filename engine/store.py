@@ -786,9 +786,8 @@ class Store:
             )
         return self.worker(namespace, name)
 
-    def delete_worker(self, namespace: str, name: str, keep_metered: Sequence[str] = ()) -> None:
-        """Delete a worker, and the modules (and their metered forms) no version uses any more;
-        `keep_metered` names metered modules to keep anyway (the engine's own runtimes)."""
+    def delete_worker(self, namespace: str, name: str) -> None:
+        """Delete a worker, and the modules (with their metered forms and script records) no version uses any more."""
         with self.write() as db:
             row = db.execute("SELECT id FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone()
             if row is None:
@@ -797,12 +796,7 @@ class Store:
             db.execute("DELETE FROM workers WHERE id = ?", [row[0]])
             db.execute("DELETE FROM modules WHERE sha256 NOT IN (SELECT DISTINCT sha256 FROM versions)")
             db.execute(f"DELETE FROM {SCRIPTS_TABLE} WHERE sha256 NOT IN (SELECT sha256 FROM modules)")
-            kept = list(keep_metered)
-            db.execute(
-                f"DELETE FROM {METERED_TABLE} WHERE sha256 NOT IN (SELECT sha256 FROM modules)"
-                + (f" AND sha256 NOT IN ({', '.join('?' * len(kept))})" if kept else ""),
-                kept,
-            )
+            db.execute(f"DELETE FROM {METERED_TABLE} WHERE sha256 NOT IN (SELECT sha256 FROM modules)")
 
     # The metered form of each module (migration 6): a cache of what can be made again from `modules`.
     def metered_module(self, sha256: str, scheme: str) -> bytes | None:
