@@ -895,9 +895,12 @@ class InstanceManager:
         self._waiters.clear()
         for instance in list(self._all):
             self.retire(instance, "closed")
-        if self._reaper is not None:
-            self._reaper.cancel()
-            await asyncio.gather(self._reaper, return_exceptions=True)
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None and reaper.get_loop() is asyncio.get_running_loop():
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+        elif reaper is not None and not reaper.get_loop().is_closed():  # an engine closed from another loop
+            reaper.get_loop().call_soon_threadsafe(reaper.cancel)
         while self._stopping:
             await asyncio.gather(*list(self._stopping), return_exceptions=True)
 
