@@ -136,10 +136,12 @@ class InstanceSpec:
     module_pages: int | None = None
     # the guest is one of the engine's own runtimes: its `waiting` frames stop the CPU clock
     announces_waiting: bool = False
+    # what else makes instances of one version differ (a JavaScript dispatch Worker's binding name)
+    variant: str = ""
 
     @property
-    def key(self) -> tuple[str, str, int, str, int]:
-        return (self.namespace, self.worker, self.version, self.sha256, self.memory_pages)
+    def key(self) -> tuple[str, str, int, str, int, str]:
+        return (self.namespace, self.worker, self.version, self.sha256, self.memory_pages, self.variant)
 
     @property
     def load_pages(self) -> int:
@@ -391,7 +393,7 @@ class InstanceManager:
         self.is_current = is_current
         self.publish_retirement = publish_retirement
         self.refresh_config = refresh_config
-        self._pools: dict[tuple[str, str, int, str, int], Pool] = {}
+        self._pools: dict[tuple[str, str, int, str, int, str], Pool] = {}
         self._all: set[Instance] = set()
         self._idle_lru: OrderedDict[Instance, None] = OrderedDict()
         self._waiters: deque[tuple[Pool, asyncio.Future[Any]]] = deque()

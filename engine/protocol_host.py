@@ -189,6 +189,7 @@ class ProtocolHost:
                 ),
                 load_init_body=lambda: self.module_bytes(source),
                 module_pages=javascript.RUNTIME_PAGES, announces_waiting=True,
+                variant="" if binding is None else f"binding={binding}",
             )
         self._specs[key] = found
         return found
