@@ -152,11 +152,26 @@ class Engine:
         self._capturing = False
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop running guests, known from the first dispatch
+        self._preloading: asyncio.Future[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> "Engine":
+        self._preloading = asyncio.ensure_future(self.preload())  # in the background: the first request may join it
+        self._preloading.add_done_callback(lambda task: task.cancelled() or task.exception())
         return self
+
+    async def preload(self) -> None:
+        """Load now what the first requests would otherwise load: the JavaScript runtime (compiled
+        once, from the on-disk cache after a restart) when any JavaScript Worker is deployed.
+        `async with Engine(...)` starts it in the background; `wasmdeck serve` waits for it before
+        it answers its first request."""
+        if self._closed:
+            return
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        if await asyncio.to_thread(self.store.serves_abi, javascript.ABI):
+            await self.runtime.preload(javascript.runtime_sha256(), javascript.RUNTIME_PAGES, javascript.runtime_module)
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
@@ -164,6 +179,9 @@ class Engine:
     async def close(self) -> None:
         if self._closed:
             return
+        if self._preloading is not None and not self._preloading.done():
+            self._preloading.cancel()
+            await asyncio.gather(self._preloading, return_exceptions=True)
         await self.protocol.close()
         self._closed = True
         await self.traces.close()

@@ -159,8 +159,10 @@ class Runtime:
         async def load() -> Package:
             # metering makes every loop and call path reach a WASI call now and then: the only
             # points where wasmer-sdk can stop a guest that is over its time limit
-            prepared, writes_files = await asyncio.to_thread(self._prepare, sha256, memory_pages, module)
-            package = await self._client().packages.load(prepared)
+            preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, sha256, memory_pages, module))
+            client = self._client()  # made (the first time) while the module is prepared
+            prepared, writes_files = await preparing
+            package = await client.packages.load(prepared)
             self._packages[key] = package
             self._writes_files[key] = writes_files
             while len(self._packages) > self.package_cache_size:
@@ -184,6 +186,10 @@ class Runtime:
         if kept is not None:
             _write_prepared(kept, prepared, writes_files)
         return prepared, writes_files
+
+    async def preload(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> None:
+        """Load (and keep) a module now, so that the first guest to need it does not wait for it."""
+        await self._package(sha256, memory_pages, module)
 
     def prepared_module(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> tuple[bytes, bool]:
         """One of `keep_prepared`, prepared as it runs, and whether it was made just now (not found
@@ -673,13 +679,14 @@ def _read_prepared(path: Path) -> tuple[bytes, bool] | None:
 
 
 def _write_prepared(path: Path, prepared: bytes, writes_files: bool) -> None:
-    """Keep a prepared module (written beside, then renamed into place: never half a file)."""
+    """Keep a prepared module (owner only; written beside, then renamed into place: never half a file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         for target, data in ((path, prepared),
                              (path.with_suffix(".meta"), f"{hashlib.sha256(prepared).hexdigest()} {'files' if writes_files else 'none'}\n".encode())):
             partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
-            partial.write_bytes(data)
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                out.write(data)
             os.replace(partial, target)
     except OSError:
         pass  # a cache: without it the next engine prepares the module again

@@ -761,6 +761,13 @@ class Store:
         found = [self._version_from_row(row, Worker) for row in self.db.execute(sql, params).fetchall()]
         return [w for w in found if all(tag in w.tags for tag in tags)]
 
+    def serves_abi(self, abi: str) -> bool:
+        """Whether any worker's current version, in any namespace, has this ABI."""
+        return self.db.execute(
+            "SELECT 1 FROM workers w JOIN versions v ON v.worker_id = w.id AND v.version = w.current_version "
+            "WHERE v.abi = ? LIMIT 1", [abi],
+        ).fetchone() is not None
+
     def versions(self, namespace: str, name: str) -> list[WorkerVersion]:
         rows = self.db.execute(
             self._VERSION_SELECT + " WHERE w.namespace = ? AND w.name = ? ORDER BY v.version", [namespace, name]
