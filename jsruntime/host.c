@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/uio.h>
 
 #include "quickjs.h"
 #include "digest.h"
@@ -101,7 +102,6 @@ static const JSMallocFunctions capped_malloc_functions = {
     capped_calloc, capped_malloc, capped_free, capped_realloc, malloc_usable_size,
 };
 
-/* The one frame the runtime can always write, even when the heap is exhausted. */
 static void write_all(int fd, const uint8_t *data, size_t len) {
     while (len > 0) {
         ssize_t n = write(fd, data, len);
@@ -114,24 +114,106 @@ static void write_all(int fd, const uint8_t *data, size_t len) {
     }
 }
 
+static void writev_all(struct iovec *parts, int count) {
+    while (count > 0) {
+        ssize_t n = writev(1, parts, count);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            _exit(3);
+        }
+        while (count > 0 && (size_t)n >= parts->iov_len) {
+            n -= (ssize_t)parts->iov_len;
+            parts++;
+            count--;
+        }
+        if (count > 0) {
+            parts->iov_base = (uint8_t *)parts->iov_base + n;
+            parts->iov_len -= (size_t)n;
+        }
+    }
+}
+
 static void put_u32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
 }
 
-static void write_frame(const char *meta, size_t meta_len, const uint8_t *body, size_t body_len) {
+/* ---- output ----
+   Frames are gathered here and leave in one write: when the process is about to block reading stdin
+   (with the waiting frame, if any), at a call (the host can start on it at once), before an exit,
+   when the buffer is full, and while JavaScript computes, once the oldest gathered frame is 2 ms old
+   (checked by QuickJS's interrupt handler): a log line is never held back much longer than that,
+   so one written before a CPU limit stops the instance is still recorded. A hello Worker's log and
+   response frames make one read for the engine instead of several. */
+
+#define OUT_CAPACITY (64u * 1024u)
+#define OUT_MAX_AGE_MS 2.0
+static uint8_t out_buf[OUT_CAPACITY];
+static size_t out_len;
+static double out_since; /* when the oldest gathered frame was written */
+
+static double monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void flush_output(void) {
+    if (out_len) {
+        write_all(1, out_buf, out_len);
+        out_len = 0;
+    }
+}
+
+/* Gather one frame; `now` sends it (and everything before it) at once. */
+static void write_frame_now(const char *meta, size_t meta_len, const uint8_t *body, size_t body_len, int now) {
     uint8_t header[8];
     put_u32(header, (uint32_t)meta_len);
     put_u32(header + 4, (uint32_t)body_len);
-    write_all(1, header, 8);
-    write_all(1, (const uint8_t *)meta, meta_len);
-    if (body_len) write_all(1, body, body_len);
+    size_t total = 8 + meta_len + body_len;
+    if (out_len + total > OUT_CAPACITY) {
+        if (out_len == 0 || total > OUT_CAPACITY / 2) {
+            /* a big frame goes out in one write of its own, after what is gathered */
+            struct iovec parts[4];
+            int count = 0;
+            if (out_len) parts[count++] = (struct iovec){out_buf, out_len};
+            parts[count++] = (struct iovec){header, 8};
+            parts[count++] = (struct iovec){(void *)meta, meta_len};
+            if (body_len) parts[count++] = (struct iovec){(void *)body, body_len};
+            writev_all(parts, count);
+            out_len = 0;
+            return;
+        }
+        flush_output();
+    }
+    if (out_len == 0) out_since = monotonic_ms();
+    memcpy(out_buf + out_len, header, 8);
+    memcpy(out_buf + out_len + 8, meta, meta_len);
+    if (body_len) memcpy(out_buf + out_len + 8 + meta_len, body, body_len);
+    out_len += total;
+    if (now) flush_output();
+}
+
+static void write_frame(const char *meta, size_t meta_len, const uint8_t *body, size_t body_len) {
+    write_frame_now(meta, meta_len, body, body_len, 1);
+}
+
+/* QuickJS asks now and then while JavaScript runs: send gathered frames that have waited long enough. */
+static int on_interrupt(JSRuntime *r, void *opaque) {
+    (void)r; (void)opaque;
+    if (out_len && monotonic_ms() - out_since >= OUT_MAX_AGE_MS) flush_output();
+    return 0;
+}
+
+static void exit_flushed(int code) {
+    flush_output();
+    exit(code);
 }
 
 static void fatal_frame(const char *name, const char *message) {
     char meta[512];
     int n = snprintf(meta, sizeof(meta),
                      "{\"type\":\"exception\",\"name\":\"%s\",\"message\":\"%s\",\"retire\":true}", name, message);
-    write_frame(meta, (size_t)n, NULL, 0);
+    write_frame(meta, (size_t)n, NULL, 0); /* after whatever was gathered */
     _exit(0);
 }
 
@@ -141,7 +223,7 @@ static void fatal_frame(const char *name, const char *message) {
 static void waiting_frame(void) {
     char meta[64];
     int n = snprintf(meta, sizeof(meta), "{\"type\":\"waiting\",\"frames\":%llu}", (unsigned long long)frames_read);
-    write_frame(meta, (size_t)n, NULL, 0);
+    write_frame_now(meta, (size_t)n, NULL, 0, 0);
 }
 
 /* A call from C into the driver failed: the driver catches everything it can, so this is an
@@ -191,19 +273,19 @@ static int next_frame(void) {
     if (r == 0) return 0;
     if (r < 0) {
         fprintf(stderr, "error: stdin ended inside a frame header\n");
-        exit(2);
+        exit_flushed(2);
     }
     uint32_t meta_len = get_u32(header), body_len = get_u32(header + 4);
     if (meta_len > MAX_META_BYTES || body_len > MAX_BODY_BYTES) {
         fprintf(stderr, "error: the host sent a frame over the limits (meta %u bytes, body %u bytes)\n", meta_len, body_len);
-        exit(2);
+        exit_flushed(2);
     }
     char *meta = capped_malloc(NULL, meta_len + 1);
     uint8_t *body = body_len ? js_malloc_rt(rt, body_len) : NULL;
     if (!meta || (body_len && !body)) driver_failed();
     if (read_exact((uint8_t *)meta, meta_len) < 0 || (body_len && read_exact(body, body_len) < 0)) {
         fprintf(stderr, "error: stdin ended inside a frame\n");
-        exit(2);
+        exit_flushed(2);
     }
     meta[meta_len] = 0;
     frames_read++;
@@ -241,7 +323,7 @@ static int pump(void) {
                 JS_FreeValue(ctx, result);
             }
         }
-        if (exit_requested >= 0) exit(exit_requested);
+        if (exit_requested >= 0) exit_flushed(exit_requested);
         JSValue fn = JS_GetPropertyStr(ctx, driver, "idle");
         JSValue result = JS_Call(ctx, fn, driver, 0, NULL);
         JS_FreeValue(ctx, fn);
@@ -249,7 +331,7 @@ static int pump(void) {
         int32_t answer = IDLE_WAIT;
         if (JS_IsNumber(result) && JS_ToInt32(ctx, &answer, result) < 0) answer = IDLE_WAIT;
         JS_FreeValue(ctx, result);
-        if (exit_requested >= 0) exit(exit_requested);
+        if (exit_requested >= 0) exit_flushed(exit_requested);
         if (answer != IDLE_MORE) return answer == IDLE_WAIT_CALLS;
     }
 }
@@ -341,6 +423,15 @@ static size_t skip_value(const char *s, size_t i, size_t n) {
     return depth == 0 ? i : 0;
 }
 
+#define META_REFUSED 0
+#define META_GATHER 1  /* logs and final frames: gathered */
+#define META_SEND 2    /* calls: the host starts on them at once */
+
+static int is_call_type(const char *quoted, size_t len) {
+    return (len == 7 && memcmp(quoted, "\"fetch\"", 7) == 0) || (len == 10 && memcmp(quoted, "\"dispatch\"", 10) == 0) ||
+           (len == 7 && memcmp(quoted, "\"sleep\"", 7) == 0);
+}
+
 static int meta_allowed(const char *s, size_t n) {
     size_t i = skip_space(s, 0, n);
     int typed = 0, escaped;
@@ -360,7 +451,7 @@ static int meta_allowed(const char *s, size_t n) {
             size_t value_end = skip_string(s, i, n, &escaped);
             if (!value_end || escaped) return 0;
             if (value_end - i == 9 && memcmp(s + i, "\"waiting\"", 9) == 0) return 0;
-            typed = 1;
+            typed = is_call_type(s + i, value_end - i) ? META_SEND : META_GATHER;
             i = value_end;
         } else {
             i = skip_value(s, i, n);
@@ -371,7 +462,7 @@ static int meta_allowed(const char *s, size_t n) {
             i = skip_space(s, i + 1, n);
             continue;
         }
-        return typed && i < n && s[i] == '}' && skip_space(s, i + 1, n) == n;
+        return i < n && s[i] == '}' && skip_space(s, i + 1, n) == n ? typed : META_REFUSED;
     }
     return 0;
 }
@@ -382,7 +473,8 @@ static JSValue native_write(JSContext *c, JSValueConst this_val, int argc, JSVal
     size_t meta_len;
     const char *meta = JS_ToCStringLen(c, &meta_len, argv[0]);
     if (!meta) return JS_EXCEPTION;
-    if (!meta_allowed(meta, meta_len)) {
+    int kind = meta_allowed(meta, meta_len);
+    if (kind == META_REFUSED) {
         JS_FreeCString(c, meta);
         return JS_ThrowTypeError(c, "the runtime refused to write a frame whose meta is not a plain typed object");
     }
@@ -395,7 +487,7 @@ static JSValue native_write(JSContext *c, JSValueConst this_val, int argc, JSVal
             return JS_EXCEPTION;
         }
     }
-    write_frame(meta, meta_len, body, body_len);
+    write_frame_now(meta, meta_len, body, body_len, kind == META_SEND);
     JS_FreeCString(c, meta);
     return JS_UNDEFINED;
 }
@@ -793,12 +885,15 @@ int main(void) {
     }
     JS_SetHostPromiseRejectionTracker(rt, track_rejection, NULL);
 
+    JS_SetInterruptHandler(rt, on_interrupt, NULL);
     int announce = 0;
     for (;;) {
         if (announce) waiting_frame();
+        flush_output(); /* everything gathered leaves before the process blocks */
         if (!next_frame()) break;
         announce = pump();
     }
+    flush_output();
     return 0;
 #endif
 }
