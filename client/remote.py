@@ -38,7 +38,7 @@ from .interface import EngineClient, TraceStream, WorkerRow
 from ..engine.errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
 from ..engine.engine import read_module
 from ..engine.http import Request, Response
-from ..engine.javascript import ScriptInfo
+from ..engine.javascript import DEFAULT_FILENAME, ScriptInfo, looks_like_javascript
 from ..engine.limits import CAMEL, FIELDS, EffectiveLimits, Limits
 from ..engine.secrets import SecretsUnavailable, check_secret
 from ..engine.store import Namespace, TailConsumer, Worker, WorkerVersion
@@ -136,8 +136,10 @@ def _filter_params(trace_filter: TraceFilter | None) -> list[tuple[str, str]]:
 
 def _read_module(module: bytes | str | os.PathLike[str]) -> tuple[bytes, str]:
     """The module's bytes (read as the engine's deploy reads them; the server checks the size) and a file name."""
-    name = "module.wasm" if isinstance(module, (bytes, bytearray, memoryview)) else Path(module).name
-    return read_module(module), name
+    data = read_module(module)
+    if isinstance(module, (bytes, bytearray, memoryview)):  # unnamed: the names the engine gives such a module
+        return data, DEFAULT_FILENAME if looks_like_javascript(data) else "module.wasm"
+    return data, Path(module).name
 
 
 # -- the client --------------------------------------------------------------------------------
