@@ -618,3 +618,35 @@ async def test_the_namespace_the_listener_serves_holds_the_platform_workers(smal
         assert small_engine.worker("gateway", namespace="shop").abi == "protocol"
         refused(await client.delete(f"{NS}/shop"), 409, 10001, "is the one this server's dispatch listener serves")
     assert small_engine.namespace("shop").name == "shop"
+
+
+async def test_a_javascript_dispatch_worker_finds_the_namespace_under_its_bindings_name(
+    small_engine: Engine, cf: httpx.AsyncClient
+) -> None:
+    tenant = ("shop.js", b"export default { fetch(request, env) { return new Response(`shop ${env.GREETING}`); } }",
+              "application/javascript+module")
+    tenant_metadata = {"main_module": "shop.js", "bindings": [{"type": "plain_text", "name": "GREETING", "text": "hi"}]}
+    assert (await cf.put(f"{NS}/default/scripts/shop", **form(tenant_metadata, tenant))).status_code == 200
+    front = ("front.js", b"""export default {
+  async fetch(request, env) {
+    try { return await env.TENANTS.get(new URL(request.url).hostname.split('.')[0]).fetch(request); }
+    catch (e) { return new Response(e.message, { status: e.message.startsWith('Worker not found') ? 404 : 500 }); }
+  },
+};""", "application/javascript+module")
+    metadata = {"main_module": "front.js", "bindings": [{"type": "dispatch_namespace", "name": "TENANTS", "namespace": "default"}]}
+    response = await cf.put(f"{BASE}/scripts/front", **form(metadata, front))
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["handlers"] == ["fetch"]
+    assert small_engine.namespace().dispatch_worker == "front" and small_engine.namespace().dispatch_binding == "TENANTS"
+    bindings = (await cf.get(f"{BASE}/scripts/front/settings")).json()["result"]["bindings"]
+    assert [(b["type"], b["name"]) for b in bindings] == [("dispatch_namespace", "TENANTS")]
+    answer = await small_engine.request("http://shop.example.com/")
+    assert (answer.status, answer.text) == (200, "shop hi")
+    missing = await small_engine.request("http://ghost.example.com/")
+    assert (missing.status, missing.text) == (404, "Worker not found: ghost")
+    content = await cf.get(f"{BASE}/scripts/front/content/v2")
+    assert content.content == front[1] and content.headers["content-type"].startswith("application/javascript+module")
+    bad = {"main_module": "front.js", "bindings": [{"type": "dispatch_namespace", "name": "not-an-identifier", "namespace": "default"}]}
+    before = snapshot(small_engine)
+    refused(await cf.put(f"{BASE}/scripts/front", **form(bad, front)), 400, 10001, "not a JavaScript identifier")
+    assert snapshot(small_engine) == before
