@@ -157,9 +157,14 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> "Engine":
-        self._preloading = asyncio.ensure_future(self.preload())  # in the background: the first request may join it
-        self._preloading.add_done_callback(lambda task: task.cancelled() or task.exception())
+        self._start_preload()
         return self
+
+    def _start_preload(self) -> None:
+        """`preload()` in the background (once): the first request joins it if it is not done."""
+        if self._preloading is None:
+            self._preloading = asyncio.ensure_future(self.preload())
+            self._preloading.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     async def preload(self) -> None:
         """Load now what the first requests would otherwise load: the JavaScript runtime (compiled
