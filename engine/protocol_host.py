@@ -657,7 +657,8 @@ class ProtocolHost:
         worker = self.config.worker(namespace, consumer)
         if worker is None or not javascript.speaks_protocol(worker.abi):
             return
-        body = json.dumps(items, separators=(",", ":")).encode()
+        sent = [traces.cloudflare_trace_item(item) for item in items] if worker.abi == javascript.ABI else items
+        body = json.dumps(sent, separators=(",", ":")).encode()
         if len(body) > protocol.MAX_BODY_BYTES:
             if len(items) > 1:
                 half = len(items) // 2

@@ -446,6 +446,8 @@ async def test_a_javascript_tail_worker_receives_cloudflare_shaped_trace_items(e
         scriptName: item.scriptName, outcome: item.outcome, url: item.event.request.url, method: item.event.request.method,
         status: item.event.response.status, logs: item.logs.map((log) => [log.level, ...log.message]),
         exceptions: item.exceptions.map((e) => e.name), timestamp: typeof item.eventTimestamp,
+        namespace: item.dispatchNamespace, tags: item.scriptTags, model: item.executionModel,
+        diagnostics: item.diagnosticsChannelEvents, truncated: item.truncated,
       }));
     }
   },
@@ -458,9 +460,10 @@ async def test_a_javascript_tail_worker_receives_cloudflare_shaped_trace_items(e
     await engine.flush_traces()
     import json
     seen = [json.loads(log["message"][0]) for item in engine.recent_traces(10, TraceFilter(worker="audit")) for log in item["logs"]]
+    shape = {"namespace": "default", "tags": [], "model": "stateless", "diagnostics": [], "truncated": False}
     assert seen == [
         {"scriptName": "shop", "outcome": "ok", "url": "http://shop.example.com/", "method": "GET", "status": 200,
-         "logs": [["warn", "careful"]], "exceptions": [], "timestamp": "number"},
+         "logs": [["warn", "careful"]], "exceptions": [], "timestamp": "number", **shape},
         {"scriptName": "shop", "outcome": "exception", "url": "http://shop.example.com/boom", "method": "POST", "status": 500,
-         "logs": [["warn", "careful"]], "exceptions": ["TypeError"], "timestamp": "number"},
+         "logs": [["warn", "careful"]], "exceptions": ["TypeError"], "timestamp": "number", **shape},
     ]
