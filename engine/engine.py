@@ -296,7 +296,9 @@ class Engine:
                 filename if filename is not None else None if isinstance(module, (bytes, bytearray, memoryview)) else str(module))
             limits = resolve(checked_tags, self.store.tag_limits(), ns.defaults, self.engine_defaults)
             binding = ns.dispatch_binding if ns.dispatch_worker == name else None
-            env = {**self._kept_secret_values(namespace, name, kept), **checked_vars, **(secrets or {})}
+            # secrets by name only: a refusal quotes what the script threw, and a secret's value never leaves the engine
+            env = {**{key: "" for key in self._kept_secret_names(namespace, name, kept)}, **checked_vars,
+                   **{key: "" for key in (secrets or {})}}
             script = self._check_script(name, namespace, data, filename, limits.memory_mb, binding, env)
             worker = self.store.deploy(namespace, name, data, sha256, javascript.ABI, checked_tags, checked_vars, message,
                                        sealed, kept, script=script)
@@ -318,20 +320,12 @@ class Engine:
         self.config_cache.changed()
         return worker
 
-    def _kept_secret_values(self, namespace: str, name: str, kept: bool | frozenset[str]) -> dict[str, str]:
-        """The values of the secrets a deploy keeps, for checking a script as it will run (none when
-        they cannot be opened: a top-level reference to one then fails the check, as it would run)."""
+    def _kept_secret_names(self, namespace: str, name: str, kept: bool | frozenset[str]) -> list[str]:
+        """The names of the secrets a deploy keeps."""
         if kept is False or self.store.find_worker(namespace, name) is None:
-            return {}
-        try:
-            current = self._with_secrets(self.store.worker(namespace, name))
-        except SecretsUnavailable:
-            return {}
-        assert current is not None
-        names = set(self.store.secret_names(namespace, name))
-        if kept is not True:
-            names &= set(kept)
-        return {key: value for key, value in current.vars.items() if key in names}
+            return []
+        names = self.store.secret_names(namespace, name)
+        return names if kept is True else [key for key in names if key in kept]
 
     def _runtime_for_checks(self) -> bytes:
         """The JavaScript runtime as instances run it (metered, its memory capped), metered and
