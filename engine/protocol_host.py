@@ -141,13 +141,13 @@ class ProtocolHost:
         self._specs: dict[tuple[Any, ...], InstanceSpec] = {}  # per worker version and memory cap, until a change
         config.on_change(self._specs.clear)
         self._finishing: set[asyncio.Task[Any]] = set()  # invocations that answered early and go on
+        self._offering: set[asyncio.Task[None]] = set()  # their items, waiting to be offered to Tail Workers
         self._closed = False
 
     async def flush_tail_deliveries(self, timeout: float) -> None:
         """Wait until the trace items offered so far (and those of invocations that answered early
         and go on) have reached their Tail Workers."""
         await self.wait_finishing(timeout)
-        await asyncio.sleep(0)  # their offers run in callbacks
         await self.tail_delivery.flush(timeout)
 
     async def close(self) -> None:
@@ -615,13 +615,21 @@ class ProtocolHost:
         if not pending:
             self.offer_to_tails(ns, items, from_dispatcher=from_dispatcher)
             return
-        gathered = asyncio.gather(*pending, return_exceptions=True)
-        gathered.add_done_callback(lambda _: self.offer_to_tails(ns, items, from_dispatcher=from_dispatcher))
+        async def offer() -> None:
+            await asyncio.gather(*pending, return_exceptions=True)
+            self.offer_to_tails(ns, items, from_dispatcher=from_dispatcher)
+
+        task = asyncio.ensure_future(offer())
+        self._offering.add(task)
+        task.add_done_callback(self._offering.discard)
 
     async def wait_finishing(self, timeout: float) -> None:
-        """Wait (at most `timeout` s) for the invocations that answered early to end."""
+        """Wait (at most `timeout` s) for the invocations that answered early to end, and for their
+        items to be offered to Tail Workers."""
         if self._finishing:
             await asyncio.wait(list(self._finishing), timeout=timeout)
+        if self._offering:
+            await asyncio.wait(list(self._offering), timeout=timeout)
 
     def offer_to_tails(self, ns: Namespace, items: list[dict[str, Any] | None], *, from_dispatcher: bool = False) -> None:
         """Queue `items` for the namespace's Tail Workers that follow them (after the response)."""
