@@ -63,6 +63,8 @@ def demo_requests() -> list[tuple[str, str]]:
         ("POST", "http://echo.demo.local/orders?id=42"),
         ("GET", "http://logger.demo.local/?lines=2"),
         ("GET", f"http://shop.demo.local/?url={api}/prices"),
+        ("GET", "http://catalog.demo.local/"),
+        ("GET", f"http://catalog.demo.local/price?api={api}"),
         ("GET", "http://greeter.demo.local/welcome"),
         ("GET", "http://burn.demo.local/?ms=5"),
         ("GET", "http://shop.demo.local/?url=http://blocked.demo.local/"),

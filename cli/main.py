@@ -70,12 +70,13 @@ def build_parser() -> Parser:
 
     deploy = commands.add_parser("deploy", help="deploy a new version of a worker")
     deploy.add_argument("name")
-    deploy.add_argument("module", help="path to a WASI command module (.wasm)")
+    deploy.add_argument("module", help="a WASI command module (.wasm) or a JavaScript Worker (.js: an ES module or a service-worker script, one file)")
     deploy.add_argument("--namespace", default="default")
     deploy.add_argument("--tag", action="append", default=[], dest="tags")
     deploy.add_argument("--var", action="append", default=[], dest="vars", metavar="KEY=VALUE")
     deploy.add_argument("--message", default="", help="a note stored with the version")
-    deploy.add_argument("--abi", choices=["wcgi", "protocol"], default=None, help="the Worker ABI (default: detected from the module)")
+    deploy.add_argument("--abi", choices=["wcgi", "protocol", "javascript"], default=None,
+                        help="the Worker ABI (default: detected: JavaScript for UTF-8 text, else from the module's exports)")
 
     listing = commands.add_parser("list", help="list workers")
     listing.add_argument("--namespace", default="default")
@@ -232,7 +233,10 @@ async def run(args: argparse.Namespace) -> int:
 async def cmd_deploy(engine: Engine, args: argparse.Namespace) -> int:
     variables = dict(parse_var_assignment(item) for item in args.vars)
     worker = engine.deploy(args.name, args.module, namespace=args.namespace, tags=args.tags, vars=variables, message=args.message, abi=args.abi)
-    print(f"deployed {worker.name} version {worker.version} in namespace {worker.namespace} ({_size(worker.size)}, sha256 {worker.sha256[:12]})")
+    what = _size(worker.size)
+    if worker.script is not None:
+        what = f"JavaScript, {worker.script.format}, {' and '.join(worker.script.handlers)}, {what}"
+    print(f"deployed {worker.name} version {worker.version} in namespace {worker.namespace} ({what}, sha256 {worker.sha256[:12]})")
     return 0
 
 
@@ -244,8 +248,8 @@ async def cmd_list(engine: Engine, args: argparse.Namespace) -> int:
     if not workers:
         print(f"no workers in namespace {args.namespace}" + (f" with tags {', '.join(args.tags)}" if args.tags else ""))
         return 0
-    rows = [[w.name, str(w.version), ",".join(w.tags) or "-", w.abi, _size(w.size), _when(w.created_at)] for w in workers]
-    print(_table(rows, ["NAME", "VERSION", "TAGS", "ABI", "SIZE", "DEPLOYED"]))
+    rows = [[w.name, str(w.version), ",".join(w.tags) or "-", w.language, w.abi, _size(w.size), _when(w.created_at)] for w in workers]
+    print(_table(rows, ["NAME", "VERSION", "TAGS", "LANGUAGE", "ABI", "SIZE", "DEPLOYED"]))
     return 0
 
 

@@ -47,8 +47,11 @@ def register(subparsers: Any) -> None:
 
     dispatcher = subparsers.add_parser("dispatcher", help="a namespace's dispatch Worker")
     dispatcher_actions = _actions(dispatcher, "dispatcher_command")
-    dispatcher_set = dispatcher_actions.add_parser("set", help="front the namespace with a Worker-protocol dispatch Worker")
+    dispatcher_set = dispatcher_actions.add_parser(
+        "set", help="front the namespace with a dispatch Worker (a Worker-protocol module or a JavaScript Worker)")
     dispatcher_set.add_argument("name")
+    dispatcher_set.add_argument("--binding", default=None, metavar="NAME",
+                                help="the dispatch namespace binding a JavaScript dispatch Worker finds in env (default: dispatcher)")
     dispatcher_clear = dispatcher_actions.add_parser("clear", help="route by host label or path again")
     dispatcher_show = dispatcher_actions.add_parser("show", help="show the namespace's dispatch Worker")
     for parser in (dispatcher_set, dispatcher_clear, dispatcher_show):
@@ -133,21 +136,24 @@ async def cmd_export(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def _dispatcher_line(ns: Namespace) -> str:
+def _dispatcher_line(engine: Engine, ns: Namespace) -> str:
     if ns.dispatch_worker:
-        return f"namespace {ns.name}: dispatch Worker {ns.dispatch_worker}"
+        line = f"namespace {ns.name}: dispatch Worker {ns.dispatch_worker}"
+        if any(w.name == ns.dispatch_worker and w.language == "javascript" for w in engine.workers(ns.name)):
+            line += f" (JavaScript; the namespace is env.{ns.dispatch_binding} in its handler)"
+        return line
     return f"namespace {ns.name}: no dispatch Worker (routing by {ns.routing})"
 
 
 async def cmd_dispatcher(engine: Engine, args: argparse.Namespace) -> int:
     action = args.dispatcher_command
     if action == "set":
-        ns = engine.set_dispatch_worker(args.name, namespace=args.namespace)
+        ns = engine.set_dispatch_worker(args.name, namespace=args.namespace, binding=args.binding)
     elif action == "clear":
         ns = engine.set_dispatch_worker(None, namespace=args.namespace)
     else:
         ns = engine.namespace(args.namespace)
-    print(_dispatcher_line(ns))
+    print(_dispatcher_line(engine, ns))
     return 0
 
 

@@ -95,7 +95,8 @@ class LocalClient(EngineClient):
         return self.engine.versions(name, namespace=namespace)
 
     async def deploy(self, name, module, namespace, tags, vars) -> Worker:  # type: ignore[no-untyped-def]
-        return self.engine.deploy(name, module, namespace=namespace, tags=tags, vars=vars)
+        # in a thread: a deploy meters and compiles a new module, or checks a script in the JavaScript runtime
+        return await asyncio.to_thread(self.engine.deploy, name, module, namespace=namespace, tags=tags, vars=vars)
 
     async def set_tags(self, name: str, tags: Iterable[str], namespace: str) -> Worker:
         return self.engine.set_tags(name, tags, namespace=namespace)

@@ -38,6 +38,7 @@ from .interface import EngineClient, TraceStream, WorkerRow
 from ..engine.errors import InvalidInput, InvalidModule, NotFound, WasmdeckError
 from ..engine.engine import read_module
 from ..engine.http import Request, Response
+from ..engine.javascript import DEFAULT_FILENAME, ScriptInfo, looks_like_javascript
 from ..engine.limits import CAMEL, FIELDS, EffectiveLimits, Limits
 from ..engine.secrets import SecretsUnavailable, check_secret
 from ..engine.store import Namespace, TailConsumer, Worker, WorkerVersion
@@ -105,7 +106,15 @@ def _version_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         "namespace": data["namespace"], "name": data["name"], "version": data["version"], "sha256": data["sha256"],
         "size": data["size"], "abi": data["abi"], "tags": tuple(data["tags"]), "vars": dict(data["vars"]),
         "created_at": data["createdAt"], "message": data["message"], "current": data["current"],
+        "script": _script(data.get("script")),
     }
+
+
+def _script(data: Any) -> ScriptInfo | None:
+    """A JavaScript Worker's script as the server reports it (format, handlers, file name)."""
+    if not isinstance(data, Mapping):
+        return None
+    return ScriptInfo(str(data.get("filename") or "worker.js"), str(data.get("format")), tuple(data.get("handlers") or ()))
 
 
 def _version(data: Mapping[str, Any]) -> WorkerVersion:
@@ -127,8 +136,10 @@ def _filter_params(trace_filter: TraceFilter | None) -> list[tuple[str, str]]:
 
 def _read_module(module: bytes | str | os.PathLike[str]) -> tuple[bytes, str]:
     """The module's bytes (read as the engine's deploy reads them; the server checks the size) and a file name."""
-    name = "module.wasm" if isinstance(module, (bytes, bytearray, memoryview)) else Path(module).name
-    return read_module(module), name
+    data = read_module(module)
+    if isinstance(module, (bytes, bytearray, memoryview)):  # unnamed: the names the engine gives such a module
+        return data, DEFAULT_FILENAME if looks_like_javascript(data) else "module.wasm"
+    return data, Path(module).name
 
 
 # -- the client --------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ import hashlib
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import protocol, wcgi
+from . import javascript, protocol, wcgi
 from .egress import EgressPolicy
 from .compatibility import check_compatibility
 from .errors import InvalidInput, InvalidModule, WasmdeckError
@@ -22,6 +23,7 @@ from .http import Request, Response, limit_response, text_response
 from .instances import InstanceSettings
 from .metering import SCHEME as METERING_SCHEME, meter_isolated
 from .limits import ENGINE_DEFAULTS, EffectiveLimits, Limits, looks_out_of_memory, resolve
+from .javascript import ScriptInfo
 from .network import Network
 from .outbound import OutboundSetting, check_outbound_values
 from .protocol_host import Invocation, ProtocolHost
@@ -51,7 +53,7 @@ def default_db_path() -> Path:
     return base / "wasmdeck" / "wasmdeck.db"
 
 
-ABIS = (wcgi.ABI, protocol.ABI)
+ABIS = (wcgi.ABI, protocol.ABI, javascript.ABI)
 
 
 def default_concurrency() -> int:
@@ -129,7 +131,10 @@ class Engine:
             max_output_bytes=max_response_bytes + wcgi.MAX_RESPONSE_HEADER_BYTES,
             always_keep_logs=always_keep_trap_logs,
             metered_source=self._metered_module,
+            keep_prepared=frozenset({javascript.runtime_sha256()}),
         )
+        self._runtime_lock = threading.Lock()
+        self._prepared_runtime: bytes | None = None  # the JavaScript runtime, metered and capped, checked once
         self.network = network or Network()
         self.config_cache = ConfigCache(self.store, engine_defaults, open_secrets=self._with_secrets)
         self.recorder = Recorder(self.traces, clock)
@@ -138,7 +143,7 @@ class Engine:
             network=self.network,
             config=self.config_cache,
             recorder=self.recorder,
-            module_bytes=self.store.module_bytes,
+            module_bytes=self._stored_module,
             run_user=self._run_dispatched,
             instance_settings=instances,
         )
@@ -147,11 +152,31 @@ class Engine:
         self._capturing = False
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop running guests, known from the first dispatch
+        self._preloading: asyncio.Future[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> "Engine":
+        self._start_preload()
         return self
+
+    def _start_preload(self) -> None:
+        """`preload()` in the background (once): the first request joins it if it is not done."""
+        if self._preloading is None:
+            self._preloading = asyncio.ensure_future(self.preload())
+            self._preloading.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def preload(self) -> None:
+        """Load now what the first requests would otherwise load: the JavaScript runtime (compiled
+        once, from the on-disk cache after a restart) when any JavaScript Worker is deployed.
+        `async with Engine(...)` starts it in the background; `wasmdeck serve` waits for it before
+        it answers its first request."""
+        if self._closed:
+            return
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        if await asyncio.to_thread(self.store.serves_abi, javascript.ABI):
+            await self.runtime.preload(javascript.runtime_sha256(), javascript.RUNTIME_PAGES, javascript.runtime_module)
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
@@ -159,6 +184,9 @@ class Engine:
     async def close(self) -> None:
         if self._closed:
             return
+        if self._preloading is not None and not self._preloading.done():
+            self._preloading.cancel()
+            await asyncio.gather(self._preloading, return_exceptions=True)
         await self.protocol.close()
         self._closed = True
         await self.traces.close()
@@ -177,7 +205,9 @@ class Engine:
             self._capturing = True
 
     async def flush_traces(self) -> None:
-        """Wait until every trace item published so far is stored."""
+        """Wait until every trace item published so far is stored (and first, for at most 30 s, for
+        invocations that answered early and go on: their items are published when they end)."""
+        await self.protocol.wait_finishing(30.0)
         await self.traces.flush()
 
     async def flush_tail_deliveries(self, timeout: float = 30.0) -> None:
@@ -214,6 +244,12 @@ class Engine:
     def _read_module(self, module: bytes | bytearray | str | os.PathLike[str]) -> bytes:
         return read_module(module, self.max_module_bytes)
 
+    def _stored_module(self, sha256: str) -> bytes:
+        """A module by sha256: a deployed one, or a runtime the engine ships (JavaScript's)."""
+        if sha256 == javascript.runtime_sha256():
+            return javascript.runtime_module()
+        return self.store.module_bytes(sha256)
+
     def deploy(
         self,
         name: str,
@@ -226,16 +262,23 @@ class Engine:
         abi: str | None = None,
         secrets: Mapping[str, str] | None = None,
         keep_secrets: bool | Iterable[str] = True,
+        filename: str | None = None,
     ) -> Worker:
         """Validate and store a new version of a worker; it serves from the next request.
 
-        `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
-        `abi` is "wcgi" or "protocol"; by default a module exporting `wasmdeck_worker_protocol_1`
-        (one process per invocation) or `wasmdeck_worker_protocol_2` (warm instances) speaks the
-        Worker protocol and any other is a WCGI program. `secrets` are set in the same
-        transaction; the worker's other secrets stay (`keep_secrets` true), go (false), or stay
-        only when `keep_secrets` names them.
+        `abi` is "wcgi", "protocol" or "javascript". By default a module that is not WebAssembly and
+        is UTF-8 text is a JavaScript Worker (an ES module with `export default { fetch }`, or a
+        service-worker script); a module exporting `wasmdeck_worker_protocol_1` (one process per
+        invocation) or `wasmdeck_worker_protocol_2` (warm instances) speaks the Worker protocol;
+        any other is a WCGI program. A script is checked by the JavaScript runtime before it is
+        stored (compiled and its top-level code run, with no request): a syntax error, no handler,
+        an `import`, a throw at top level are refused. `secrets` are set in the same transaction;
+        the worker's other secrets stay (`keep_secrets` true), go (false), or stay only when
+        `keep_secrets` names them. `filename` is the script's name in stack traces and syntax
+        errors (default: the module path's file name, else `worker.js`).
         Raises InvalidInput / InvalidModule / NotFound (one clear sentence) and changes nothing then.
+        Slow the first time (metering and compiling, seconds for a big module or the JavaScript
+        runtime): call it in a thread from async code.
         """
         check_name(name)
         if abi is not None and abi not in ABIS:
@@ -243,11 +286,27 @@ class Engine:
         checked_tags = check_tags(tags)
         checked_vars = check_vars(dict(vars or {}))
         data = self._read_module(module)
+        ns = self.store.namespace(namespace)
+        sha256 = hashlib.sha256(data).hexdigest()
+        sealed = self._seal(namespace, name, secrets or {})
+        kept = keep_secrets if isinstance(keep_secrets, bool) else frozenset(keep_secrets)
+        if abi == javascript.ABI or (abi is None and javascript.looks_like_javascript(data)):
+            javascript.check_source(data, min(self.max_module_bytes, javascript.MAX_SCRIPT_BYTES))
+            filename = javascript.script_filename(
+                filename if filename is not None else None if isinstance(module, (bytes, bytearray, memoryview)) else str(module))
+            limits = resolve(checked_tags, self.store.tag_limits(), ns.defaults, self.engine_defaults)
+            binding = ns.dispatch_binding if ns.dispatch_worker == name else None
+            # secrets by name only: a refusal quotes what the script threw, and a secret's value never leaves the engine
+            env = {**{key: "" for key in self._kept_secret_names(namespace, name, kept)}, **checked_vars,
+                   **{key: "" for key in (secrets or {})}}
+            script = self._check_script(name, namespace, data, filename, limits.memory_mb, binding, env)
+            worker = self.store.deploy(namespace, name, data, sha256, javascript.ABI, checked_tags, checked_vars, message,
+                                       sealed, kept, script=script)
+            self.config_cache.changed()
+            return worker
         info = validate_worker_module(data, max_bytes=self.max_module_bytes)
         if abi is None:
             abi = protocol.ABI if any(e.name in protocol.MARKER_EXPORTS for e in info.exports) else wcgi.ABI
-        ns = self.store.namespace(namespace)
-        sha256 = hashlib.sha256(data).hexdigest()
         # Metered once here (refused if it cannot be: its CPU limit would not hold) and compiled, so a
         # module that cannot run is refused now. Slow for big modules: servers call deploy in a thread.
         metered = self.store.metered_module(sha256, METERING_SCHEME)
@@ -256,16 +315,63 @@ class Engine:
             limits = resolve(checked_tags, self.store.tag_limits(), ns.defaults, self.engine_defaults)
             pages = max([memory_limit_pages(limits.memory_mb), *(m.initial_pages for m in info.memories)])
             self.runtime.check_module(prepare_to_run(metered, pages))
-        sealed = self._seal(namespace, name, secrets or {})
-        kept = keep_secrets if isinstance(keep_secrets, bool) else frozenset(keep_secrets)
         worker = self.store.deploy(namespace, name, data, sha256, abi, checked_tags, checked_vars, message, sealed, kept)
         self.store.save_metered_module(sha256, METERING_SCHEME, metered)
         self.config_cache.changed()
         return worker
 
+    def _kept_secret_names(self, namespace: str, name: str, kept: bool | frozenset[str]) -> list[str]:
+        """The names of the secrets a deploy keeps."""
+        if kept is False or self.store.find_worker(namespace, name) is None:
+            return []
+        names = self.store.secret_names(namespace, name)
+        return names if kept is True else [key for key in names if key in kept]
+
+    def _runtime_for_checks(self) -> bytes:
+        """The JavaScript runtime as instances run it (metered, its memory capped), metered and
+        compiled once per cache folder: both forms are kept there (see `Runtime.keep_prepared`)."""
+        with self._runtime_lock:
+            if self._prepared_runtime is None:
+                prepared, fresh = self.runtime.prepared_module(
+                    javascript.runtime_sha256(), javascript.RUNTIME_PAGES, javascript.runtime_module)
+                if fresh:
+                    self.runtime.check_module(prepared)
+                self._prepared_runtime = prepared
+            return self._prepared_runtime
+
+    def _check_script(
+        self, name: str, namespace: str, source: bytes, filename: str, memory_mb: int, binding: str | None,
+        env: dict[str, str],
+    ) -> ScriptInfo:
+        """Have the JavaScript runtime compile the script and run its top-level code (its `check`
+        mode: no request, nothing kept), in the compile checker's thread; InvalidModule when it fails."""
+        frame = javascript.check_frame(name, namespace, source, filename, memory_mb, javascript.dispatch_bindings(binding))
+        run = self.runtime.run_check(self._runtime_for_checks(), frame, env, javascript.CHECK_TIMEOUT_S)
+        if run.outcome == "timeout":
+            raise InvalidModule(
+                f"the script's top-level code ran for more than {javascript.CHECK_TIMEOUT_S:g} s without finishing; "
+                "a Worker's top-level code must only define its handlers"
+            )
+        try:
+            frames = protocol.FrameDecoder(allowed=protocol.GUEST_TYPES_2).feed(run.stdout)
+        except protocol.ProtocolViolation as error:
+            raise InvalidModule(f"the JavaScript runtime answered the check in a way wasmdeck does not understand ({error})") from None
+        answer = next((frame for frame in frames if frame.type in ("ready", "exception")), None)
+        if answer is None:
+            detail = run.error or run.stderr.decode("utf-8", "replace").strip() or f"exit status {run.exit_code}"
+            if looks_out_of_memory(detail):
+                raise InvalidModule(f"the script ran out of memory under its {memory_mb} MiB limit while its top-level code ran")
+            raise InvalidModule(f"the JavaScript runtime stopped while it checked the script ({detail.splitlines()[0][:300]})")
+        if answer.type == "exception":
+            raise InvalidModule(javascript.refusal(answer.meta, filename, memory_mb))
+        return javascript.script_info(filename, answer.meta)
+
     def _metered_module(self, sha256: str, original: Callable[[], bytes]) -> bytes:
         """The metered form of a stored module: kept beside it, or made (and kept) now. Runs in a
-        worker thread (see Runtime)."""
+        worker thread (see Runtime). The engine's own runtimes are metered here and kept prepared
+        in the cache folder by the Runtime (they are not tenant data: the database holds none of them)."""
+        if sha256 in self.runtime.keep_prepared:
+            return meter_isolated(original())
         metered = self.store.metered_module(sha256, METERING_SCHEME)
         if metered is None:
             metered = meter_isolated(original())
@@ -447,22 +553,34 @@ class Engine:
 
     # -- platform: dispatch Worker, Outbound Worker, egress, Tail Workers -----------------
 
-    def _protocol_worker(self, name: str, namespace: str, role: str) -> Worker:
+    def _protocol_worker(self, name: str, namespace: str, role: str, handler: str = "fetch") -> Worker:
+        """The worker named for a platform role: it must speak the Worker protocol (a protocol
+        module or a JavaScript Worker), and a JavaScript one must have the role's handler."""
         worker = self.store.worker(namespace, name)
-        if worker.abi != protocol.ABI:
+        if not javascript.speaks_protocol(worker.abi):
             raise InvalidInput(
                 f"{role} {name!r} is a {worker.abi} Worker; a {role} must speak the Worker protocol "
-                "(see docs/worker-protocol.md)"
+                "(see docs/worker-protocol.md) or be a JavaScript Worker"
+            )
+        if worker.script is not None and handler not in worker.script.handlers:
+            raise InvalidInput(
+                f"{role} {name!r} is a JavaScript Worker without a {handler}() handler; a {role} needs one"
             )
         return worker
 
-    def set_dispatch_worker(self, name: str | None, *, namespace: str = DEFAULT_NAMESPACE) -> Namespace:
-        """Front the namespace with a dispatch Worker (None: route by host label or path again)."""
+    def set_dispatch_worker(
+        self, name: str | None, *, namespace: str = DEFAULT_NAMESPACE, binding: str | None = None
+    ) -> Namespace:
+        """Front the namespace with a dispatch Worker (None: route by host label or path again).
+        `binding` names the dispatch namespace binding a JavaScript dispatch Worker finds in its env
+        (`env.dispatcher` unless set; None keeps the namespace's)."""
         self.store.namespace(namespace)
+        if binding is not None:
+            javascript.check_binding_name(binding)
         if name is not None:
             check_name(name)
             self._protocol_worker(name, namespace, "dispatch Worker")
-        result = self.store.set_dispatch_worker(namespace, name)
+        result = self.store.set_dispatch_worker(namespace, name, binding)
         self.config_cache.changed()
         return result
 
@@ -512,7 +630,7 @@ class Engine:
         """Deliver trace items to `consumer`'s tail handler: of `worker`, of the dispatcher, or (neither) of the namespace."""
         entry = self._tail_consumer(consumer, worker, dispatcher, namespace)
         self.store.namespace(namespace)
-        self._protocol_worker(consumer, namespace, "tail consumer")
+        self._protocol_worker(consumer, namespace, "tail consumer", handler="tail")
         result = self.store.add_tail_consumer(entry)
         self.config_cache.changed()
         return result
@@ -579,7 +697,7 @@ class Engine:
             limits_override=target.limits, outbound_values=outbound_values,
             script_name=target.script_name, path_info=target.path_info,
         )
-        self.protocol.offer_to_tails(ns, [response.trace])
+        self.protocol.offer_when_finished(ns, [response.trace], [response.finished])
         return response
 
     async def _run_dispatched(
@@ -627,7 +745,7 @@ class Engine:
         limits = self.config_cache.limits(ns, worker).tightened(limits_override)
         if wall_cap_ms is not None:
             limits = limits.tightened(Limits(wall_ms=max(1, wall_cap_ms)), source="caller")
-        if worker.abi == protocol.ABI:
+        if javascript.speaks_protocol(worker.abi):
             invocation = Invocation(ns, worker, "user", limits, request, dict(outbound_values or {}))
             return await self.protocol.run_fetch(invocation, timestamp, started, gated=gated)
         env = wcgi.environment(request, script_name=script_name, path_info=path_info, variables=worker.vars)

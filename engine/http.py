@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +97,9 @@ class Response:
     body: bytes = b""
     trace: dict[str, Any] = field(default_factory=dict)
     dispatcher_trace: dict[str, Any] | None = None
+    # set when the Worker answered before its invocation ended (JavaScript `ctx.waitUntil` work goes
+    # on): done when it has, and `trace` (the same dict) then holds the invocation's final item
+    finished: "asyncio.Future[None] | None" = field(default=None, repr=False, compare=False)
 
     @property
     def outcome(self) -> str:

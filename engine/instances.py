@@ -129,10 +129,23 @@ class InstanceSpec:
     # the init frame: extra meta fields and body (an interpreted language's source, section 9.2)
     init_meta: Mapping[str, Any] = field(default_factory=dict)
     init_body: bytes = b""
+    # the body read when an instance starts, instead of `init_body` (a script kept in the database)
+    load_init_body: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+    # the memory cap the module is loaded with, when not `memory_pages`: a runtime that caps its own
+    # memory at `memory_pages` (from init's memoryMb) is compiled once for every cap
+    module_pages: int | None = None
+    # the guest is one of the engine's own runtimes: its `waiting` frames stop the CPU clock
+    announces_waiting: bool = False
+    # what else makes instances of one version differ (a JavaScript dispatch Worker's binding name)
+    variant: str = ""
 
     @property
-    def key(self) -> tuple[str, str, int, str, int]:
-        return (self.namespace, self.worker, self.version, self.sha256, self.memory_pages)
+    def key(self) -> tuple[str, str, int, str, int, str]:
+        return (self.namespace, self.worker, self.version, self.sha256, self.memory_pages, self.variant)
+
+    @property
+    def load_pages(self) -> int:
+        return self.module_pages if self.module_pages is not None else self.memory_pages
 
     @property
     def memory_mb(self) -> int:
@@ -255,6 +268,7 @@ class Instance:
         self.ended: GuestExit | None = None
         self.wrote_stderr = False  # ever: then a final frame waits a moment for stderr on its way
         self._writes: set[asyncio.Task[None]] = set()
+        self.frames_written = 0  # every frame written to it, init included (a `waiting` frame says how many it read)
 
     # -- output, as it arrives ---------------------------------------------------------
 
@@ -290,7 +304,9 @@ class Instance:
             self._manager.idle_output(self, item)
 
     async def write(self, data: bytes) -> bool:
+        """Write one frame (counted before the write starts: the guest cannot have read it earlier)."""
         assert self.process is not None
+        self.frames_written += 1
         return await self.process.write(data)
 
     def write_soon(self, data: bytes, receiver: Receiver) -> None:
@@ -377,7 +393,7 @@ class InstanceManager:
         self.is_current = is_current
         self.publish_retirement = publish_retirement
         self.refresh_config = refresh_config
-        self._pools: dict[tuple[str, str, int, str, int], Pool] = {}
+        self._pools: dict[tuple[str, str, int, str, int, str], Pool] = {}
         self._all: set[Instance] = set()
         self._idle_lru: OrderedDict[Instance, None] = OrderedDict()
         self._waiters: deque[tuple[Pool, asyncio.Future[Any]]] = deque()
@@ -592,11 +608,17 @@ class InstanceManager:
                                        logs=instance.init_logs, stderr=bytes(receiver.stderr))
 
         try:
+            body = spec.init_body
+            if spec.load_init_body is not None:
+                # read while the module loads and the process starts
+                loading = asyncio.ensure_future(asyncio.to_thread(spec.load_init_body))
             instance.process = await self.runtime.start_instance(
                 f"{spec.namespace}/{spec.worker}", spec.sha256, lambda: self.module_bytes(spec.sha256),
-                memory_pages=spec.memory_pages, env=dict(spec.env),
+                memory_pages=spec.load_pages, env=dict(spec.env),
                 on_stdout=instance.on_stdout, on_stderr=instance.on_stderr, on_exit=instance.on_exit,
             )
+            if spec.load_init_body is not None:
+                body = await loading
         except GuestStartFailed as error:
             raise fail("internalError", "InternalError", f"the instance could not start: {error}") from None
         except BaseException:
@@ -606,7 +628,7 @@ class InstanceManager:
             {**spec.init_meta, "type": "init", "protocol": protocol.VERSION_2, "worker": spec.worker,
              "namespace": spec.namespace, "version": spec.version,
              **({} if "language" in spec.init_meta else {"language": "wasm"})},
-            spec.init_body,
+            body,
         )
         try:
             if not await instance.write(init):
@@ -631,6 +653,8 @@ class InstanceManager:
                         break
                     if frame.type == "log":
                         _record_log(held, frame, int(time.time() * 1000), 1000)
+                        continue
+                    if frame.type == "waiting":  # no event yet: nothing to stop
                         continue
                     if frame.type == "exception":
                         name = str(frame.meta.get("name") or "Error")[:200]
@@ -764,6 +788,8 @@ class InstanceManager:
             self.retire(instance, "exited", publish=True)
             return
         if kind == "frame":
+            if value.type == "waiting":  # a runtime announcing that it waits: harmless here
+                return
             detail = f"a {value.type!r} frame after its final frame"
         else:
             detail = str(value)
@@ -871,13 +897,15 @@ class InstanceManager:
         self._waiters.clear()
         for instance in list(self._all):
             self.retire(instance, "closed")
+        reaper, self._reaper = self._reaper, None
+        loop = asyncio.get_running_loop()
+        if reaper is not None and reaper.get_loop() is loop:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+        elif reaper is not None and not reaper.get_loop().is_closed():  # an engine closed from another loop
+            reaper.get_loop().call_soon_threadsafe(reaper.cancel)
         # tasks of another event loop (an engine whose guests ran in a loop that has ended since,
         # then closed from a new one) cannot be awaited here; a closed loop runs them no more
-        loop = asyncio.get_running_loop()
-        if self._reaper is not None and not self._reaper.get_loop().is_closed():
-            self._reaper.cancel()
-            if self._reaper.get_loop() is loop:
-                await asyncio.gather(self._reaper, return_exceptions=True)
         while stopping := [task for task in self._stopping if task.get_loop() is loop and not task.done()]:
             await asyncio.gather(*stopping, return_exceptions=True)
 

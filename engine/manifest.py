@@ -2,7 +2,7 @@
 Outbound Worker, egress policy, tail consumers) declared in one TOML file.
 
 - `load_manifest(path)` / `parse_manifest(text, base_dir=...)` read and check a manifest on
-  its own: unknown keys, bad values, missing or invalid modules are refused with a
+  its own: unknown keys, bad values, missing or invalid modules (or scripts) are refused with a
   `ManifestError` naming the file, the line (best effort) and the key path.
 - `plan_manifest(engine, manifest)` checks it against the platform (every Worker it refers
   to must be declared or deployed) and lists the changes needed, writing nothing.
@@ -10,7 +10,8 @@ Outbound Worker, egress policy, tail consumers) declared in one TOML file.
   then makes exactly those changes and returns one human-readable line per change; the
   same file applied twice changes nothing the second time.
 - `manifest_text(engine)` is the current platform as a manifest and `export_manifest(engine,
-  directory)` writes it as `directory/platform.toml` plus `directory/modules/<ns>/<worker>.wasm`.
+  directory)` writes it as `directory/platform.toml` plus `directory/modules/<ns>/<worker>.wasm`
+  (`.js` for a JavaScript Worker's script).
 
 The format is documented in docs/manifest.md.
 """
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import tomli_w
 
-from . import protocol, wcgi
+from . import javascript, protocol, wcgi
 from .egress import EgressPolicy, HostPattern
 from .errors import InvalidInput, WasmdeckError
 from .limits import CAMEL, FIELDS, Limits
@@ -45,12 +46,12 @@ if TYPE_CHECKING:
 
 MANIFEST_FILE = "platform.toml"
 MODULES_DIR = "modules"
-ABIS = (wcgi.ABI, protocol.ABI)
+ABIS = (wcgi.ABI, protocol.ABI, javascript.ABI)
 
 KeyPath = tuple[str | int, ...]
 
 _TOP_KEYS = ("limits", "namespaces")
-_NAMESPACE_KEYS = ("routing", "defaults", "dispatch_worker", "egress", "outbound", "workers", "tail_consumers")
+_NAMESPACE_KEYS = ("routing", "defaults", "dispatch_worker", "dispatch_binding", "egress", "outbound", "workers", "tail_consumers")
 _WORKER_KEYS = ("module", "tags", "vars", "abi", "secrets")
 _EGRESS_KEYS = ("allow", "block")
 _OUTBOUND_KEYS = ("service", "parameters")
@@ -115,6 +116,7 @@ class NamespaceSpec:
     routing: str | None = None
     defaults: Limits | None = None
     dispatch_worker: str | Literal[False] | None = None  # False: no dispatch Worker
+    dispatch_binding: str | None = None  # the binding a JavaScript dispatch Worker finds in env
     outbound: OutboundSetting | Literal[False] | None = None  # False: no Outbound Worker
     egress: EgressPolicy | None = None
     workers: dict[str, WorkerSpec] = field(default_factory=dict)
@@ -280,6 +282,11 @@ class _Reader:
             spec["defaults"] = self.limits(table["defaults"], path + ("defaults",))
         if "dispatch_worker" in table:
             spec["dispatch_worker"] = self.worker_reference(table["dispatch_worker"], path + ("dispatch_worker",), "dispatch Worker")
+        if "dispatch_binding" in table:
+            binding = self.string(table["dispatch_binding"], path + ("dispatch_binding",))
+            with self.at(path + ("dispatch_binding",)):
+                javascript.check_binding_name(binding)
+            spec["dispatch_binding"] = binding
         if "egress" in table:
             spec["egress"] = self.egress(table["egress"], path + ("egress",))
         if "outbound" in table:
@@ -351,7 +358,7 @@ class _Reader:
             check_name(name)
         table = self.table(value, path, _WORKER_KEYS)
         if "module" not in table:
-            self.fail(path + ("module",), "is missing: give the path of the worker's .wasm file, relative to the manifest")
+            self.fail(path + ("module",), "is missing: give the path of the worker's .wasm or .js file, relative to the manifest")
         module = self.string(table["module"], path + ("module",))
         tags = self.string_list(table.get("tags", []), path + ("tags",))
         with self.at(path + ("tags",)):
@@ -369,12 +376,17 @@ class _Reader:
             abi = self.string(table["abi"], path + ("abi",))
             if abi not in ABIS:
                 self.fail(path + ("abi",), f"ABI {abi!r} is not one of {', '.join(ABIS)}")
-        data, sha256, exports = self.module(module, path + ("module",))
+        data, sha256, exports = self.module(module, path + ("module",), abi)
         if abi is None:
-            abi = protocol.ABI if any(marker in exports for marker in protocol.MARKER_EXPORTS) else wcgi.ABI
+            if exports is None:
+                abi = javascript.ABI
+            else:
+                abi = protocol.ABI if any(marker in exports for marker in protocol.MARKER_EXPORTS) else wcgi.ABI
         return WorkerSpec(namespace, name, module, self.base_dir / module, data, sha256, abi, checked_tags, checked_vars, path)
 
-    def module(self, module: str, path: KeyPath) -> tuple[bytes, str, Any]:
+    def module(self, module: str, path: KeyPath, abi: str | None = None) -> tuple[bytes, str, Any]:
+        """The module's bytes, sha256 and export names (None for a JavaScript Worker's script, which
+        the deploy checks in the JavaScript runtime)."""
         if not module:
             self.fail(path, "the module path is empty")
         file = self.base_dir / module
@@ -388,6 +400,14 @@ class _Reader:
         if size > self.max_module_bytes:
             self.fail(path, f"module {module} is {size / 2**20:.1f} MiB, over the {self.max_module_bytes / 2**20:.0f} MiB limit")
         data = file.read_bytes()
+        if abi == javascript.ABI or (abi is None and javascript.looks_like_javascript(data)):
+            try:
+                javascript.check_source(data, min(self.max_module_bytes, javascript.MAX_SCRIPT_BYTES))
+            except WasmdeckError as error:
+                self.fail(path, f"script {module} is refused: {error}")
+            script = (data, hashlib.sha256(data).hexdigest(), None)
+            self.modules[file] = script
+            return script
         try:
             info = validate_worker_module(data, max_bytes=self.max_module_bytes)
             meter(data)  # a module whose CPU limit could not hold is refused here, as a deploy would
@@ -555,9 +575,10 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
                 path,
                 f"{role} {name!r} is neither declared under namespaces.{namespace}.workers nor deployed in namespace {namespace!r}",
             )
-        if protocol_only and abi != protocol.ABI:
+        if protocol_only and not javascript.speaks_protocol(abi):
             raise manifest.error(
-                path, f"{role} {name!r} is a {abi} Worker; a {role} must speak the Worker protocol (see docs/worker-protocol.md)"
+                path, f"{role} {name!r} is a {abi} Worker; a {role} must speak the Worker protocol (see docs/worker-protocol.md) "
+                "or be a JavaScript Worker"
             )
 
     # every reference first, so a refused manifest changes nothing
@@ -621,6 +642,7 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
                 partial(
                     engine.deploy, spec.name, spec.data, namespace=spec.namespace, tags=spec.tags, vars=spec.vars,
                     abi=spec.abi, message=f"applied from {source}",
+                    filename=spec.path.name if spec.abi == javascript.ABI else None,
                 ),
             ))
 
@@ -651,6 +673,13 @@ def plan_manifest(engine: Engine, manifest: Manifest) -> list[Change]:
                 changes.append(Change(
                     f"namespace {ns.name}: dispatch Worker {now or 'none'} -> {wanted or 'none'}",
                     partial(engine.set_dispatch_worker, wanted, namespace=ns.name),
+                ))
+        if ns.dispatch_binding is not None:
+            now_binding = current_ns.dispatch_binding if current_ns else javascript.DEFAULT_DISPATCH_BINDING
+            if ns.dispatch_binding != now_binding:
+                changes.append(Change(
+                    f"namespace {ns.name}: dispatch binding env.{now_binding} -> env.{ns.dispatch_binding}",
+                    partial(_set_dispatch_binding, engine, ns.name, ns.dispatch_binding),
                 ))
         if ns.outbound is not None:
             setting = ns.outbound or None
@@ -716,8 +745,13 @@ def apply_manifest(
 # -- exporting ---------------------------------------------------------------------------------
 
 
-def module_path(namespace: str, worker: str) -> str:
-    return f"{MODULES_DIR}/{namespace}/{worker}.wasm"
+def module_path(namespace: str, worker: str, language: str = "wasm") -> str:
+    return f"{MODULES_DIR}/{namespace}/{worker}.{'js' if language == 'javascript' else 'wasm'}"
+
+
+def _set_dispatch_binding(engine: Engine, namespace: str, binding: str) -> None:
+    """The namespace's dispatch binding name, its dispatch Worker (if any) left as it is."""
+    engine.set_dispatch_worker(engine.namespace(namespace).dispatch_worker, namespace=namespace, binding=binding)
 
 
 def platform_document(engine: Engine) -> tuple[dict[str, Any], dict[str, Worker]]:
@@ -738,6 +772,8 @@ def platform_document(engine: Engine) -> tuple[dict[str, Any], dict[str, Worker]
             entry["defaults"] = {key: value for key, value in ns.defaults.as_dict().items() if value is not None}
         if ns.dispatch_worker:
             entry["dispatch_worker"] = ns.dispatch_worker
+        if ns.dispatch_binding != javascript.DEFAULT_DISPATCH_BINDING:
+            entry["dispatch_binding"] = ns.dispatch_binding
         if ns.egress.allow or ns.egress.block:
             entry["egress"] = ns.egress.as_dict()
         if ns.outbound is not None:
@@ -749,7 +785,7 @@ def platform_document(engine: Engine) -> tuple[dict[str, Any], dict[str, Worker]
             }
         workers: dict[str, Any] = {}
         for worker in engine.workers(ns.name):
-            path = module_path(ns.name, worker.name)
+            path = module_path(ns.name, worker.name, worker.language)
             item: dict[str, Any] = {"module": path}
             if worker.tags:
                 item["tags"] = list(worker.tags)
@@ -842,12 +878,13 @@ def render_manifest(document: Mapping[str, Any]) -> str:
 
 
 def manifest_text(engine: Engine) -> str:
-    """The current platform as manifest TOML, naming modules as modules/<namespace>/<worker>.wasm."""
+    """The current platform as manifest TOML, naming modules as modules/<namespace>/<worker>.wasm (.js for scripts)."""
     return render_manifest(platform_document(engine)[0])
 
 
 def export_manifest(engine: Engine, directory: str | os.PathLike[str]) -> Path:
-    """Write `directory/platform.toml` and each serving module as `directory/modules/<ns>/<worker>.wasm`."""
+    """Write `directory/platform.toml` and each serving module as `directory/modules/<ns>/<worker>.wasm`
+    (a JavaScript Worker's script as `.js`)."""
     folder = Path(directory)
     if folder.exists() and not folder.is_dir():
         raise InvalidInput(f"export directory {folder} is a file")

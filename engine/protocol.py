@@ -32,7 +32,9 @@ GUEST_CALLS = frozenset({"fetch", "dispatch"})
 GUEST_FINALS = frozenset({"response", "done", "exception"})
 GUEST_TYPES = GUEST_CALLS | GUEST_FINALS | {"log"}
 GUEST_CALLS_2 = GUEST_CALLS | {"sleep"}
-GUEST_TYPES_2 = GUEST_TYPES | GUEST_CALLS_2 | {"ready"}
+# `waiting`: the guest is about to block reading stdin (section 9.3); the engine trusts it only from
+# the runtimes it ships, and ignores it from any other guest
+GUEST_TYPES_2 = GUEST_TYPES | GUEST_CALLS_2 | {"ready", "waiting"}
 
 
 class ProtocolViolation(Exception):

@@ -4,7 +4,13 @@ fronting a namespace with its dispatch Worker, and delivering trace items to Tai
 
 A version 1 guest runs one process per invocation; a version 2 guest runs on a warm instance of
 its worker version (`instances`, `instance_session`), for every role: user, dispatch, Outbound
-and Tail Workers alike.
+and Tail Workers alike. A JavaScript Worker runs on warm instances of the engine's JavaScript
+runtime (`javascript`), each loaded with the Worker's script.
+
+A Worker may answer a fetch event before its invocation ends (JavaScript's `ctx.waitUntil`): the
+caller gets the response at once, with `Response.finished` set; the trace item (the same dict as
+`Response.trace`) is completed and published when the invocation ends, and only then offered to
+Tail Workers.
 
 `Engine` owns one `ProtocolHost` and hands it its collaborators (see `ProtocolHost.__init__`);
 the host calls nothing else of the engine's.
@@ -12,16 +18,17 @@ the host calls nothing else of the engine's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import protocol
+from . import javascript, protocol
 from .config_cache import ConfigCache
 from .errors import InvalidInput, NotFound
-from .instance_session import EventTooLarge, run_on_instance
+from .instance_session import EventTooLarge, InvocationEnd, run_on_instance
 from .instances import InstanceManager, InstanceSettings, InstanceSpec, InstanceStartFailed, InstanceUse, single_use
 from .http import Request, Response, limit_response, text_response
 from .limits import EffectiveLimits, Limits, looks_out_of_memory
@@ -38,6 +45,8 @@ from .traces import MAX_EXCEPTION_MESSAGE, exception_entry, instance_event_item,
 from .validation import check_name
 from .wasm_module import memory_limit_pages
 
+ConverseEnd = tuple[SessionResult, bytes, bool, InstanceUse]
+
 
 @dataclass
 class Invocation:
@@ -52,6 +61,8 @@ class Invocation:
     fetches: int = 0
     subrequests: list[dict[str, Any]] = field(default_factory=list)
     dispatched: list[dict[str, Any]] = field(default_factory=list)  # user Workers' trace items (dispatcher only)
+    # those of them still being completed (user Workers that answered early)
+    dispatched_pending: list["asyncio.Future[None]"] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -127,38 +138,74 @@ class ProtocolHost:
             runtime, module_bytes, settings=instance_settings, is_current=self._is_current,
             publish_retirement=self._publish_retirement, refresh_config=config.refresh,
         )
+        self._specs: dict[tuple[Any, ...], InstanceSpec] = {}  # per worker version and memory cap, until a change
+        config.on_change(self._specs.clear)
+        self._finishing: set[asyncio.Task[Any]] = set()  # invocations that answered early and go on
+        self._offering: set[asyncio.Task[None]] = set()  # their items, waiting to be offered to Tail Workers
         self._closed = False
 
     async def flush_tail_deliveries(self, timeout: float) -> None:
-        """Wait until the trace items offered so far have reached their Tail Workers."""
+        """Wait until the trace items offered so far (and those of invocations that answered early
+        and go on) have reached their Tail Workers."""
+        await self.wait_finishing(timeout)
         await self.tail_delivery.flush(timeout)
 
     async def close(self) -> None:
         """Finish (briefly) the deliveries under way; none starts afterwards. Then let invocations
         on warm instances finish (briefly) and stop every instance."""
+        await self.wait_finishing(2.0)
         await self.tail_delivery.close()
         self._closed = True
         await self.instances.close()
+        await self.wait_finishing(2.0)
 
     # -- warm instances --------------------------------------------------------------------
 
     def _spec(self, invocation: Invocation) -> InstanceSpec:
-        worker = invocation.worker
-        return InstanceSpec(
-            invocation.namespace.name, worker.name, worker.version, worker.sha256,
-            memory_limit_pages(invocation.limits.memory_mb), env=dict(worker.vars), tags=worker.tags,
-        )
+        return self._spec_for(invocation.namespace, invocation.worker, invocation.limits.memory_mb)
+
+    def _spec_for(self, ns: Namespace, worker: Worker, memory_mb: int) -> InstanceSpec:
+        """What an instance of this worker version runs. A JavaScript Worker's instances run the
+        JavaScript runtime, started with its script, file name, form, memory cap and bindings in init."""
+        binding = ns.dispatch_binding if ns.dispatch_worker == worker.name else None
+        key = (ns.name, worker.name, worker.version, worker.sha256, memory_mb, binding)
+        found = self._specs.get(key)
+        if found is not None:
+            return found
+        if worker.abi != javascript.ABI:
+            found = InstanceSpec(
+                ns.name, worker.name, worker.version, worker.sha256, memory_limit_pages(memory_mb),
+                env=dict(worker.vars), tags=worker.tags,
+            )
+        else:
+            script = worker.script
+            source = worker.sha256
+            found = InstanceSpec(
+                ns.name, worker.name, worker.version, javascript.runtime_sha256(), memory_limit_pages(memory_mb),
+                env=dict(worker.vars), tags=worker.tags,
+                init_meta=javascript.init_meta(
+                    script.filename if script else javascript.DEFAULT_FILENAME, script.format if script else None,
+                    memory_mb, javascript.dispatch_bindings(binding),
+                ),
+                load_init_body=lambda: self.module_bytes(source),
+                module_pages=javascript.RUNTIME_PAGES, announces_waiting=True,
+                variant="" if binding is None else f"binding={binding}",
+            )
+        self._specs[key] = found
+        return found
 
     def _is_current(self, spec: InstanceSpec) -> bool:
-        """Do requests for this worker still get this version (module, vars, tags, memory cap)?"""
+        """Do requests for this worker still get this version (module or script, vars, tags, memory
+        cap, bindings)?"""
         try:
             ns = self.config.namespace(spec.namespace)
         except NotFound:
             return False
         worker = self.config.worker(spec.namespace, spec.worker)
-        if worker is None or worker.version != spec.version or worker.sha256 != spec.sha256:
+        if worker is None or worker.version != spec.version:
             return False
-        return memory_limit_pages(self.config.limits(ns, worker).memory_mb) == spec.memory_pages
+        expected = self._spec_for(ns, worker, self.config.limits(ns, worker).memory_mb)
+        return expected.key == spec.key and expected.init_meta == spec.init_meta
 
     def _publish_retirement(self, spec: InstanceSpec, instance_id: str, invocations: int, reason: str, sentence: str) -> None:
         self.recorder.publish(instance_event_item(
@@ -168,28 +215,52 @@ class ProtocolHost:
 
     # -- running one invocation -------------------------------------------------------
 
+    def _on_instances(self, worker: Worker) -> bool:
+        """JavaScript Workers and version 2 protocol modules run on warm instances."""
+        return worker.abi == javascript.ABI or self.instances.protocol_version(worker.sha256) == protocol.VERSION_2
+
     async def _converse(
         self, invocation: Invocation, meta: dict[str, Any], body: bytes, final_type: str,
-        env: Mapping[str, str], gated: bool,
-    ) -> tuple[SessionResult, bytes, bool, InstanceUse]:
+        env: Mapping[str, str], gated: bool, answer_early: bool = False,
+    ) -> tuple[SessionResult, bytes, bool, InstanceUse, "asyncio.Task[ConverseEnd] | None"]:
         """Run one protocol invocation of the event (`meta`, `body`); returns the session's result,
-        the guest's stderr, and which instance ran it. `env`: an Outbound Worker's parameters (the
-        process environment of a version 1 guest, the event's `env` for a version 2 one). Raises
-        EventTooLarge, and what a guest that cannot start raises."""
+        the guest's stderr, which instance ran it, and (with `answer_early`, when the guest answered
+        before its invocation ended: `result.response`) the task giving all of those at its end.
+        `env`: an Outbound Worker's parameters (the process environment of a version 1 guest, the
+        event's `env` for a version 2 one). Raises EventTooLarge, and what a guest that cannot
+        start raises."""
         worker, limits = invocation.worker, invocation.limits
         on_call: Callable[[Frame, float], Any] = lambda frame, left: self._serve_call(invocation, frame, left)
-        if self.instances.protocol_version(worker.sha256) == protocol.VERSION_2:
-            async with self.runtime.guest_slot(gated, limits.wall_ms / 1000):
+        if self._on_instances(worker):
+            await self.runtime.take_guest_slot(gated, limits.wall_ms / 1000)
+            try:
+                end, use, rest = await run_on_instance(
+                    self.instances, self._spec(invocation), meta, body, env, final_type=final_type,
+                    cpu_ms=limits.cpu_ms, wall_ms=limits.wall_ms, clock=self.clock, on_call=on_call,
+                    answer_early=answer_early,
+                )
+            except InstanceStartFailed as failed:
+                self.runtime.give_guest_slot(gated)
+                result = SessionResult(failure=failed.outcome, message=failed.message,
+                                       exception_name=failed.name, logs=failed.logs)
+                return result, failed.stderr, False, InstanceUse(failed.instance_id, True, 1, failed.retired), None
+            except BaseException:
+                self.runtime.give_guest_slot(gated)
+                raise
+            if rest is None:
+                self.runtime.give_guest_slot(gated)
+                return end.result, end.stderr, end.stderr_truncated, use, None
+            waiting_for = rest
+
+            async def finish() -> ConverseEnd:
                 try:
-                    end, use = await run_on_instance(
-                        self.instances, self._spec(invocation), meta, body, env, final_type=final_type,
-                        cpu_ms=limits.cpu_ms, wall_ms=limits.wall_ms, clock=self.clock, on_call=on_call,
-                    )
-                except InstanceStartFailed as failed:
-                    result = SessionResult(failure=failed.outcome, message=failed.message,
-                                           exception_name=failed.name, logs=failed.logs)
-                    return result, failed.stderr, False, InstanceUse(failed.instance_id, True, 1, failed.retired)
-            return end.result, end.stderr, end.stderr_truncated, use
+                    ended: InvocationEnd
+                    ended, final_use = await waiting_for
+                finally:
+                    self.runtime.give_guest_slot(gated)  # the instance was busy until now
+                return ended.result, ended.stderr, ended.stderr_truncated, final_use
+
+            return end.result, b"", False, use, asyncio.ensure_future(finish())
         try:
             event = protocol.encode(meta, body)
         except ValueError as error:
@@ -208,7 +279,7 @@ class ProtocolHost:
                 guest, event, final_type=final_type, cpu_ms=limits.cpu_ms, wall_ms=limits.wall_ms, clock=self.clock,
                 on_call=on_call,
             )
-        return result, bytes(guest.stderr), guest.stderr_truncated, single_use()
+        return result, bytes(guest.stderr), guest.stderr_truncated, single_use(), None
 
     async def run_fetch(
         self, invocation: Invocation, timestamp: int, started: float, *, gated: bool, extra_env: Mapping[str, str] | None = None
@@ -225,8 +296,8 @@ class ProtocolHost:
             "namespace": ns.name,
         }
         try:
-            result, stderr, stderr_truncated, use = await self._converse(
-                invocation, meta, request.body, "response", extra_env or {}, gated
+            result, stderr, stderr_truncated, use, rest = await self._converse(
+                invocation, meta, request.body, "response", extra_env or {}, gated, answer_early=True
             )
         except EventTooLarge as error:
             return self.recorder.finish(
@@ -238,9 +309,23 @@ class ProtocolHost:
             outcome, response, exceptions = self.recorder.start_failure(error)
             return self.recorder.finish(request, ns.name, worker, worker.name, outcome, timestamp, started, 0, response,
                                 exceptions=exceptions, subrequests=invocation.subrequests)
+        if rest is not None:
+            return self._answered_early(invocation, result, use, rest, timestamp, started)
+        return self._fetch_finished(invocation, result, stderr, stderr_truncated, use, timestamp, started)
+
+    def _fetch_finished(
+        self, invocation: Invocation, result: SessionResult, stderr: bytes, stderr_truncated: bool, use: InstanceUse,
+        timestamp: int, started: float, *, answered: Response | None = None, into: dict[str, Any] | None = None,
+    ) -> Response:
+        """The fetch invocation is over: its response (`answered`, when the Worker answered before
+        the end) and its trace item, published (made in `into` when a provisional one exists)."""
+        request, ns, worker = invocation.request, invocation.namespace, invocation.worker
+        assert request is not None
         ended = self._session_outcome(invocation, result, stderr, stderr_truncated)
         outcome, exceptions, answer = ended.outcome, ended.exceptions, ended.response
-        if answer is None:
+        if answered is not None:
+            answer = Response(answered.status, answered.headers, answered.body)  # given already: it stands
+        elif answer is None:
             assert result.final is not None
             try:
                 answer = protocol_response(result.final, request.method)
@@ -251,8 +336,51 @@ class ProtocolHost:
         return self.recorder.finish(
             request, ns.name, worker, worker.name, outcome, timestamp, started, round(result.cpu_ms), answer,
             logs=ended.logs, exceptions=exceptions, truncated=ended.truncated, subrequests=invocation.subrequests,
-            instance=use.trace_fields(),
+            instance=use.trace_fields(), into=into,
         )
+
+    def _answered_early(
+        self, invocation: Invocation, result: SessionResult, use: InstanceUse, rest: "asyncio.Task[ConverseEnd]",
+        timestamp: int, started: float,
+    ) -> Response:
+        """The Worker answered and its invocation goes on (`ctx.waitUntil`): the caller gets the
+        response now, with a provisional trace item that the end of the invocation completes."""
+        request, ns, worker = invocation.request, invocation.namespace, invocation.worker
+        assert request is not None and result.response is not None
+        try:
+            answer = protocol_response(result.response, request.method)
+        except ProtocolViolation as violation:
+            answer = text_response(502, f"Worker threw an exception: {violation}")
+            result.exit_error = f"ProtocolError: {violation}"  # recorded with the invocation's end
+        self.recorder.finish(
+            request, ns.name, worker, worker.name, "ok", timestamp, started, round(result.cpu_ms), answer,
+            logs=list(result.logs), subrequests=list(invocation.subrequests), instance=use.trace_fields(), publish=False,
+        )
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answer.finished = finished
+        provisional = answer.trace
+
+        async def complete() -> None:
+            try:
+                try:
+                    final_result, stderr, stderr_truncated, final_use = await rest
+                except Exception as error:
+                    final_result = SessionResult(failure="internalError", exception_name="InternalError",
+                                                 message=f"the engine failed while the Worker's invocation went on: {error}",
+                                                 logs=result.logs, cpu_ms=result.cpu_ms)
+                    stderr, stderr_truncated, final_use = b"", False, use
+                if result.exit_error and not final_result.exit_error:
+                    final_result.exit_error = result.exit_error
+                self._fetch_finished(invocation, final_result, stderr, stderr_truncated, final_use, timestamp, started,
+                                     answered=answer, into=provisional)
+            finally:
+                if not finished.done():
+                    finished.set_result(None)
+
+        task = asyncio.ensure_future(complete())
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return answer
 
     def _session_outcome(self, invocation: Invocation, result: SessionResult, stderr: bytes, stderr_truncated: bool) -> Outcome:
         """How the invocation ended, with the error response when the guest did not answer."""
@@ -267,12 +395,20 @@ class ProtocolHost:
         if result.failure is None and result.final is not None and result.final.type == "exception":
             name = str(result.final.meta.get("name") or "Error")[:200]
             message = str(result.final.meta.get("message") or "")
-            thrown = exception_entry(name, message, end)
-            stack = result.final.meta.get("stack")
-            if isinstance(stack, str) and stack:
-                thrown["stack"] = stack[:MAX_EXCEPTION_MESSAGE]
-            exceptions.append(thrown)
+            if invocation.worker.abi == javascript.ABI and javascript.runtime_out_of_memory(result.final.meta):
+                why = f"Worker ran out of memory under its {limits.memory_mb} MiB limit (limit from {limits.sources['memoryMb']})"
+                exceptions.append(exception_entry("ExceededMemory", f"{why}: {name}: {message}", end))
+                return Outcome("exceededMemory", logs, exceptions, truncated, limit_response(
+                    503, "Worker exceeded its memory limit", "memoryMb", why, limits.memory_mb))
+            exceptions.append(self._thrown(result.final.meta, end))
             return Outcome("exception", logs, exceptions, truncated, text_response(500, f"Worker threw an exception: {name}: {message}"))
+        if result.failure is None and result.final is not None and result.final.type == "done":
+            # `done` may carry what waitUntil work threw after the response (JavaScript Workers)
+            thrown = result.final.meta.get("exceptions")
+            if isinstance(thrown, list) and thrown:
+                exceptions.extend(self._thrown(entry, end) for entry in thrown[:traces.MAX_EXCEPTIONS] if isinstance(entry, dict))
+                if exceptions:
+                    return Outcome("exception", logs, exceptions, truncated, None)
         if result.failure is None:
             return Outcome("ok", logs, exceptions, truncated, None)
         outcome, message = result.failure, result.message
@@ -295,6 +431,15 @@ class ProtocolHost:
             response = text_response(500 if result.exception_name != "ProtocolError" else 502, f"Worker threw an exception: {first_line}")
         exceptions.append(exception_entry(result.exception_name or "Error", message, end))
         return Outcome(outcome, logs, exceptions, truncated, response)
+
+    @staticmethod
+    def _thrown(meta: Mapping[str, Any], timestamp: int) -> dict[str, Any]:
+        """A trace exception from what a guest threw: name, message and (when given) stack."""
+        thrown = exception_entry(str(meta.get("name") or "Error")[:200], str(meta.get("message") or ""), timestamp)
+        stack = meta.get("stack")
+        if isinstance(stack, str) and stack:
+            thrown["stack"] = stack[:MAX_EXCEPTION_MESSAGE]
+        return thrown
 
     # -- the guest's calls ------------------------------------------------------------
 
@@ -365,7 +510,7 @@ class ProtocolHost:
         outbound = self.config.worker(ns.name, setting.service)
         if outbound is None:
             raise FetchFailed("OutboundError", f"the namespace's Outbound Worker {setting.service!r} is not deployed")
-        if outbound.abi != protocol.ABI:
+        if not javascript.speaks_protocol(outbound.abi):
             raise FetchFailed("OutboundError", f"the Outbound Worker {setting.service!r} is a {outbound.abi} Worker and cannot receive fetches")
         parameters = setting.environment(
             invocation.outbound_values, worker=invocation.worker.name, namespace=ns.name, url=subrequest.url, tags=invocation.worker.tags
@@ -374,7 +519,7 @@ class ProtocolHost:
         hop = Invocation(ns, outbound, "outbound", limits, subrequest)
         response = await self.run_fetch(hop, self.clock(), time.perf_counter(), gated=False, extra_env=parameters)
         assert response.trace is not None
-        self.offer_to_tails(ns, [response.trace])
+        self.offer_when_finished(ns, [response.trace], [response.finished])
         outcome = response.trace["outcome"]
         if outcome != "ok":
             detail = (response.trace.get("exceptions") or [{}])[-1].get("message", "")
@@ -399,9 +544,10 @@ class ProtocolHost:
             check_name(name)
             if not isinstance(options, dict):
                 raise InvalidInput("dispatch options must be an object")
-            unknown = set(options) - {"limits", "outbound"}
+            unknown = set(options) - {"limits", "outbound", "args"}
             if unknown:
-                raise InvalidInput(f"unknown dispatch option {sorted(unknown)[0]!r}; the options are limits and outbound")
+                raise InvalidInput(f"unknown dispatch option {sorted(unknown)[0]!r}; the options are limits, outbound and args")
+            # `args` (Cloudflare's arguments for the user Worker's top-level function) has no effect here
             limits = Limits.from_dict(options.get("limits") or {})
             values = check_outbound_values(options.get("outbound") or {}, ns.outbound)
             raw = frame.meta.get("request")
@@ -421,6 +567,8 @@ class ProtocolHost:
         response = await self.run_user(request, ns, name, limits=limits, outbound_values=values, wall_cap_ms=int(seconds_left * 1000))
         assert response.trace is not None
         invocation.dispatched.append(response.trace)
+        if response.finished is not None:
+            invocation.dispatched_pending.append(response.finished)
         return protocol.encode(
             {
                 "type": "dispatch_result",
@@ -439,7 +587,7 @@ class ProtocolHost:
         the user Worker it dispatched to (the last one), `dispatcher_trace` the dispatch Worker's."""
         assert ns.dispatch_worker is not None
         dispatcher = self.config.worker(ns.name, ns.dispatch_worker)
-        if dispatcher is None or dispatcher.abi != protocol.ABI:
+        if dispatcher is None or not javascript.speaks_protocol(dispatcher.abi):
             problem = "is not deployed" if dispatcher is None else f"is a {dispatcher.abi} Worker, not a Worker-protocol one"
             message = f"the namespace's dispatch Worker {ns.dispatch_worker!r} {problem}"
             return self.recorder.finish(
@@ -449,13 +597,39 @@ class ProtocolHost:
         invocation = Invocation(ns, dispatcher, "dispatcher", self.config.limits(ns, dispatcher), request)
         response = await self.run_fetch(invocation, timestamp, started, gated=True)
         assert response.trace is not None
-        self.offer_to_tails(ns, [response.trace, *invocation.dispatched], from_dispatcher=True)
+        self.offer_when_finished(ns, [response.trace, *invocation.dispatched],
+                                 [response.finished, *invocation.dispatched_pending], from_dispatcher=True)
         response.dispatcher_trace = response.trace
         if invocation.dispatched:
             response.trace = invocation.dispatched[-1]
         return response
 
     # -- Tail Workers ----------------------------------------------------------------
+
+    def offer_when_finished(
+        self, ns: Namespace, items: list[dict[str, Any] | None], waits: list["asyncio.Future[None] | None"],
+        *, from_dispatcher: bool = False,
+    ) -> None:
+        """`offer_to_tails`, once the invocations still going on (`waits`: `Response.finished`) are over."""
+        pending = [wait for wait in waits if wait is not None and not wait.done()]
+        if not pending:
+            self.offer_to_tails(ns, items, from_dispatcher=from_dispatcher)
+            return
+        async def offer() -> None:
+            await asyncio.gather(*pending, return_exceptions=True)
+            self.offer_to_tails(ns, items, from_dispatcher=from_dispatcher)
+
+        task = asyncio.ensure_future(offer())
+        self._offering.add(task)
+        task.add_done_callback(self._offering.discard)
+
+    async def wait_finishing(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) for the invocations that answered early to end, and for their
+        items to be offered to Tail Workers."""
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=timeout)
+        if self._offering:
+            await asyncio.wait(list(self._offering), timeout=timeout)
 
     def offer_to_tails(self, ns: Namespace, items: list[dict[str, Any] | None], *, from_dispatcher: bool = False) -> None:
         """Queue `items` for the namespace's Tail Workers that follow them (after the response)."""
@@ -489,9 +663,10 @@ class ProtocolHost:
         except NotFound:
             return
         worker = self.config.worker(namespace, consumer)
-        if worker is None or worker.abi != protocol.ABI:
+        if worker is None or not javascript.speaks_protocol(worker.abi):
             return
-        body = json.dumps(items, separators=(",", ":")).encode()
+        sent = [traces.cloudflare_trace_item(item) for item in items] if worker.abi == javascript.ABI else items
+        body = json.dumps(sent, separators=(",", ":")).encode()
         if len(body) > protocol.MAX_BODY_BYTES:
             if len(items) > 1:
                 half = len(items) // 2
@@ -506,7 +681,7 @@ class ProtocolHost:
         cpu = 0
         use: InstanceUse | None = None
         try:
-            result, stderr, stderr_truncated, use = await self._converse(invocation, meta, body, "done", {}, gated=True)
+            result, stderr, stderr_truncated, use, _ = await self._converse(invocation, meta, body, "done", {}, gated=True)
         except Exception as error:
             outcome, _, exceptions = self.recorder.start_failure(error)
             logs: list[dict[str, Any]] = []

@@ -35,6 +35,7 @@ class SessionResult:
     log_chars: int = 0
     cpu_ms: float = 0.0
     exit_error: str | None = None
+    response: Frame | None = None  # a response sent ahead of the end ("waitUntil": true; `final` is then `done`)
 
 
 async def converse(

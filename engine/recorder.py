@@ -40,11 +40,14 @@ class Recorder:
         truncated: bool = False,
         subrequests: list[dict[str, Any]] | None = None,
         instance: dict[str, Any] | None = None,
+        publish: bool = True,
+        into: dict[str, Any] | None = None,
     ) -> Response:
         """Attach the invocation's trace item to `response` and publish it; `started` is its
         `time.perf_counter()` start, for the wall time; `instance`: the fields saying which guest
-        instance ran it (`InstanceUse.trace_fields`)."""
-        response.trace = new_item(
+        instance ran it (`InstanceUse.trace_fields`). `publish=False` builds a provisional item (a
+        Worker answered and its invocation goes on); `into` is such an item, made final in place."""
+        item = new_item(
             script_name=script_name,
             script_version=worker.version if worker else None,
             script_tags=worker.tags if worker else (),
@@ -63,7 +66,13 @@ class Recorder:
             subrequests=subrequests,
             instance=instance,
         )
-        self.traces.publish(response.trace)
+        if into is not None:
+            into.clear()
+            into.update(item)
+            item = into
+        response.trace = item
+        if publish:
+            self.traces.publish(item)
         return response
 
     def publish(self, item: dict[str, Any]) -> None:

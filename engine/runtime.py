@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -34,7 +36,7 @@ from wasmer_sdk import ExitReason, Package, Wasmer, WasmerError
 
 from . import file_quota
 from .errors import InvalidModule
-from .metering import meter
+from .metering import SCHEME as METERING_SCHEME, meter
 from .wasm_module import inspect_module, prepare_to_run
 
 COMPILE_PROBE_ARGS = ["--wasmdeck-compile-probe"]  # two or more arguments: the metered entry returns at once
@@ -90,10 +92,14 @@ class Runtime:
         package_cache_size: int = 128,
         sandbox_cache_size: int = 512,
         metered_source: Callable[[str, Callable[[], bytes]], bytes] | None = None,
+        keep_prepared: frozenset[str] = frozenset(),
     ) -> None:
         self.cache_dir = cache_dir
         # (sha256, the module's bytes) -> the metered module; the default meters every time
         self.metered_source = metered_source or (lambda _sha256, original: meter(original()))
+        # modules (the engine's own runtimes) whose prepared form is kept in the cache folder, so a
+        # restarted engine neither meters nor rewrites them: it reads them and loads them
+        self.keep_prepared = keep_prepared
         self._checker: _CompileChecker | None = None
         self._checker_lock = threading.Lock()
         self.max_concurrency = max_concurrency
@@ -153,8 +159,10 @@ class Runtime:
         async def load() -> Package:
             # metering makes every loop and call path reach a WASI call now and then: the only
             # points where wasmer-sdk can stop a guest that is over its time limit
-            prepared, writes_files = await asyncio.to_thread(self._prepare, sha256, memory_pages, module)
-            package = await self._client().packages.load(prepared)
+            preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, sha256, memory_pages, module))
+            client = self._client()  # made (the first time) while the module is prepared
+            prepared, writes_files = await preparing
+            package = await client.packages.load(prepared)
             self._packages[key] = package
             self._writes_files[key] = writes_files
             while len(self._packages) > self.package_cache_size:
@@ -167,9 +175,42 @@ class Runtime:
     def _prepare(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> tuple[bytes, bool]:
         """The metered module with its memory and tables capped (in a worker thread), and whether
         it can create files."""
+        kept = self._prepared_file(sha256, memory_pages) if sha256 in self.keep_prepared else None
+        if kept is not None:
+            found = _read_prepared(kept)
+            if found is not None:
+                return found
         prepared = prepare_to_run(self.metered_source(sha256, module), memory_pages)
         imports = inspect_module(prepared).imports
-        return prepared, any(i.name in file_quota.CREATES_FILES for i in imports)
+        writes_files = any(i.name in file_quota.CREATES_FILES for i in imports)
+        if kept is not None:
+            _write_prepared(kept, prepared, writes_files)
+        return prepared, writes_files
+
+    async def preload(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> None:
+        """Load (and keep) a module now, so that the first guest to need it does not wait for it."""
+        await self._package(sha256, memory_pages, module)
+
+    def prepared_module(self, sha256: str, memory_pages: int, module: Callable[[], bytes]) -> tuple[bytes, bool]:
+        """One of `keep_prepared`, prepared as it runs, and whether it was made just now (not found
+        in the cache folder). Blocks: call it off the event loop."""
+        kept = self._prepared_file(sha256, memory_pages)
+        found = _read_prepared(kept) if sha256 in self.keep_prepared else None
+        if found is not None:
+            return found[0], False
+        return self._prepare(sha256, memory_pages, module)[0], True
+
+    def _prepared_file(self, sha256: str, memory_pages: int) -> Path:
+        return self.cache_dir / "prepared" / f"{sha256}-{METERING_SCHEME}-{memory_pages}.wasm"
+
+    def run_check(self, prepared: bytes, stdin: bytes, env: dict[str, str], timeout_s: float) -> "GuestRun":
+        """Run ``prepared`` once to completion in the compile checker's thread (off any event loop):
+        how a deploy asks an interpreter module to check a script. Blocks the calling thread."""
+        with self._checker_lock:
+            if self._checker is None:
+                self._checker = _CompileChecker(self.cache_dir, self.max_output_bytes)
+            checker = self._checker
+        return checker.run(prepared, stdin, env, timeout_s)
 
     def check_module(self, prepared: bytes, timeout_s: float = 300.0) -> None:
         """Compile and instantiate ``prepared`` (a metered, capped module) without running any of
@@ -454,6 +495,18 @@ class Runtime:
             await self._wasmer.close()
             self._wasmer = None
 
+    async def take_guest_slot(self, gated: bool, queue_timeout_s: float) -> None:
+        """`guest_slot` without a context: give it back with `give_guest_slot(gated)`, whatever happens."""
+        if not gated:
+            if self._closed:
+                raise RuntimeError("the runtime is closed")
+            return
+        await self._acquire_slot(queue_timeout_s)
+
+    def give_guest_slot(self, gated: bool) -> None:
+        if gated:
+            self._release_slot()
+
     @asynccontextmanager
     async def guest_slot(self, gated: bool, queue_timeout_s: float) -> AsyncIterator[None]:
         """One of the guest slots, for work that runs on a guest already started (an invocation on a
@@ -524,6 +577,9 @@ class _CompileChecker:
         self._thread.start()
         self._wasmer: Wasmer | None = None
         self._checks = 0
+        self._kept: dict[int, Package] = {}
+        self._kept_bytes: bytes | None = None
+        self._kept_client: Wasmer | None = None
 
     def check(self, prepared: bytes, timeout_s: float) -> None:
         future = asyncio.run_coroutine_threadsafe(self._check(prepared), self._loop)
@@ -533,7 +589,33 @@ class _CompileChecker:
             future.cancel()
             raise InvalidModule(f"the module could not be compiled within {timeout_s:.0f} s, so it cannot run") from None
 
-    async def _check(self, prepared: bytes) -> None:
+    def run(self, prepared: bytes, stdin: bytes, env: dict[str, str], timeout_s: float) -> "GuestRun":
+        future = asyncio.run_coroutine_threadsafe(self._run(prepared, stdin, env, timeout_s), self._loop)
+        return future.result(timeout_s + 300)  # the first run may compile the module
+
+    async def _run(self, prepared: bytes, stdin: bytes, env: dict[str, str], timeout_s: float) -> "GuestRun":
+        wasmer = await self._client()
+        package = self._kept.get(id(prepared)) if self._kept_client is wasmer else None
+        if package is None:
+            try:
+                package = await wasmer.packages.load(prepared)
+            except WasmerError as error:
+                raise InvalidModule(f"Wasmer cannot load the module: {_first_line(error)}") from None
+            # the interpreter a deploy checks scripts with is loaded once (per client), not per deploy
+            self._kept = {id(prepared): package}
+            self._kept_bytes = prepared  # held, so its id is not reused by other bytes
+            self._kept_client = wasmer
+        sandbox = await wasmer.sandboxes.create(packages=[package], env=env, network="disabled")
+        started = time.perf_counter()
+        try:
+            output = await sandbox.command(package).run(stdin=stdin, timeout=timeout_s, output_bytes=self.output_bytes, check=False)
+        except WasmerError as error:
+            return GuestRun("trap", None, b"", b"", False, False, (time.perf_counter() - started) * 1000, _first_line(error))
+        finally:
+            await sandbox.close()
+        return _guest_run(output, output.stderr.bytes, output.stderr.truncated, (time.perf_counter() - started) * 1000)
+
+    async def _client(self) -> Wasmer:
         if self._wasmer is None or self._checks >= self.RECYCLE_AFTER:
             if self._wasmer is not None:
                 await self._wasmer.close()
@@ -541,9 +623,13 @@ class _CompileChecker:
             self._wasmer = Wasmer(cache_root=self.cache_dir, output_bytes=self.output_bytes)
             self._checks = 0
         self._checks += 1
+        return self._wasmer
+
+    async def _check(self, prepared: bytes) -> None:
+        wasmer = await self._client()
         try:
-            package = await self._wasmer.packages.load(prepared)
-            sandbox = await self._wasmer.sandboxes.create(packages=[package], network="disabled")
+            package = await wasmer.packages.load(prepared)
+            sandbox = await wasmer.sandboxes.create(packages=[package], network="disabled")
         except WasmerError as error:
             raise InvalidModule(f"Wasmer cannot load the module: {_first_line(error)}") from None
         # The probe needs a page of memory at start to answer; a module without one runs its own
@@ -578,6 +664,32 @@ class _CompileChecker:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(30)
             self._loop.close()
+
+
+def _read_prepared(path: Path) -> tuple[bytes, bool] | None:
+    """A prepared module kept by `_write_prepared`, if it is there and whole (its digest matches)."""
+    try:
+        data = path.read_bytes()
+        digest, writes_files = path.with_suffix(".meta").read_text().split()
+    except (OSError, ValueError):
+        return None
+    if hashlib.sha256(data).hexdigest() != digest:
+        return None
+    return data, writes_files == "files"
+
+
+def _write_prepared(path: Path, prepared: bytes, writes_files: bool) -> None:
+    """Keep a prepared module (owner only; written beside, then renamed into place: never half a file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for target, data in ((path, prepared),
+                             (path.with_suffix(".meta"), f"{hashlib.sha256(prepared).hexdigest()} {'files' if writes_files else 'none'}\n".encode())):
+            partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                out.write(data)
+            os.replace(partial, target)
+    except OSError:
+        pass  # a cache: without it the next engine prepares the module again
 
 
 # Wasmer's words for a module that never got to run (as opposed to a guest that trapped)

@@ -24,13 +24,14 @@ from typing import Any
 import sqlite_utils
 
 from .egress import EgressPolicy
+from .javascript import DEFAULT_DISPATCH_BINDING, ScriptInfo, language
 from .errors import InvalidInput, NotFound, WasmdeckError
 from .limits import FIELDS, Limits
 from .outbound import OutboundParameter, OutboundSetting
 from .secrets import MAX_SECRETS_PER_WORKER, SealedSecret
 from .traces import MAX_ITEM_BYTES, fit_item
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DEFAULT_NAMESPACE = "default"
 # Trace retention: the newest N items are kept, and of those only as many of the newest as fit
 # in the byte budget (each item counted as stored: compact JSON, at most traces.MAX_ITEM_BYTES).
@@ -111,6 +112,8 @@ class Namespace:
     dispatch_worker: str | None = None
     outbound: OutboundSetting | None = None
     egress: EgressPolicy = field(default_factory=EgressPolicy)
+    # the name of the dispatch namespace binding a JavaScript dispatch Worker finds in env
+    dispatch_binding: str = DEFAULT_DISPATCH_BINDING
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +122,7 @@ class Namespace:
             "defaults": self.defaults.as_dict(),
             "createdAt": self.created_at,
             "dispatchWorker": self.dispatch_worker,
+            "dispatchBinding": self.dispatch_binding,
             "outbound": self.outbound.as_dict() if self.outbound else None,
             "egress": self.egress.as_dict(),
         }
@@ -134,6 +138,7 @@ class Namespace:
             defaults=Limits.from_dict(dict(data["defaults"])),
             created_at=data["createdAt"],
             dispatch_worker=data.get("dispatchWorker"),
+            dispatch_binding=data.get("dispatchBinding") or DEFAULT_DISPATCH_BINDING,
             outbound=OutboundSetting.parse(
                 outbound["service"], [(p["name"], p.get("template")) for p in outbound["parameters"]]
             ) if outbound else None,
@@ -171,21 +176,31 @@ class WorkerVersion:
     created_at: int = 0
     message: str = ""
     current: bool = False
+    script: ScriptInfo | None = None  # a JavaScript Worker's script, as the runtime reported it at deploy
+
+    @property
+    def language(self) -> str:
+        """`javascript` or `wasm`."""
+        return language(self.abi)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "namespace": self.namespace,
             "name": self.name,
             "version": self.version,
             "sha256": self.sha256,
             "size": self.size,
             "abi": self.abi,
+            "language": self.language,
             "tags": list(self.tags),
             "vars": dict(self.vars),
             "createdAt": self.created_at,
             "message": self.message,
             "current": self.current,
         }
+        if self.script is not None:
+            data["script"] = self.script.as_dict()
+        return data
 
 
 @dataclass(frozen=True)
@@ -321,7 +336,21 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6}
+SCRIPTS_TABLE = "scripts"
+
+
+def _migration_7(db: sqlite_utils.Database) -> None:
+    """JavaScript Workers: what the runtime reported for each script when it was checked at deploy
+    (by the script's sha256, like modules), and the name of each namespace's dispatch binding."""
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS {SCRIPTS_TABLE} "
+        "(sha256 TEXT PRIMARY KEY, filename TEXT NOT NULL, format TEXT NOT NULL, handlers TEXT NOT NULL)"
+    )
+    db.execute("ALTER TABLE namespaces ADD COLUMN dispatch_binding TEXT")
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6,
+              7: _migration_7}
 
 
 _encode_item = json.JSONEncoder(separators=(",", ":")).encode
@@ -457,6 +486,7 @@ class Store:
             dispatch_worker=row.get("dispatch_worker"),
             outbound=outbound,
             egress=egress,
+            dispatch_binding=row.get("dispatch_binding") or DEFAULT_DISPATCH_BINDING,
         )
 
     def _require_namespace(self, db: sqlite_utils.Database, name: str) -> None:
@@ -467,12 +497,16 @@ class Store:
         if not db.execute("SELECT 1 FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone():
             raise NotFound(f"{role} {name!r} is not a worker in namespace {namespace!r}; deploy it first")
 
-    def set_dispatch_worker(self, namespace: str, worker: str | None) -> Namespace:
+    def set_dispatch_worker(self, namespace: str, worker: str | None, binding: str | None = None) -> Namespace:
+        """`binding`: the dispatch namespace binding's name (None leaves it as it is)."""
         with self.write() as db:
             self._require_namespace(db, namespace)
             if worker is not None:
                 self._require_worker(db, namespace, worker, "dispatch Worker")
-            db.table("namespaces").update(namespace, {"dispatch_worker": worker})
+            changes: dict[str, Any] = {"dispatch_worker": worker}
+            if binding is not None:
+                changes["dispatch_binding"] = binding
+            db.table("namespaces").update(namespace, changes)
         return self.namespace(namespace)
 
     def set_outbound(self, namespace: str, outbound: OutboundSetting | None) -> Namespace:
@@ -580,8 +614,10 @@ class Store:
 
     _VERSION_SELECT = """
         SELECT w.namespace, w.name, v.version, v.sha256, m.size, v.abi, v.tags, v.vars, v.created_at,
-               v.message, (v.version = w.current_version) AS current, w.created_at AS first_deployed_at
+               v.message, (v.version = w.current_version) AS current, w.created_at AS first_deployed_at,
+               s.filename, s.format, s.handlers
         FROM workers w JOIN versions v ON v.worker_id = w.id JOIN modules m ON m.sha256 = v.sha256
+        LEFT JOIN scripts s ON s.sha256 = v.sha256
     """
 
     @staticmethod
@@ -598,6 +634,7 @@ class Store:
             created_at=row[8],
             message=row[9] or "",
             current=bool(row[10]),
+            script=ScriptInfo(row[12], row[13], tuple(json.loads(row[14]))) if row[12] is not None else None,
         )
         if cls is Worker:
             values["first_deployed_at"] = row[11]
@@ -615,15 +652,22 @@ class Store:
         message: str = "",
         secrets: Sequence[SealedSecret] = (),
         keep_secrets: bool | frozenset[str] = True,
+        script: ScriptInfo | None = None,
     ) -> Worker:
         """Store the module (once per sha256) and make a new version current, atomically; `secrets`
         are set in the same transaction, and the worker's other secrets stay (`keep_secrets` True),
-        go (False), or stay only when named in `keep_secrets`."""
+        go (False), or stay only when named in `keep_secrets`. `script`: what the JavaScript runtime
+        reported for a script (kept by sha256, the latest deploy's file name winning)."""
         with self.write() as db:
             if not db.execute("SELECT 1 FROM namespaces WHERE name = ?", [namespace]).fetchone():
                 raise NotFound(f"namespace {namespace!r} does not exist")
             if not db.execute("SELECT 1 FROM modules WHERE sha256 = ?", [sha256]).fetchone():
                 db.table("modules").insert({"sha256": sha256, "size": len(module), "bytes": module, "created_at": self.now_ms()})
+            if script is not None:
+                db.execute(
+                    f"INSERT OR REPLACE INTO {SCRIPTS_TABLE} (sha256, filename, format, handlers) VALUES (?, ?, ?, ?)",
+                    [sha256, script.filename, script.format, json.dumps(list(script.handlers))],
+                )
             if keep_secrets is not True:
                 kept = sorted(keep_secrets or ())
                 db.execute(
@@ -717,6 +761,13 @@ class Store:
         found = [self._version_from_row(row, Worker) for row in self.db.execute(sql, params).fetchall()]
         return [w for w in found if all(tag in w.tags for tag in tags)]
 
+    def serves_abi(self, abi: str) -> bool:
+        """Whether any worker's current version, in any namespace, has this ABI."""
+        return self.db.execute(
+            "SELECT 1 FROM workers w JOIN versions v ON v.worker_id = w.id AND v.version = w.current_version "
+            "WHERE v.abi = ? LIMIT 1", [abi],
+        ).fetchone() is not None
+
     def versions(self, namespace: str, name: str) -> list[WorkerVersion]:
         rows = self.db.execute(
             self._VERSION_SELECT + " WHERE w.namespace = ? AND w.name = ? ORDER BY v.version", [namespace, name]
@@ -743,6 +794,7 @@ class Store:
         return self.worker(namespace, name)
 
     def delete_worker(self, namespace: str, name: str) -> None:
+        """Delete a worker, and the modules (with their metered forms and script records) no version uses any more."""
         with self.write() as db:
             row = db.execute("SELECT id FROM workers WHERE namespace = ? AND name = ?", [namespace, name]).fetchone()
             if row is None:
@@ -750,6 +802,7 @@ class Store:
             db.execute("DELETE FROM versions WHERE worker_id = ?", [row[0]])
             db.execute("DELETE FROM workers WHERE id = ?", [row[0]])
             db.execute("DELETE FROM modules WHERE sha256 NOT IN (SELECT DISTINCT sha256 FROM versions)")
+            db.execute(f"DELETE FROM {SCRIPTS_TABLE} WHERE sha256 NOT IN (SELECT sha256 FROM modules)")
             db.execute(f"DELETE FROM {METERED_TABLE} WHERE sha256 NOT IN (SELECT sha256 FROM modules)")
 
     # The metered form of each module (migration 6): a cache of what can be made again from `modules`.

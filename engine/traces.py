@@ -431,6 +431,14 @@ def tail_event_item(
     return fit_item(item)
 
 
+def cloudflare_trace_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as a JavaScript Tail Worker receives it: Cloudflare's TraceItem, whose fields wasmdeck's
+    items all have, plus the two every Cloudflare item carries and wasmdeck has nothing for
+    (`diagnosticsChannelEvents`, `executionModel`)."""
+    return {**item, "diagnosticsChannelEvents": item.get("diagnosticsChannelEvents", []),
+            "executionModel": item.get("executionModel", "stateless")}
+
+
 def is_tail_event(item: dict[str, Any]) -> bool:
     return "consumedEvents" in (item.get("event") or {})
 

@@ -5,16 +5,25 @@
  * left to do (fire a timer, send a final frame, wait for the next frame, exit). Everything
  * that is protocol logic or Workers API lives in the prelude; C gives it the few primitives
  * JavaScript cannot have: frame output, the process environment, UTF-8 conversion, SHA and
- * HMAC, random bytes, a monotonic clock, script and module evaluation, the heap limit.
+ * HMAC, random bytes, a monotonic clock, script and module evaluation, the memory limits.
+ *
+ * Two things are C's alone, so that no JavaScript (the tenant's, or the prelude led astray by a
+ * tenant that replaced built-ins) can change them: the `waiting` frame, written right before the
+ * process blocks reading stdin while an invocation is in flight (the engine's cpuMs counts
+ * everything else; write() refuses any other frame typed `waiting`), and the cap on linear
+ * memory (every allocation of the JavaScript engine is refused once the instance's memory has
+ * grown past `memoryMb`).
  */
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/uio.h>
 
 #include "quickjs.h"
 #include "digest.h"
@@ -31,10 +40,68 @@ __attribute__((export_name("wasmdeck_worker_protocol_2"))) void wasmdeck_worker_
 
 static JSRuntime *rt;
 static JSContext *ctx;
-static JSValue driver; /* the object the prelude returns: {frame, idle, uncaught} */
+static JSValue driver; /* the object the prelude returns: {frame, idle, uncaught, rejection} */
 static int exit_requested = -1;
+static uint64_t frames_read; /* every frame read from stdin, the init frame included */
+static size_t memory_cap;    /* bytes of linear memory the instance may use; 0 until init sets it */
 
-/* The one frame the runtime can always write, even when the heap is exhausted. */
+/* The driver's idle() answers (see pump): */
+#define IDLE_WAIT 0          /* nothing to run: read the next frame */
+#define IDLE_MORE 1          /* it did some work: run the microtask queue again */
+#define IDLE_WAIT_CALLS 2    /* an invocation is in flight and waits for the host: announce it, then read */
+
+/* ---- the linear-memory cap ----
+   Wasm memory only grows, so "over the cap" is final: once an allocation has made the memory grow
+   past it, that allocation is given back and every later one is refused, the JavaScript engine
+   throws out of memory, and the instance retires. Nothing of it was touched but an allocator
+   header, so the host's resident memory stays near the cap. */
+
+static inline int over_cap(void) {
+    return memory_cap != 0 && (size_t)__builtin_wasm_memory_size(0) * 65536u > memory_cap;
+}
+
+static void *capped_malloc(void *opaque, size_t size) {
+    (void)opaque;
+    if (over_cap()) return NULL;
+    void *ptr = malloc(size);
+    if (ptr && over_cap()) {
+        free(ptr);
+        return NULL;
+    }
+    return ptr;
+}
+
+static void *capped_calloc(void *opaque, size_t count, size_t size) {
+    (void)opaque;
+    if (over_cap()) return NULL;
+    void *ptr = calloc(count, size);
+    if (ptr && over_cap()) {
+        free(ptr);
+        return NULL;
+    }
+    return ptr;
+}
+
+static void capped_free(void *opaque, void *ptr) {
+    (void)opaque;
+    free(ptr);
+}
+
+static void *capped_realloc(void *opaque, void *ptr, size_t size) {
+    if (!ptr) return capped_malloc(opaque, size);
+    size_t usable = malloc_usable_size(ptr);
+    if (size <= usable) return realloc(ptr, size); /* fits where it is: no growth */
+    void *moved = capped_malloc(opaque, size);     /* a new block, checked, then the copy */
+    if (!moved) return NULL;
+    memcpy(moved, ptr, usable);
+    free(ptr);
+    return moved;
+}
+
+static const JSMallocFunctions capped_malloc_functions = {
+    capped_calloc, capped_malloc, capped_free, capped_realloc, malloc_usable_size,
+};
+
 static void write_all(int fd, const uint8_t *data, size_t len) {
     while (len > 0) {
         ssize_t n = write(fd, data, len);
@@ -47,25 +114,116 @@ static void write_all(int fd, const uint8_t *data, size_t len) {
     }
 }
 
+static void writev_all(struct iovec *parts, int count) {
+    while (count > 0) {
+        ssize_t n = writev(1, parts, count);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            _exit(3);
+        }
+        while (count > 0 && (size_t)n >= parts->iov_len) {
+            n -= (ssize_t)parts->iov_len;
+            parts++;
+            count--;
+        }
+        if (count > 0) {
+            parts->iov_base = (uint8_t *)parts->iov_base + n;
+            parts->iov_len -= (size_t)n;
+        }
+    }
+}
+
 static void put_u32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
 }
 
-static void write_frame(const char *meta, size_t meta_len, const uint8_t *body, size_t body_len) {
+/* ---- output ----
+   Frames are gathered here and leave in one write: when the process is about to block reading stdin
+   (with the waiting frame, if any), at a call (the host can start on it at once), before an exit,
+   when the buffer is full, and while JavaScript computes, once the oldest gathered frame is 2 ms old
+   (checked by QuickJS's interrupt handler): a log line is never held back much longer than that,
+   so one written before a CPU limit stops the instance is still recorded. A hello Worker's log and
+   response frames make one read for the engine instead of several. */
+
+#define OUT_CAPACITY (64u * 1024u)
+#define OUT_MAX_AGE_MS 2.0
+static uint8_t out_buf[OUT_CAPACITY];
+static size_t out_len;
+static double out_since; /* when the oldest gathered frame was written */
+
+static double monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void flush_output(void) {
+    if (out_len) {
+        write_all(1, out_buf, out_len);
+        out_len = 0;
+    }
+}
+
+/* Gather one frame; `now` sends it (and everything before it) at once. */
+static void write_frame_now(const char *meta, size_t meta_len, const uint8_t *body, size_t body_len, int now) {
     uint8_t header[8];
     put_u32(header, (uint32_t)meta_len);
     put_u32(header + 4, (uint32_t)body_len);
-    write_all(1, header, 8);
-    write_all(1, (const uint8_t *)meta, meta_len);
-    if (body_len) write_all(1, body, body_len);
+    size_t total = 8 + meta_len + body_len;
+    if (out_len + total > OUT_CAPACITY) {
+        if (out_len == 0 || total > OUT_CAPACITY / 2) {
+            /* a big frame goes out in one write of its own, after what is gathered */
+            struct iovec parts[4];
+            int count = 0;
+            if (out_len) parts[count++] = (struct iovec){out_buf, out_len};
+            parts[count++] = (struct iovec){header, 8};
+            parts[count++] = (struct iovec){(void *)meta, meta_len};
+            if (body_len) parts[count++] = (struct iovec){(void *)body, body_len};
+            writev_all(parts, count);
+            out_len = 0;
+            return;
+        }
+        flush_output();
+    }
+    if (out_len == 0) out_since = monotonic_ms();
+    memcpy(out_buf + out_len, header, 8);
+    memcpy(out_buf + out_len + 8, meta, meta_len);
+    if (body_len) memcpy(out_buf + out_len + 8 + meta_len, body, body_len);
+    out_len += total;
+    if (now) flush_output();
+}
+
+static void write_frame(const char *meta, size_t meta_len, const uint8_t *body, size_t body_len) {
+    write_frame_now(meta, meta_len, body, body_len, 1);
+}
+
+/* QuickJS asks now and then while JavaScript runs: send gathered frames that have waited long enough. */
+static int on_interrupt(JSRuntime *r, void *opaque) {
+    (void)r; (void)opaque;
+    if (out_len && monotonic_ms() - out_since >= OUT_MAX_AGE_MS) flush_output();
+    return 0;
+}
+
+static void exit_flushed(int code) {
+    flush_output();
+    exit(code);
 }
 
 static void fatal_frame(const char *name, const char *message) {
     char meta[512];
     int n = snprintf(meta, sizeof(meta),
                      "{\"type\":\"exception\",\"name\":\"%s\",\"message\":\"%s\",\"retire\":true}", name, message);
-    write_frame(meta, (size_t)n, NULL, 0);
+    write_frame(meta, (size_t)n, NULL, 0); /* after whatever was gathered */
     _exit(0);
+}
+
+/* {"type":"waiting","frames":N}: the process is about to block reading stdin, having read N frames.
+   The engine stops counting CPU until it writes its next frame, and only when it has written
+   exactly N (none is on its way that would wake the guest at once). */
+static void waiting_frame(void) {
+    char meta[64];
+    int n = snprintf(meta, sizeof(meta), "{\"type\":\"waiting\",\"frames\":%llu}", (unsigned long long)frames_read);
+    write_frame_now(meta, (size_t)n, NULL, 0, 0);
 }
 
 /* A call from C into the driver failed: the driver catches everything it can, so this is an
@@ -115,21 +273,22 @@ static int next_frame(void) {
     if (r == 0) return 0;
     if (r < 0) {
         fprintf(stderr, "error: stdin ended inside a frame header\n");
-        exit(2);
+        exit_flushed(2);
     }
     uint32_t meta_len = get_u32(header), body_len = get_u32(header + 4);
     if (meta_len > MAX_META_BYTES || body_len > MAX_BODY_BYTES) {
         fprintf(stderr, "error: the host sent a frame over the limits (meta %u bytes, body %u bytes)\n", meta_len, body_len);
-        exit(2);
+        exit_flushed(2);
     }
-    char *meta = malloc(meta_len + 1);
+    char *meta = capped_malloc(NULL, meta_len + 1);
     uint8_t *body = body_len ? js_malloc_rt(rt, body_len) : NULL;
     if (!meta || (body_len && !body)) driver_failed();
     if (read_exact((uint8_t *)meta, meta_len) < 0 || (body_len && read_exact(body, body_len) < 0)) {
         fprintf(stderr, "error: stdin ended inside a frame\n");
-        exit(2);
+        exit_flushed(2);
     }
     meta[meta_len] = 0;
+    frames_read++;
     JSValue args[2];
     args[0] = JS_NewStringLen(ctx, meta, meta_len);
     free(meta);
@@ -147,8 +306,8 @@ static int next_frame(void) {
 }
 
 /* Run microtasks dry, then ask the driver for more work (timers due, a final frame to send),
-   until it says it waits for input. */
-static void pump(void) {
+   until it says it waits for input. Returns whether an invocation waits for the host. */
+static int pump(void) {
     for (;;) {
         for (;;) {
             JSContext *job_ctx;
@@ -164,15 +323,16 @@ static void pump(void) {
                 JS_FreeValue(ctx, result);
             }
         }
-        if (exit_requested >= 0) exit(exit_requested);
+        if (exit_requested >= 0) exit_flushed(exit_requested);
         JSValue fn = JS_GetPropertyStr(ctx, driver, "idle");
         JSValue result = JS_Call(ctx, fn, driver, 0, NULL);
         JS_FreeValue(ctx, fn);
         if (JS_IsException(result)) driver_failed();
-        int more = JS_ToBool(ctx, result);
+        int32_t answer = IDLE_WAIT;
+        if (JS_IsNumber(result) && JS_ToInt32(ctx, &answer, result) < 0) answer = IDLE_WAIT;
         JS_FreeValue(ctx, result);
-        if (exit_requested >= 0) exit(exit_requested);
-        if (!more) return;
+        if (exit_requested >= 0) exit_flushed(exit_requested);
+        if (answer != IDLE_MORE) return answer == IDLE_WAIT_CALLS;
     }
 }
 
@@ -215,12 +375,109 @@ static uint8_t *bytes_of(JSValueConst value, size_t *len) {
     return base ? base + offset : (uint8_t *)"";
 }
 
+/* ---- what JavaScript may write ----
+   A frame's meta as JSON.stringify writes it: one object whose top-level keys are plain (no escapes),
+   and whose "type" is a plain string other than "waiting". Anything else is refused, so no JavaScript
+   can announce a wait that is not one, whatever it did to the built-ins the prelude uses. */
+
+static size_t skip_space(const char *s, size_t i, size_t n) {
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    return i;
+}
+
+/* The end of the string starting at s[i] == '"' (the index after its closing quote), 0 if unclosed;
+   *escaped says whether it holds a backslash. */
+static size_t skip_string(const char *s, size_t i, size_t n, int *escaped) {
+    *escaped = 0;
+    for (i++; i < n; i++) {
+        if (s[i] == '\\') {
+            *escaped = 1;
+            i++;
+        } else if (s[i] == '"') {
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* The end of the JSON value starting at s[i], 0 if it does not end. */
+static size_t skip_value(const char *s, size_t i, size_t n) {
+    int depth = 0, escaped;
+    while (i < n) {
+        char ch = s[i];
+        if (ch == '"') {
+            i = skip_string(s, i, n, &escaped);
+            if (!i) return 0;
+            if (depth == 0) return i;
+            continue;
+        }
+        if (ch == '{' || ch == '[') depth++;
+        else if (ch == '}' || ch == ']') {
+            if (depth == 0) return i;
+            if (--depth == 0) return i + 1;
+        } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r')) {
+            return i;
+        }
+        i++;
+    }
+    return depth == 0 ? i : 0;
+}
+
+#define META_REFUSED 0
+#define META_GATHER 1  /* logs and final frames: gathered */
+#define META_SEND 2    /* calls: the host starts on them at once */
+
+static int is_call_type(const char *quoted, size_t len) {
+    return (len == 7 && memcmp(quoted, "\"fetch\"", 7) == 0) || (len == 10 && memcmp(quoted, "\"dispatch\"", 10) == 0) ||
+           (len == 7 && memcmp(quoted, "\"sleep\"", 7) == 0);
+}
+
+static int meta_allowed(const char *s, size_t n) {
+    size_t i = skip_space(s, 0, n);
+    int typed = 0, escaped;
+    if (i >= n || s[i] != '{') return 0;
+    i = skip_space(s, i + 1, n);
+    if (i < n && s[i] == '}') return 0;
+    while (i < n) {
+        if (s[i] != '"') return 0;
+        size_t key_end = skip_string(s, i, n, &escaped);
+        if (!key_end || escaped) return 0;
+        int is_type = key_end - i == 6 && memcmp(s + i, "\"type\"", 6) == 0;
+        i = skip_space(s, key_end, n);
+        if (i >= n || s[i] != ':') return 0;
+        i = skip_space(s, i + 1, n);
+        if (is_type) {
+            if (i >= n || s[i] != '"') return 0;
+            size_t value_end = skip_string(s, i, n, &escaped);
+            if (!value_end || escaped) return 0;
+            if (value_end - i == 9 && memcmp(s + i, "\"waiting\"", 9) == 0) return 0;
+            typed = is_call_type(s + i, value_end - i) ? META_SEND : META_GATHER;
+            i = value_end;
+        } else {
+            i = skip_value(s, i, n);
+            if (!i) return 0;
+        }
+        i = skip_space(s, i, n);
+        if (i < n && s[i] == ',') {
+            i = skip_space(s, i + 1, n);
+            continue;
+        }
+        return i < n && s[i] == '}' && skip_space(s, i + 1, n) == n ? typed : META_REFUSED;
+    }
+    return 0;
+}
+
 /* write(meta: string, body?: ArrayBuffer | ArrayBufferView) */
 static JSValue native_write(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
     (void)this_val;
     size_t meta_len;
     const char *meta = JS_ToCStringLen(c, &meta_len, argv[0]);
     if (!meta) return JS_EXCEPTION;
+    int kind = meta_allowed(meta, meta_len);
+    if (kind == META_REFUSED) {
+        JS_FreeCString(c, meta);
+        return JS_ThrowTypeError(c, "the runtime refused to write a frame whose meta is not a plain typed object");
+    }
     const uint8_t *body = NULL;
     size_t body_len = 0;
     if (argc > 1 && !JS_IsUndefined(argv[1]) && !JS_IsNull(argv[1])) {
@@ -230,7 +487,7 @@ static JSValue native_write(JSContext *c, JSValueConst this_val, int argc, JSVal
             return JS_EXCEPTION;
         }
     }
-    write_frame(meta, meta_len, body, body_len);
+    write_frame_now(meta, meta_len, body, body_len, kind == META_SEND);
     JS_FreeCString(c, meta);
     return JS_UNDEFINED;
 }
@@ -510,11 +767,14 @@ static JSValue native_compiles(JSContext *c, JSValueConst this_val, int argc, JS
     return JS_TRUE;
 }
 
-static JSValue native_set_heap_limit(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
+/* setMemoryLimits(heapBytes, linearBytes): QuickJS's heap limit, and the cap on linear memory (init sets
+   both once; the cap can only be lowered after that). */
+static JSValue native_set_memory_limits(JSContext *c, JSValueConst this_val, int argc, JSValueConst *argv) {
     (void)this_val; (void)argc;
-    double bytes = 0;
-    if (JS_ToFloat64(c, &bytes, argv[0]) < 0) return JS_EXCEPTION;
-    JS_SetMemoryLimit(rt, bytes > 0 ? (size_t)bytes : 0);
+    double heap = 0, linear = 0;
+    if (JS_ToFloat64(c, &heap, argv[0]) < 0 || JS_ToFloat64(c, &linear, argv[1]) < 0) return JS_EXCEPTION;
+    JS_SetMemoryLimit(rt, heap > 0 ? (size_t)heap : 0);
+    if (linear >= 65536 && linear < 4294967296.0 && (memory_cap == 0 || (size_t)linear < memory_cap)) memory_cap = (size_t)linear;
     return JS_UNDEFINED;
 }
 
@@ -554,7 +814,7 @@ static const JSCFunctionListEntry natives[] = {
     JS_CFUNC_DEF("randomFill", 1, native_random_fill),
     JS_CFUNC_DEF("evaluate", 3, native_evaluate),
     JS_CFUNC_DEF("compiles", 3, native_compiles),
-    JS_CFUNC_DEF("setHeapLimit", 1, native_set_heap_limit),
+    JS_CFUNC_DEF("setMemoryLimits", 2, native_set_memory_limits),
     JS_CFUNC_DEF("memoryUsage", 0, native_memory_usage),
     JS_CFUNC_DEF("gc", 0, native_gc),
 };
@@ -589,7 +849,7 @@ static int compile_prelude(void) {
 #endif
 
 int main(void) {
-    rt = JS_NewRuntime();
+    rt = JS_NewRuntime2(&capped_malloc_functions, NULL);
     if (!rt) fatal_frame("RangeError", "out of memory: the JavaScript runtime could not start");
     /* QuickJS measures the wasm shadow stack (1 MiB, build.py), but the engine's native stack runs out
        first: 384 KiB stops JavaScript recursion (about 1,100 calls deep) with a RangeError before it. */
@@ -625,7 +885,15 @@ int main(void) {
     }
     JS_SetHostPromiseRejectionTracker(rt, track_rejection, NULL);
 
-    while (next_frame()) pump();
+    JS_SetInterruptHandler(rt, on_interrupt, NULL);
+    int announce = 0;
+    for (;;) {
+        if (announce) waiting_frame();
+        flush_output(); /* everything gathered leaves before the process blocks */
+        if (!next_frame()) break;
+        announce = pump();
+    }
+    flush_output();
     return 0;
 #endif
 }

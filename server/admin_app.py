@@ -21,10 +21,10 @@ Every call, `/openapi.json` included, needs `Authorization: Bearer <token>` (see
     GET    /instances                                warm instances over the whole engine, and their bounds
     GET    /namespaces/{ns}/scripts?tags=a:yes,b:no  list scripts, optionally filtered by tags
     DELETE /namespaces/{ns}/scripts?tags=a:yes,b:no  bulk delete by the filter (required)
-    PUT    /namespaces/{ns}/scripts/{name}           deploy: multipart `metadata` (JSON) + `module` (file)
+    PUT    /namespaces/{ns}/scripts/{name}           deploy: multipart `metadata` (JSON) + `module` (a .wasm or .js file)
     GET    /namespaces/{ns}/scripts/{name}           the script's record and effective limits
     DELETE /namespaces/{ns}/scripts/{name}           delete it
-    GET    /namespaces/{ns}/scripts/{name}/content   the module bytes (application/wasm)
+    GET    /namespaces/{ns}/scripts/{name}/content   the module bytes (application/wasm, or a script as application/javascript+module)
     GET    /namespaces/{ns}/scripts/{name}/limits    its effective limits and where each came from
     GET    /namespaces/{ns}/scripts/{name}/tags      its tags
     PUT    /namespaces/{ns}/scripts/{name}/tags      replace its tags (a JSON list)
@@ -68,6 +68,7 @@ from wasmdeck.engine.limits import CAMEL, FIELDS
 from wasmdeck.engine.secrets import SecretsUnavailable
 from wasmdeck.engine.validation import check_name, check_tag, check_tags, check_vars
 from wasmdeck.engine.engine import ABIS
+from wasmdeck.engine.javascript import check_binding_name
 from wasmdeck.engine.store import MAX_VERSION, CorruptModule, DatabaseUnavailable
 
 from .auth import token_matches
@@ -276,11 +277,17 @@ class AdminApi:
     async def put_dispatcher(self, request: Request) -> Response:
         ns = request.path_params["ns"]
         self.engine.namespace(ns)
-        body = _only_fields(await _json_body(request), ("worker",), "a worker")
+        body = _only_fields(await _json_body(request), ("worker", "binding"), "a worker")
         worker = body.get("worker")
         if not isinstance(worker, str):
-            raise ApiError(400, "worker must be the name of a Worker-protocol script", "worker")
-        return ok((await self._write(_checked, "worker", self.engine.set_dispatch_worker, worker, namespace=ns)).as_dict())
+            raise ApiError(400, "worker must be the name of a Worker-protocol or JavaScript script", "worker")
+        binding = body.get("binding")
+        if binding is not None:
+            if not isinstance(binding, str):
+                raise ApiError(400, "binding must be the name of the dispatch namespace binding (a string)", "binding")
+            _checked("binding", check_binding_name, binding)
+        return ok((await self._write(_checked, "worker", self.engine.set_dispatch_worker, worker, namespace=ns,
+                                     binding=binding)).as_dict())
 
     async def delete_dispatcher(self, request: Request) -> Response:
         return ok((await self._write(self.engine.set_dispatch_worker, None, namespace=request.path_params["ns"])).as_dict())
@@ -433,12 +440,13 @@ class AdminApi:
             raise ApiError(400, "metadata.main_module must name the module part", "metadata.main_module")
         upload = form.get(part)
         if upload is None:
-            raise ApiError(400, f"the multipart body has no {part!r} part holding the Wasm module", part)
+            raise ApiError(400, f"the multipart body has no {part!r} part holding the module (.wasm) or script (.js)", part)
         if not isinstance(upload, UploadFile):
             raise ApiError(400, f"the {part!r} part must be a file part (give it a filename)", part)
         data = await upload.read()
         try:
-            worker = await self._write(self.engine.deploy, name, data, namespace=ns, tags=tags, vars=variables, message=message, abi=abi)
+            worker = await self._write(self.engine.deploy, name, data, namespace=ns, tags=tags, vars=variables, message=message,
+                                       abi=abi, filename=upload.filename)
         except InvalidModule as error:
             raise ApiError(413 if len(data) > self.engine.max_module_bytes else 400, str(error), part,
                            code="invalid_module") from None
@@ -457,7 +465,10 @@ class AdminApi:
     async def get_content(self, request: Request) -> Response:
         worker = self.engine.worker(request.path_params["name"], namespace=request.path_params["ns"])
         data = self.engine.module_bytes(worker)
-        return Response(data, media_type="application/wasm", headers={"ETag": f'"{worker.sha256}"'})
+        media = "application/javascript+module" if worker.language == "javascript" else "application/wasm"
+        if worker.script is not None and worker.script.format == "service-worker":
+            media = "application/javascript"
+        return Response(data, media_type=media, headers={"ETag": f'"{worker.sha256}"'})
 
     async def get_tags(self, request: Request) -> Response:
         worker = self.engine.worker(request.path_params["name"], namespace=request.path_params["ns"])
@@ -805,10 +816,11 @@ OPENAPI: dict[str, Any] = {
                        "their bounds (maxInstances, maxPerWorker, idleTimeoutS, maxInvocations...)"),
         },
         "/namespaces/{ns}/dispatcher": {
-            "put": _op("Front the namespace with a dispatch Worker (a Worker-protocol script)", params=_NS,
+            "put": _op("Front the namespace with a dispatch Worker (a Worker-protocol or JavaScript script); a "
+                       "JavaScript one finds the namespace as env[binding] (default: dispatcher)", params=_NS,
                        errors=("400", "401", "404"), body=_JSON({
                            "type": "object", "required": ["worker"], "additionalProperties": False,
-                           "properties": {"worker": {"type": "string"}}})),
+                           "properties": {"worker": {"type": "string"}, "binding": {"type": "string"}}})),
             "delete": _op("Route by host label or path again", params=_NS, errors=("401", "404")),
         },
         "/namespaces/{ns}/outbound": {

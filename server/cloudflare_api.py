@@ -51,9 +51,9 @@ namespace, so those must be uploaded there, or be account-level Workers of a ser
     GET scripts/{name}/bindings
     PUT | GET scripts/{name}/secrets, GET | DELETE scripts/{name}/secrets/{s}, PATCH scripts/{name}/secrets-bulk
 
-JavaScript Workers: module parts typed `application/javascript(+module)` are read and checked in
-full; they deploy once the engine runs JavaScript (`JAVASCRIPT_WORKERS` below), and until then the
-upload is refused with a sentence saying so.
+JavaScript Workers: module parts typed `application/javascript(+module)` deploy as JavaScript Workers
+(checked by the engine's JavaScript runtime first), with the part's file name in their stack traces. A
+`dispatch_namespace` binding's `name` is the binding a JavaScript dispatch Worker finds in `env`.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ from starlette.routing import Route
 from wasmdeck.engine import DEFAULT_NAMESPACE, Engine, InvalidInput, InvalidModule, NotFound, Worker
 from wasmdeck.engine import protocol
 from wasmdeck.engine.engine import ABIS
+from wasmdeck.engine.javascript import check_binding_name, speaks_protocol
 from wasmdeck.engine.outbound import OutboundSetting
 from wasmdeck.engine.secrets import SecretsUnavailable
 from wasmdeck.engine.store import Namespace
@@ -248,7 +249,7 @@ class CloudflareApi:
             "tail_consumers": [{"service": consumer} for consumer in self._consumers(ns, worker.name)],
             "compatibility_date": date,
             "compatibility_flags": list(flags),
-            "handlers": ["fetch"],
+            "handlers": list(worker.script.handlers) if worker.script is not None else ["fetch"],
             "has_modules": True,
             "has_assets": False,
             "logpush": False,
@@ -266,7 +267,7 @@ class CloudflareApi:
         if namespace.dispatch_worker == worker.name:
             outbound = namespace.outbound
             found.append(DispatchBinding(
-                "dispatcher", ns, outbound.service if outbound else None,
+                namespace.dispatch_binding, ns, outbound.service if outbound else None,
                 tuple(p.name for p in outbound.parameters) if outbound else (),
             ).as_binding())
         return found
@@ -473,11 +474,17 @@ class CloudflareApi:
             consumer = self._find(ns, service)
             if consumer is None:
                 raise bad(f"tail_consumers: Tail Worker {service!r} is not a script in namespace {ns!r}; upload it there first")
-            if consumer.abi != protocol.ABI:
+            if not speaks_protocol(consumer.abi):
                 raise bad(f"tail_consumers: Tail Worker {service!r} is a {consumer.abi} Worker; a Tail Worker must speak "
-                          "the Worker protocol (docs/worker-protocol.md)")
+                          "the Worker protocol (docs/worker-protocol.md) or be a JavaScript Worker")
+            if consumer.script is not None and "tail" not in consumer.script.handlers:
+                raise bad(f"tail_consumers: Tail Worker {service!r} is a JavaScript Worker without a tail() handler")
 
     def _check_dispatch(self, ns: str, name: str, binding: DispatchBinding, module: Module | None) -> None:
+        try:
+            check_binding_name(binding.name)
+        except InvalidInput as error:
+            raise bad(f"the dispatch_namespace binding's name: {error}") from None
         if module is not None and not module.is_javascript:
             try:
                 exports = {export.name for export in validate_worker_module(module.data).exports}
@@ -492,9 +499,10 @@ class CloudflareApi:
         if outbound is None or outbound.name == name:
             raise bad(f"the dispatch_namespace binding's Outbound Worker {binding.outbound_service!r} is not a script in "
                       f"namespace {ns!r}; upload it there first")
-        if outbound.abi != protocol.ABI:
+        if not speaks_protocol(outbound.abi):
             raise bad(f"Outbound Worker {outbound.name!r} is a {outbound.abi} Worker; an Outbound Worker must speak the "
-                      "Worker protocol (docs/worker-protocol.md)")
+                      "Worker protocol (docs/worker-protocol.md) or be a JavaScript Worker")
+
         try:
             OutboundSetting.parse(outbound.name, list(binding.outbound_params))
         except InvalidInput as error:
@@ -521,7 +529,7 @@ class CloudflareApi:
         tags = settings.tags if settings.tags is not None else (existing.tags if existing else ())
         data, abi = self._module_for_engine(module)
         return self._engine_deploy(name, data, namespace=ns, tags=tags, vars=variables, abi=abi, message=message,
-                                   secrets=secrets, keep_secrets=True if kept is None else kept)
+                                   secrets=secrets, keep_secrets=True if kept is None else kept, filename=module.name)
 
     def _engine_deploy(self, name: str, data: bytes, **options: Any) -> Worker:
         """`Engine.deploy`; a refused module is Cloudflare's 413 (too large) or validation error."""
@@ -595,7 +603,7 @@ class CloudflareApi:
                 self.engine.set_dispatch_worker(None, namespace=ns)
                 self.engine.set_outbound(None, namespace=ns)
             return []
-        self.engine.set_dispatch_worker(name, namespace=ns)
+        self.engine.set_dispatch_worker(name, namespace=ns, binding=binding.name)
         if binding.outbound_service is not None:
             self.engine.set_outbound(binding.outbound_service, list(binding.outbound_params), namespace=ns)
         else:
@@ -629,11 +637,12 @@ class CloudflareApi:
                 raise bad(f"metadata.{key} cannot be changed with the content; use the settings (PATCH .../settings)")
         header = request.headers.get("cf-worker-main-module-part") or request.headers.get("cf-worker-body-part")
         module = find_main_module([p for p in parts if p is not metadata_part], metadata, header)
-        if self.engine.namespace(ns).dispatch_worker == name:
-            self._check_dispatch(ns, name, DispatchBinding("dispatcher", ns), module)
+        namespace = self.engine.namespace(ns)
+        if namespace.dispatch_worker == name:
+            self._check_dispatch(ns, name, DispatchBinding(namespace.dispatch_binding, ns), module)
         data, abi = self._module_for_engine(module)
         await self._write(self._engine_deploy, name, data, namespace=ns, tags=worker.tags, vars=worker.vars, abi=abi,
-                          message=f"content replaced through the Cloudflare API ({module.name})")
+                          message=f"content replaced through the Cloudflare API ({module.name})", filename=module.name)
         return envelope(self._script_result(ns, self.engine.worker(name, namespace=ns)))
 
     async def put_content(self, request: Request) -> Response:
@@ -693,9 +702,9 @@ class CloudflareApi:
                 raise bad(f"script {name!r} lives in namespace {ns!r} and can only front that namespace; upload it again "
                           f"to make it the dispatch Worker of {binding.namespace!r}")
             self._check_dispatch(ns, name, binding, None)
-            if worker.abi != protocol.ABI:
-                raise bad(f"a dispatch Worker must speak the Worker protocol (docs/worker-protocol.md), and script {name!r} "
-                          f"is a {worker.abi} Worker", CODE_VALIDATION)
+            if not speaks_protocol(worker.abi):
+                raise bad(f"a dispatch Worker must speak the Worker protocol (docs/worker-protocol.md) or be a JavaScript "
+                          f"Worker, and script {name!r} is a {worker.abi} Worker", CODE_VALIDATION)
         self._check_consumers(ns, name, settings.tail_consumers or ())
         if settings.bindings is not None:  # first: the engine's own refusals (a var and a secret sharing a name) come before any change
             secrets, kept = self._secret_plan(ns, name, settings.bindings, settings.keep_bindings)

@@ -186,6 +186,7 @@ async def serve(
     engine.namespace(namespace)  # NotFound (one sentence) before listening, not on every request
     configure_logging()
     engine.capture_runtime_output()  # now, so guest trap backtraces never land in the log stream
+    await engine.preload()  # the JavaScript runtime, when JavaScript Workers are deployed: loaded before the first request
     app = DispatchApp(
         engine, namespace=namespace, max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes,
         max_headers=max_headers, access_log=access_log,

@@ -33,7 +33,7 @@ Meta = dict[str, Any]
 Answer = tuple[Meta, bytes]
 CallHandler = Callable[[Meta, bytes], Union[Answer, Awaitable[Answer]]]
 
-GUEST_TYPES = {"ready", "log", "fetch", "dispatch", "sleep", "response", "done", "exception"}
+GUEST_TYPES = {"ready", "log", "fetch", "dispatch", "sleep", "response", "done", "exception", "waiting"}
 CALL_TYPES = {"fetch", "dispatch", "sleep"}
 FINAL_TYPES = {"done", "exception"}
 MAX_CALLS_IN_FLIGHT = 64
@@ -55,6 +55,7 @@ class Result:
     calls: list[tuple[Meta, bytes]] = field(default_factory=list)
     max_in_flight: int = 0
     seconds: float = 0.0
+    waits: list[Meta] = field(default_factory=list)  # the `waiting` frames, in order
 
     @property
     def type(self) -> str | None:
@@ -183,8 +184,13 @@ class Instance:
                 if frame is None:
                     raise ProtocolError("the runtime closed its output before its final frame")
                 meta, body = frame
-                result.frames.append(meta)
                 kind = meta["type"]
+                if kind == "waiting":  # the runtime blocks reading stdin (host.c); never inside init
+                    if init:
+                        raise ProtocolError("a waiting frame before ready")
+                    result.waits.append(meta)
+                    continue
+                result.frames.append(meta)
                 if init:
                     if kind == "ready" or kind == "exception":
                         result.final, result.body = meta, body

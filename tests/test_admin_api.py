@@ -582,3 +582,30 @@ async def test_platform_settings_refuse_bad_input_and_change_nothing(client: htt
     error(await client.get("/namespaces/nope/tail-consumers"), 404)
     assert engine.namespace().as_dict() == before
     assert engine.tail_consumers("default") == []
+
+
+async def test_a_javascript_worker_deploys_lists_its_language_and_can_dispatch_under_a_named_binding(
+    client: httpx.AsyncClient, engine: Engine
+) -> None:
+    front = b"export default { fetch(request, env) { return env.TENANTS.get('shop').fetch(request); } }"
+    shop = b"export default { fetch(request, env) { return new Response(`shop ${env.GREETING}`); } }"
+    files = {"module": ("front.js", front, "application/javascript+module")}
+    record = ok(await client.put("/namespaces/default/scripts/front", data={"metadata": "{}"}, files=files))
+    assert record["abi"] == "javascript" and record["language"] == "javascript"
+    assert record["script"] == {"filename": "front.js", "format": "module", "handlers": ["fetch"]}
+    ok(await client.put("/namespaces/default/scripts/shop", data={"metadata": json.dumps({"vars": {"GREETING": "hi"}})},
+                        files={"module": ("shop.js", shop, "application/javascript+module")}))
+    listed = {item["name"]: item["language"] for item in ok(await client.get("/namespaces/default/scripts"))}
+    assert listed == {"front": "javascript", "shop": "javascript"}
+    content = await client.get("/namespaces/default/scripts/front/content")
+    assert content.content == front and content.headers["content-type"].startswith("application/javascript+module")
+    namespace = ok(await client.put("/namespaces/default/dispatcher", json={"worker": "front", "binding": "TENANTS"}))
+    assert namespace["dispatchWorker"] == "front" and namespace["dispatchBinding"] == "TENANTS"
+    assert (await engine.request("http://anything.example.com/")).text == "shop hi"
+    error(await client.put("/namespaces/default/dispatcher", json={"worker": "front", "binding": "not ok"}), 400, "binding")
+    error(await client.put("/namespaces/default/dispatcher", json={"worker": "front", "binding": 7}), 400, "binding")
+    assert engine.namespace().dispatch_binding == "TENANTS"
+    refused = error(await client.put("/namespaces/default/scripts/broken", data={"metadata": "{}"},
+                                     files={"module": ("broken.js", b"export default {", "application/javascript+module")}),
+                    400, "module")
+    assert refused["message"].startswith("the script has a syntax error at broken.js:1:") and refused["code"] == "invalid_module"

@@ -402,7 +402,8 @@ REFUSALS: list[tuple[str, str, str, dict[str, Any], int, int, str]] = [
     ("two modules", "PUT", f"{NS}/default/scripts/x", form({"main_module": "w.wasm"}, wasm(), wasm("b.wasm")), 400, 10021, "bundle them"),
     ("the same module twice", "PUT", f"{NS}/default/scripts/x", form({"main_module": "w.wasm"}, wasm(), wasm()), 400, 10001, "are both module"),
     ("main module is a source map", "PUT", f"{NS}/default/scripts/x", form({"main_module": "w.map"}, ("w.map", b"{}", "application/source-map")), 400, 10001, "is a source map"),
-    ("a JavaScript Worker", "PUT", f"{NS}/default/scripts/x", form({"main_module": "index.js"}, JS), 400, 10021, "JavaScript Workers are not available in this build"),
+    ("a JavaScript syntax error", "PUT", f"{NS}/default/scripts/x", form({"main_module": "index.js"}, ("index.js", b"export default { fetch() { return new Response('hi' } }", "application/javascript+module")), 400, 10021, "syntax error at index.js:1:"),
+    ("a JavaScript Worker with no handler", "PUT", f"{NS}/default/scripts/x", form({"main_module": "index.js"}, ("index.js", b"export const x = 1;", "application/javascript+module")), 400, 10021, "has no handler"),
     ("JavaScript that is not UTF-8", "PUT", f"{NS}/default/scripts/x", form({"main_module": "i.js"}, ("i.js", b"\xff\xfe", "application/javascript+module")), 400, 10021, "is not UTF-8 text"),
     ("a script named as a module", "PUT", f"{NS}/default/scripts/x", form({"main_module": "i.js"}, ("i.js", b"addEventListener()", "application/javascript")), 400, 10001, "name it in body_part"),
     ("a module named as a script", "PUT", f"{NS}/default/scripts/x", form({"body_part": "index.js"}, JS), 400, 10001, "name it in main_module"),
@@ -617,3 +618,35 @@ async def test_the_namespace_the_listener_serves_holds_the_platform_workers(smal
         assert small_engine.worker("gateway", namespace="shop").abi == "protocol"
         refused(await client.delete(f"{NS}/shop"), 409, 10001, "is the one this server's dispatch listener serves")
     assert small_engine.namespace("shop").name == "shop"
+
+
+async def test_a_javascript_dispatch_worker_finds_the_namespace_under_its_bindings_name(
+    small_engine: Engine, cf: httpx.AsyncClient
+) -> None:
+    tenant = ("shop.js", b"export default { fetch(request, env) { return new Response(`shop ${env.GREETING}`); } }",
+              "application/javascript+module")
+    tenant_metadata = {"main_module": "shop.js", "bindings": [{"type": "plain_text", "name": "GREETING", "text": "hi"}]}
+    assert (await cf.put(f"{NS}/default/scripts/shop", **form(tenant_metadata, tenant))).status_code == 200
+    front = ("front.js", b"""export default {
+  async fetch(request, env) {
+    try { return await env.TENANTS.get(new URL(request.url).hostname.split('.')[0]).fetch(request); }
+    catch (e) { return new Response(e.message, { status: e.message.startsWith('Worker not found') ? 404 : 500 }); }
+  },
+};""", "application/javascript+module")
+    metadata = {"main_module": "front.js", "bindings": [{"type": "dispatch_namespace", "name": "TENANTS", "namespace": "default"}]}
+    response = await cf.put(f"{BASE}/scripts/front", **form(metadata, front))
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["handlers"] == ["fetch"]
+    assert small_engine.namespace().dispatch_worker == "front" and small_engine.namespace().dispatch_binding == "TENANTS"
+    bindings = (await cf.get(f"{BASE}/scripts/front/settings")).json()["result"]["bindings"]
+    assert [(b["type"], b["name"]) for b in bindings] == [("dispatch_namespace", "TENANTS")]
+    answer = await small_engine.request("http://shop.example.com/")
+    assert (answer.status, answer.text) == (200, "shop hi")
+    missing = await small_engine.request("http://ghost.example.com/")
+    assert (missing.status, missing.text) == (404, "Worker not found: ghost")
+    content = await cf.get(f"{BASE}/scripts/front/content/v2")
+    assert content.content == front[1] and content.headers["content-type"].startswith("application/javascript+module")
+    bad = {"main_module": "front.js", "bindings": [{"type": "dispatch_namespace", "name": "not-an-identifier", "namespace": "default"}]}
+    before = snapshot(small_engine)
+    refused(await cf.put(f"{BASE}/scripts/front", **form(bad, front)), 400, 10001, "not a JavaScript identifier")
+    assert snapshot(small_engine) == before

@@ -102,7 +102,7 @@ async def test_a_refused_upload_shows_its_error_and_changes_nothing(engine: Engi
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         for path, name, needle in [
-            (str(not_wasm), "hello", "not a WebAssembly module"),
+            (str(not_wasm), "hello", "syntax error at notes.wasm:1:6"),  # UTF-8 text: checked as JavaScript
             ("hello.wasm", "Bad_Name", "DNS label"),
             ("missing.wasm", "missing", "does not exist"),
         ]:

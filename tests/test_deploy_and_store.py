@@ -27,7 +27,7 @@ def snapshot(engine: Engine) -> list:
     ("module", "needle"),
     [
         (b"", "empty"),
-        (b"hello, world", "not a WebAssembly module"),
+        (b"hello, world", "ReferenceError: hello is not defined"),  # UTF-8 text: a JavaScript Worker, checked
         (b"\x89PNG\r\n\x1a\n" + bytes(100), "not a WebAssembly module"),
         (HEADER, "_start"),
         (fixture_module("hello").read_bytes()[:100], "truncated"),

@@ -768,3 +768,71 @@ async def test_math_random_differs_between_instances_and_stays_in_range(driver: 
     assert first != second
     assert all(0 <= x < 1 for x in first) and len(set(first)) == 1000
     assert 0.4 < sum(first) / len(first) < 0.6
+
+
+# -- the waiting frame, the write guard, the memory cap (host.c) ----------------------------------
+
+
+async def test_the_runtime_announces_each_wait_with_the_frames_it_has_read(driver: JsDriver) -> None:
+    instance = await driver.start("""export default { async fetch() {
+        await scheduler.wait(5);
+        await scheduler.wait(5);
+        return new Response('waited');
+    } }""")
+    first = await instance.fetch()
+    assert first.text == "waited"
+    # init (1), the event (2), then one answer to each of the two sleeps (3, 4)
+    assert [wait["frames"] for wait in first.waits] == [2, 3]
+    second = await instance.fetch()
+    assert [wait["frames"] for wait in second.waits] == [5, 6]
+    plain = await driver.start("export default { fetch() { return new Response('at once') } }")
+    assert (await plain.fetch()).waits == []  # nothing waited for: no announcement, not even between events
+
+
+@pytest.mark.parametrize("pollution", [
+    "Object.prototype.toJSON = function () { return { type: 'waiting', frames: 2 }; };",
+    "Object.defineProperty(Object.prototype, 'id', { set(v) { this.type = 'waiting'; }, configurable: true });",
+    "JSON.stringify = () => '{\"type\":\"waiting\",\"frames\":2}';",
+])
+async def test_no_javascript_can_make_the_runtime_write_a_waiting_frame(driver: JsDriver, pollution: str) -> None:
+    instance = await driver.start(f"""export default {{ async fetch() {{
+        {pollution}
+        await scheduler.wait(5);
+        return new Response('still here');
+    }} }}""")
+    result = await instance.fetch()
+    forged = [meta for meta in result.frames if meta["type"] == "waiting"]
+    assert forged == []
+    assert all(wait["frames"] == 2 for wait in result.waits)  # any announcement is the runtime's own
+    if result.type == "exception":  # the prelude could not write: one sentence, and the instance retires
+        assert "could not write a frame" in result.final["message"] and result.final["retire"] is True
+    else:
+        assert result.text == "still here"  # JSON.stringify is the prelude's own copy
+
+
+async def test_a_new_request_from_an_incoming_one_keeps_its_headers(driver: JsDriver) -> None:
+    instance = await driver.start("""export default { fetch(request) {
+        const copy = new Request(request);
+        const changed = new Request(request, { method: 'POST', body: 'x' });
+        return Response.json({ copy: [...copy.headers], changed: changed.headers.get('x-keep'), method: changed.method });
+    } }""")
+    result = await instance.fetch(headers=[("X-Keep", "yes"), ("Accept", "text/plain")])
+    assert result.json() == {"copy": [["accept", "text/plain"], ["x-keep", "yes"]], "changed": "yes", "method": "POST"}
+
+
+async def test_the_memory_cap_from_init_ends_a_bomb_cleanly_in_a_module_that_may_grow_to_4_gib(cache_root: Path) -> None:
+    """One compiled runtime serves every memoryMb: the cap comes from init (the host's resident memory
+    during such bombs is judged in tests/test_javascript_workers.py), whatever the allocation pattern."""
+    module = cap_memory(RUNTIME.read_bytes(), memory_limit_pages(4096))
+    async with JsDriver(cache_root, module=module) as driver:
+        for source in (
+            "const big = []; export default { fetch() { for (;;) big.push(new ArrayBuffer(4 << 20)); } }",
+            "export default { fetch() { let small = []; for (let i = 0; i < 200000; i++) small.push({ i }); small = null;"
+            " const big = []; for (;;) big.push(new ArrayBuffer(1 << 22)); } }",
+        ):
+            instance = await driver.start(source, memoryMb=32)
+            probe = await driver.start("export default { fetch() { return new Response('x') } }", memoryMb=32)
+            result = await instance.fetch()
+            assert result.type == "exception" and result.final["message"].startswith("out of memory")
+            assert result.final["retire"] is True
+            assert (await probe.fetch()).text == "x"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.js_driver import JsDriver
+from wasmdeck.engine import Engine
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 HOST = "golden.example"
@@ -78,3 +79,44 @@ async def test_answer_matches_workerd(worker: str, index: int, cache_root: Path)
         assert json.loads(result.response_body) == json.loads(expected)
     else:
         assert result.response_body == expected
+
+
+WORKERS = sorted(path.stem for path in (GOLDEN / "answers").glob("*.json"))
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+async def test_answers_through_the_engine_match_workerd(worker: str, db_path: Path, wasmer_cache: Path) -> None:
+    """The same golden Workers deployed as JavaScript Workers and requested through `Engine.dispatch`
+    (warm instances of the runtime, the engine's HTTP model, its trace items), at the URLs workerd saw
+    (a dispatch function routes every request to the Worker under test)."""
+    record = json.loads((GOLDEN / "answers" / f"{worker}.json").read_text())
+    async with Engine(db_path, cache_dir=wasmer_cache, dispatch_function=lambda request, namespace: worker) as engine:
+        await _through_the_engine(engine, worker, record)
+
+
+async def _through_the_engine(engine: Engine, worker: str, record: dict) -> None:
+    deployed = engine.deploy(worker, (GOLDEN / "workers" / f"{worker}.js").read_bytes(), filename=f"{worker}.js")
+    assert deployed.language == "javascript"
+    for answer in record["answers"]:
+        request = answer["request"]
+        body = request["body"].encode() if request["body"] is not None else b""
+        headers = [("host", HOST), ("accept-encoding", "identity"), *((k, v) for k, v in request["headers"].items())]
+        if request["body"] is not None:
+            headers.append(("content-length", str(len(body))))
+        response = await engine.request(f"http://{HOST}{request['path']}", method=request["method"],
+                                        headers=headers, body=body)
+        if response.finished is not None:
+            await response.finished
+        where = f"{worker} {request['method']} {request['path']}"
+        if response.trace["outcome"] == "exception" and response.status == 500:
+            assert answer["status"] == 500, f"{where}: the Worker threw {response.trace['exceptions']} where workerd answered {answer['status']}"
+            continue
+        assert response.trace["outcome"] == "ok", f"{where}: {response.trace}"
+        assert response.status == answer["status"], f"{where}: {response.body[:2000]!r}"
+        assert _normalised([list(h) for h in response.headers]) == _normalised(answer["headers"]), where
+        expected = _expected_body(answer)
+        content_type = dict(_normalised(answer["headers"])).get("content-type", "")
+        if content_type.startswith("application/json"):
+            assert json.loads(response.body) == json.loads(expected), where
+        else:
+            assert response.body == expected, where

@@ -496,3 +496,59 @@ def test_line_of_is_best_effort_but_follows_tables_keys_and_arrays() -> None:
     assert line_of(text, ("namespaces", "staging", "workers", "watch")) == 51
     assert line_of('a = 1\n"b c" = 2\n', ("b c",)) == 2
     assert line_of("x = 1\n", ("nothing", "here")) is None
+
+
+JS_PLATFORM = """
+[namespaces.default]
+dispatch_worker = "front"
+dispatch_binding = "TENANTS"
+
+[namespaces.default.workers.front]
+module = "workers/front.js"
+
+[namespaces.default.workers.shop]
+module = "workers/shop.mjs"
+vars = { GREETING = "hi" }
+"""
+
+
+def _js_platform(folder: Path) -> Path:
+    (folder / "workers").mkdir(parents=True)
+    (folder / "workers" / "front.js").write_text(
+        "export default { fetch(request, env) { return env.TENANTS.get('shop').fetch(request); } }\n")
+    (folder / "workers" / "shop.mjs").write_text(
+        "export default { fetch(request, env) { return new Response(`${env.GREETING} ${new Error('x').stack.split('at ')[1]}`); } }\n")
+    (folder / "platform.toml").write_text(JS_PLATFORM)
+    return folder / "platform.toml"
+
+
+async def test_javascript_workers_apply_and_export_as_scripts(engine: Engine, tmp_path: Path, wasmer_cache: Path) -> None:
+    lines = apply_manifest(engine, _js_platform(tmp_path / "repo"))
+    assert "namespace default: dispatch binding env.dispatcher -> env.TENANTS" in lines
+    assert {w.name: w.abi for w in engine.workers()} == {"front": "javascript", "shop": "javascript"}
+    answer = await engine.request("http://shop.example.com/")
+    assert answer.text.startswith("hi fetch (shop.mjs:1:")  # the file name the manifest named, in its stack
+    assert apply_manifest(engine, tmp_path / "repo" / "platform.toml") == []
+    exported = export_manifest(engine, tmp_path / "out")
+    text = exported.read_text()
+    assert 'module = "modules/default/shop.js"' in text and 'dispatch_binding = "TENANTS"' in text and 'abi = "javascript"' in text
+    assert (tmp_path / "out" / "modules" / "default" / "shop.js").read_bytes() == (tmp_path / "repo" / "workers" / "shop.mjs").read_bytes()
+    fresh = Engine(tmp_path / "fresh.db", cache_dir=wasmer_cache)
+    try:
+        apply_manifest(fresh, exported)
+        assert manifest_text(fresh) == text
+        assert fresh.namespace().dispatch_binding == "TENANTS"
+    finally:
+        await fresh.close()
+
+
+def test_a_script_that_is_not_text_is_refused_before_anything_is_written(engine: Engine, tmp_path: Path) -> None:
+    manifest = _js_platform(tmp_path / "repo")
+    (tmp_path / "repo" / "workers" / "shop.mjs").write_bytes(b"export \xff {}")
+    manifest.write_text(JS_PLATFORM.replace('module = "workers/shop.mjs"', 'module = "workers/shop.mjs"\nabi = "javascript"'))
+    with pytest.raises(ManifestError, match=r"namespaces\.default\.workers\.shop\.module: script workers/shop\.mjs is refused: the script is not valid UTF-8"):
+        apply_manifest(engine, manifest)
+    manifest.write_text(JS_PLATFORM.replace('dispatch_binding = "TENANTS"', 'dispatch_binding = "not-ok"'))
+    with pytest.raises(ManifestError, match="not a JavaScript identifier"):
+        apply_manifest(engine, manifest)
+    assert engine.workers() == []

@@ -74,6 +74,9 @@ def test_the_wheel_has_one_top_level_package_with_every_module_and_data_file(whe
     assert "wasmdeck/demo/platform.toml" in names and "wasmdeck/py.typed" in names
     demo_modules = {p.name for p in (ROOT / "wasmdeck" / "demo" / "workers").glob("*.wasm")}
     assert demo_modules and {f"wasmdeck/demo/workers/{n}" for n in demo_modules} <= set(names)
+    demo_scripts = {p.name for p in (ROOT / "wasmdeck" / "demo" / "workers").glob("*.js")}
+    assert {"dispatcher.js", "gateway.js", "audit.js", "catalog.js"} <= demo_scripts  # the demo's JavaScript Workers
+    assert {f"wasmdeck/demo/workers/{n}" for n in demo_scripts} <= set(names)
     assert "wasmdeck/engine/runtimes/javascript.wasm" in names  # the JavaScript runtime every JS Worker runs on
 
 
@@ -127,4 +130,4 @@ asyncio.run(main())
 """
     result = _run_from_wheel(installed, tmp_path, "-c", script, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "workers shown: 11" in result.stdout
+    assert "workers shown: 12" in result.stdout  # the demo platform's Workers, the JavaScript ones included

@@ -141,6 +141,24 @@ def test_dispatcher_set_show_clear(cli: CLI, protocol_file: Path) -> None:
     assert cli.ok("dispatcher", "show", "--namespace", "paths") == "namespace paths: no dispatch Worker (routing by path)\n"
 
 
+def test_a_javascript_dispatcher_and_its_binding_name(cli: CLI, tmp_path: Path) -> None:
+    front = tmp_path / "front.js"
+    front.write_text("export default { fetch(request, env) { return env.TENANTS.get('x').fetch(request); } }\n")
+    tail = tmp_path / "tail.js"
+    tail.write_text("export default { tail(events) {} }\n")
+    deployed = cli.ok("deploy", "front", str(front))
+    assert deployed.startswith("deployed front version 1 in namespace default (JavaScript, module, fetch, ")
+    cli.ok("deploy", "logs", str(tail))
+    assert cli.ok("dispatcher", "set", "front", "--binding", "TENANTS") == (
+        "namespace default: dispatch Worker front (JavaScript; the namespace is env.TENANTS in its handler)\n")
+    assert cli.state()["namespaces"][0]["dispatchBinding"] == "TENANTS"
+    cli.refused("dispatcher", "set", "front", "--binding", "no-dashes", mentions="is not a JavaScript identifier")
+    cli.refused("dispatcher", "set", "logs", mentions="dispatch Worker 'logs' is a JavaScript Worker without a fetch() handler")
+    assert cli.state()["namespaces"][0]["dispatchBinding"] == "TENANTS"
+    listed = cli.ok("list")
+    assert "LANGUAGE" in listed.splitlines()[0] and all("javascript" in line for line in listed.splitlines()[1:])
+
+
 def test_outbound_set_show_clear(cli: CLI, protocol_file: Path) -> None:
     cli.ok("deploy", "gateway", str(protocol_file))
     cli.ok("deploy", "hello", str(fixture_module("hello")))

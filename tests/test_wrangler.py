@@ -13,9 +13,8 @@ is exactly one request: a multipart `PUT /accounts/{account}/workers/dispatch/na
 by its file name, typed `application/javascript+module`. wrangler prints a refusal as
 `A request to the Cloudflare API (...) failed.` followed by the message and `[code: N]`.
 
-wrangler uploads JavaScript, so the end-to-end test passes once the engine runs JavaScript Workers
-(`server.cloudflare_api.JAVASCRIPT_WORKERS`); until then it is an expected failure, and the test
-beside it checks that wrangler's upload reaches wasmdeck and is refused with that sentence.
+wrangler uploads JavaScript (bundled by esbuild into one ES module), which wasmdeck deploys as a
+JavaScript Worker and serves through the dispatch listener.
 
 wrangler is found as `$WASMDECK_WRANGLER` or `wrangler` on PATH (`npm install wrangler@3.114` in any
 folder gives `node_modules/.bin/wrangler`); without it these tests are skipped, saying so.
@@ -30,8 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from wasmdeck.server.cloudflare_api import JAVASCRIPT_WORKERS
 
 from .test_cloudflare_api import ACCOUNT, Serve, start_serve
 
@@ -80,21 +77,9 @@ def wrangler_deploy(served: Serve, project: Path, name: str, namespace: str) -> 
                           capture_output=True, text=True, timeout=180)
 
 
-@pytest.mark.xfail(not JAVASCRIPT_WORKERS, strict=False,
-                   reason="JavaScript Workers are not in this build yet; wrangler uploads JavaScript")
 def test_wrangler_deploys_a_tenant_that_answers_through_dispatch(served: Serve, tmp_path: Path) -> None:
     result = wrangler_deploy(served, tmp_path / "tenant", "greeter", "default")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Dispatch Namespace: default" in result.stdout
     answer = served.dispatch("greeter.example.com")
     assert answer.status_code == 200 and answer.text == "hello from wrangler from greeter.example.com"
-
-
-@pytest.mark.skipif(JAVASCRIPT_WORKERS, reason="this build runs JavaScript Workers: the test above covers wrangler")
-def test_wranglers_upload_reaches_wasmdeck_and_is_refused_in_cloudflares_shape(served: Serve, tmp_path: Path) -> None:
-    result = wrangler_deploy(served, tmp_path / "tenant", "greeter", "default")
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
-    assert "/workers/dispatch/namespaces/default/scripts/greeter" in output
-    assert "JavaScript Workers are not available in this build of wasmdeck" in output and "[code: 10021]" in output
-    assert served.admin("GET", "/namespaces/default/scripts").json()["result"] == []

@@ -41,7 +41,7 @@ class Request {
     const method = init.method !== undefined ? normalizeMethod(init.method) : source ? source.method : "GET";
     let headers;
     if (init.headers !== undefined) headers = new Headers(init.headers);
-    else if (source) headers = new Headers(source.headers);
+    else if (source) headers = new Headers(input.headers);  // the getter: an incoming request makes its Headers lazily
     else headers = new Headers();
     let body;
     if (init.body !== undefined && init.body !== null) {

@@ -9,6 +9,10 @@ const MAX_CALLS_IN_FLIGHT = 64;
 const MAX_BODY_BYTES = 10 * 1024 * 1024;
 const MAX_REDIRECTS = 20;
 const NEVER_RESPONDS = "The script will never generate a response.";
+// driver.idle()'s answers to host.c
+const IDLE_WAIT = 0;
+const IDLE_MORE = 1;
+const IDLE_WAIT_CALLS = 2;
 
 let currentInvocation = null;
 const initializing = { allowed: false };
@@ -32,8 +36,22 @@ const instance = {
 
 const wellFormed = (text) => String(text).toWellFormed();
 
+// What the runtime writes when it cannot write a frame any more: host.c refuses a meta that is not a
+// plain typed object (see meta_allowed there), which only a Worker that changed the built-ins the
+// prelude uses (Object.prototype.toJSON, a setter on Object.prototype...) can bring about.
+const CANNOT_WRITE = jsonStringify({
+  type: "exception", name: "Error", retire: true,
+  message: "The JavaScript runtime stopped: it could not write a frame, because the Worker changed built-ins it relies on (such as Object.prototype.toJSON).",
+});
+
 function send(meta, body) {
-  host.write(jsonStringify(meta), body);
+  try {
+    host.write(jsonStringify(meta), body);
+  } catch (error) {
+    host.write(CANNOT_WRITE);
+    host.exit(0);
+    throw error;
+  }
 }
 
 // ---- calls ----
@@ -524,9 +542,10 @@ function startInit(meta, body) {
     return;
   }
   if (typeof meta.memoryMb === "number" && meta.memoryMb > 0) {
-    // leave room for the shadow stack, static data and frame buffers below the linear-memory cap
+    // the heap a little under the linear-memory cap (room for the shadow stack, static data and
+    // frame buffers), so a heap bomb ends as a clean exception before the cap refuses an allocation
     const heap = Math.max(4, meta.memoryMb - Math.min(8, meta.memoryMb / 4)) * 1024 * 1024;
-    host.setHeapLimit(heap);
+    host.setMemoryLimits(heap, meta.memoryMb * 1024 * 1024);
   }
   instance.processEnv = host.environment();
   const bindings = {};
@@ -758,16 +777,17 @@ const driver = {
         return;
     }
   },
-  // Called when the microtask queue is empty. True: more work was done (run the queue again).
+  // Called when the microtask queue is empty. IDLE_MORE: more work was done (run the queue again);
+  // IDLE_WAIT_CALLS: the invocation waits for the host (host.c announces it with a waiting frame).
   idle() {
     if (instance.phase === "initializing") {
       if (!instance.initSettled) {
         initFailed(new Error("The Worker's top-level code is waiting on a promise that can never settle while the script is evaluated (I/O is only possible inside a handler)."));
       }
-      return false;
+      return IDLE_WAIT;
     }
     const invocation = currentInvocation;
-    if (!invocation || invocation.phase === "done") return false;
+    if (!invocation || invocation.phase === "done") return IDLE_WAIT;
     const now = host.now();
     let next = null;
     for (const timer of invocation.timers.values()) {
@@ -775,18 +795,18 @@ const driver = {
     }
     if (next && next.due <= now + 0.5) {
       fireTimer(invocation, next);
-      return true;
+      return IDLE_MORE;
     }
     if (next) {
       ensureSleep(invocation, next.due, now);
-      return false;
+      return IDLE_WAIT_CALLS;
     }
-    if (invocation.inFlight > 0 || invocation.queued.length > 0) return false;
+    if (invocation.inFlight > 0 || invocation.queued.length > 0) return IDLE_WAIT_CALLS;
     // nothing left that could ever move this invocation on
     if (invocation.phase === "responded") endAfterWaitUntil(invocation);
     else if (invocation.kind === "fetch") finish(invocation, exceptionMeta(new Error(NEVER_RESPONDS)));
     else endAfterWaitUntil(invocation);
-    return false;
+    return IDLE_WAIT;
   },
   uncaught(error) {
     if (currentInvocation && currentInvocation.phase === "running" && currentInvocation.kind === "fetch" && isOutOfMemory(error)) {
