@@ -57,7 +57,7 @@ async def test_workers_table_lists_workers_with_their_numbers(engine: Engine) ->
         await settle(pilot)
         table = rows(app, "workers-table")
         assert [row[0] for row in table] == ["hello", "trap"]
-        assert table[0][1] == "free, eu" and table[0][2] == "wcgi" and table[0][4] == "1"
+        assert table[0][1] == "free, eu" and table[0][2] == "wasm" and table[0][4] == "1"
         assert table[0][6:] == ["1", "0%", "ok", "-", "-"]  # a WCGI worker runs on no warm instance
         assert table[1][6:] == ["1", "100%", "exception", "-", "-"]
         await pilot.press("slash")

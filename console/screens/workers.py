@@ -27,7 +27,7 @@ from ..widgets.modals import ConfirmScreen, EditWorkerScreen, Rollback, UploadSc
 from ..widgets.secrets import SecretsScreen
 from ..widgets.worker_detail import WorkerDetail
 
-COLUMNS: tuple[str, ...] = ("Name", "Tags", "ABI", "Size", "Ver", "Deployed", "Reqs", "Err%", "Last outcome", "Busy/Idle", "Reused")
+COLUMNS: tuple[str, ...] = ("Name", "Tags", "Lang", "Size", "Ver", "Deployed", "Reqs", "Err%", "Last outcome", "Busy/Idle", "Reused")
 NARROW_COLUMNS = tuple(column for column in COLUMNS if column != "Size")
 WIDE_FROM = 112
 """Narrower than this (a 100-column terminal), the table leaves out the size (the pane below
@@ -130,7 +130,7 @@ class WorkersView(UsesConsole, Vertical):
         cells: dict[str, str | Text] = {
             "Name": Text(worker.name, style="bold"),
             "Tags": ", ".join(worker.tags) or Text("-", style="dim"),
-            "ABI": worker.abi,
+            "Lang": "js" if worker.language == "javascript" else "wasm",
             "Size": size_text(worker.size),
             "Ver": str(worker.version),
             "Deployed": deployed if self._columns is COLUMNS else deployed[5:],  # narrow: no year

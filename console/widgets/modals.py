@@ -26,7 +26,7 @@ from ..formatting import date_time
 from ..styles import stylesheet
 from .error_line import ErrorLine
 from .field import Field
-from .path_suggester import PathSuggester
+from .path_suggester import UPLOADABLE, PathSuggester
 
 ResultT = TypeVar("ResultT")
 
@@ -125,7 +125,8 @@ class FormScreen(Dialog[ResultT]):
 
 
 class UploadScreen(FormScreen[Worker]):
-    """Deploy a Worker from a .wasm file: name, tags, vars. Errors show inline; nothing is half done."""
+    """Deploy a Worker from a .wasm module or a .js script: name, tags, vars. Errors show inline;
+    nothing is half done."""
 
     def __init__(self, namespace: str, base: Path | None = None) -> None:
         super().__init__()
@@ -136,8 +137,8 @@ class UploadScreen(FormScreen[Worker]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="upload-dialog"):
             yield Label(f"Upload a Worker to namespace [b]{escape(self.namespace)}[/b]", classes="dialog-title")
-            yield Label("Module file (.wasm; → accepts a suggested path)")
-            yield Field(placeholder="path/to/worker.wasm", id="upload-path", suggester=PathSuggester(self.base))
+            yield Label("Worker file (.wasm module or .js script; → accepts a suggested path)")
+            yield Field(placeholder="path/to/worker.wasm or worker.js", id="upload-path", suggester=PathSuggester(self.base))
             yield Label("Name (a DNS label)")
             yield Field(placeholder="my-worker", id="upload-name")
             yield Label("Tags (comma separated, at most 8)")
@@ -153,7 +154,7 @@ class UploadScreen(FormScreen[Worker]):
     def suggest_name(self, event: Input.Changed) -> None:
         name_input = self.query_one("#upload-name", Input)
         if not name_input.value or name_input.value == self._suggested:
-            stem = Path(event.value).stem.lower().replace("_", "-") if event.value.endswith(".wasm") else ""
+            stem = Path(event.value).stem.lower().replace("_", "-") if event.value.endswith(UPLOADABLE) else ""
             self._suggested = stem
             name_input.value = stem
 
@@ -171,7 +172,7 @@ class UploadScreen(FormScreen[Worker]):
             path = self.base / path
         try:
             if not path_text:
-                raise InvalidInput("choose a module file to upload")
+                raise InvalidInput("choose a .wasm module or a .js script to upload")
             worker = await self.host.client.deploy(
                 self.query_one("#upload-name", Input).value.strip(),
                 path,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from textual.suggester import Suggester
 
+UPLOADABLE = (".wasm", ".js", ".mjs")
+
 
 class PathSuggester(Suggester):
     def __init__(self, base: Path | None = None) -> None:
@@ -30,8 +32,8 @@ class PathSuggester(Suggester):
         names = [name for name in names if not name.startswith(".") or prefix.startswith(".")]
         if not names:
             return None
-        # prefer .wasm files and folders, the things an upload wants
-        names.sort(key=lambda name: (not (name.endswith(".wasm") or (folder / name).is_dir()), name))
+        # prefer modules, scripts and folders, the things an upload wants
+        names.sort(key=lambda name: (not (name.endswith(UPLOADABLE) or (folder / name).is_dir()), name))
         choice = names[0]
         suffix = "/" if (folder / choice).is_dir() else ""
         head = value[: len(value) - len(prefix)] if prefix else value

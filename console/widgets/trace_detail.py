@@ -116,6 +116,8 @@ def summary(item: dict[str, Any], tz: tzinfo | None = None) -> Text:
         text.append(first + "\n")
         for line in rest:
             text.append(f"      {line.rstrip()}\n", "red")
+        for line in _stack_lines(exception):
+            text.append(f"      {line}\n", "dim")
     logs = item.get("logs") or []
     text.append(f"\nLogs ({len(logs)})\n", "bold underline")
     if not logs:
@@ -199,3 +201,11 @@ class TraceDetailScreen(Dialog[None]):
         self.app.copy_to_clipboard(self.json_text())
         self.notify("Trace item copied as JSON", title="Trace")
 
+
+def _stack_lines(exception: dict[str, Any]) -> list[str]:
+    """The frames of a JavaScript exception's stack (`    at f (worker.js:3:9)`), without the
+    first line when it repeats the name and message already shown."""
+    lines = [line.strip() for line in str(exception.get("stack") or "").splitlines() if line.strip()]
+    if lines and not lines[0].startswith("at "):
+        lines = lines[1:]
+    return lines

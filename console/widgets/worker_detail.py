@@ -32,10 +32,11 @@ def detail_text(row: WorkerRow | None, stats: Mapping[str, Any] | None, secrets:
         text.append(f"{label:<{LABEL_WIDTH}}", "bold")
         text.append_text(body)
 
+    kind = "JavaScript script" if worker.language == "javascript" else f"WebAssembly module, {worker.abi}"
     line(
         "Module",
         Text.assemble(
-            worker.abi, (" · ", "dim"), size_text(worker.size), (" · ", "dim"), f"sha256 {worker.sha256[:12]}",
+            kind, (" · ", "dim"), size_text(worker.size), (" · ", "dim"), f"sha256 {worker.sha256[:12]}",
             (" · ", "dim"), f"v{worker.version} since {date_time(worker.created_at)}",
         ),
     )
