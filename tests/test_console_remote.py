@@ -73,7 +73,7 @@ async def test_upload_then_request_and_see_the_tail_line(engine: Engine, server:
         assert not isinstance(app.screen, UploadScreen)
         worker = engine.worker("hello")
         assert worker.tags == ("free",) and worker.vars == {"GREETING": "hi from afar"}
-        assert [row[:3] for row in rows(app, "workers-table")] == [["hello", "free", "wcgi"]]
+        assert [row[:3] for row in rows(app, "workers-table")] == [["hello", "free", "wasm"]]
 
         await until(lambda: server.tail.hub.count() == 1, pilot)  # the console's live stream is subscribed
         app.action_show_tab("requests")  # by name: the tabs' number keys move as tabs are added
