@@ -59,6 +59,7 @@ JavaScript Workers: module parts typed `application/javascript(+module)` deploy 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import uuid
@@ -103,6 +104,8 @@ CODE_AUTH = 10000
 CODE_UNAVAILABLE = 10013
 CODE_NO_ROUTE = 7003
 CODE_METHOD = 10405
+CODE_SERVICE_NOT_FOUND = 10090
+CODE_VERSION_NOT_FOUND = 10220
 MAX_JSON_BYTES = 64 * 1024
 MAX_LIST = 1000
 SETTINGS_FIELDS = ("bindings", "tags", "tail_consumers", "compatibility_date", "compatibility_flags", "keep_bindings")
@@ -432,6 +435,152 @@ class CloudflareApi:
         self._check_unreferenced(ns, name, _flag(request, "force"))
         await self._write(self._delete, ns, name)
         return envelope(None)
+
+    async def get_service(self, request: Request) -> Response:
+        """A platform script as Cloudflare's "service" (what `wrangler deploy` asks first); one that
+        does not exist is Cloudflare's 10090, after which wrangler uploads it as new."""
+        ns, name = self._platform_path(request)
+        worker = self._find(ns, name)
+        if worker is None:
+            raise _refused(404, CODE_SERVICE_NOT_FOUND, "This Worker does not exist on your account.")
+        script = self._script_result(ns, worker)
+        return envelope({
+            "id": name,
+            "default_environment": {
+                "environment": "production",
+                "created_on": script["created_on"],
+                "modified_on": script["modified_on"],
+                "script": script,
+            },
+            "created_on": script["created_on"],
+            "modified_on": script["modified_on"],
+        })
+
+    async def list_deployments(self, request: Request) -> Response:
+        """A platform script's deployments, newest first: each version went out whole (100 %),
+        as wasmdeck has no gradual rollouts. A missing script is Cloudflare's 10007, after which
+        `wrangler deploy` uploads it as new."""
+        ns, name = self._platform_path(request)
+        worker = self._worker(ns, name)
+        deployments = []
+        for version in sorted(self.engine.versions(name, namespace=ns), key=lambda v: v.version, reverse=True):
+            version_id = _stable_id("version", ns, name, worker.first_deployed_at, version.version)
+            deployments.append({
+                "id": str(_stable_id("deployment", ns, name, worker.first_deployed_at, version.version)),
+                "source": "api",
+                "strategy": "percentage",
+                "author_email": "",
+                "created_on": _iso(version.created_at),
+                "annotations": {"workers/message": version.message} if version.message else {},
+                "versions": [{"version_id": str(version_id), "percentage": 100}],
+            })
+        return envelope({"deployments": deployments})
+
+    def _version_id(self, ns: str, worker: Worker, version: int) -> str:
+        return str(_stable_id("version", ns, worker.name, worker.first_deployed_at, version))
+
+    def _version_result(self, ns: str, worker: Worker, version: Any) -> dict[str, Any]:
+        """One version in the shape of Cloudflare's Versions API."""
+        return {
+            "id": self._version_id(ns, worker, version.version),
+            "number": version.version,
+            "metadata": {
+                "author_email": "",
+                "author_id": "",
+                "source": "api",
+                "created_on": _iso(version.created_at),
+                "modified_on": _iso(version.created_at),
+            },
+            "annotations": {"workers/message": version.message} if version.message else {},
+            "resources": {
+                "script": {
+                    "etag": version.sha256,
+                    "handlers": list(version.script.handlers) if version.script is not None else ["fetch"],
+                },
+                "script_runtime": {"usage_model": "standard"},
+            },
+            "startup_time_ms": 0,
+        }
+
+    async def upload_version(self, request: Request) -> Response:
+        """A new version of a platform script. wasmdeck keeps no version that does not serve: the
+        upload is deployed at once (the `deployments` call wrangler makes next then finds it current)."""
+        name = self._script_name(request.path_params["name"])
+        plan = await self._read_upload(request)
+        ns, messages = await self._write(self._put_platform_script, name, plan)
+        worker = self.engine.worker(name, namespace=ns)
+        current = next(v for v in self.engine.versions(name, namespace=ns) if v.version == worker.version)
+        messages = [*messages, {"code": 10000, "message": "wasmdeck deploys an uploaded version at once: it serves now"}]
+        return envelope(self._version_result(ns, worker, current), messages=messages)
+
+    async def list_versions(self, request: Request) -> Response:
+        ns, name = self._platform_path(request)
+        worker = self._worker(ns, name)
+        versions = sorted(self.engine.versions(name, namespace=ns), key=lambda v: v.version, reverse=True)
+        return envelope({"items": [self._version_result(ns, worker, v) for v in versions]})
+
+    async def get_version(self, request: Request) -> Response:
+        ns, name = self._platform_path(request)
+        worker = self._worker(ns, name)
+        wanted = request.path_params["version_id"]
+        for version in self.engine.versions(name, namespace=ns):
+            if self._version_id(ns, worker, version.version) == wanted:
+                return envelope(self._version_result(ns, worker, version))
+        raise _refused(404, CODE_VERSION_NOT_FOUND, f"script {name!r} has no version {wanted!r}")
+
+    async def create_deployment(self, request: Request) -> Response:
+        """Deploy one version to all traffic: the current one (nothing changes) or an earlier one
+        (a rollback, which makes a new version as `wasmdeck rollback` does). wasmdeck has no
+        gradual rollouts, so a split between versions is refused."""
+        ns, name = self._platform_path(request)
+        worker = self._worker(ns, name)
+        body = await _json_body(request)
+        entries = body.get("versions") if isinstance(body, dict) else None
+        if (not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict)
+                or not isinstance(entries[0].get("version_id"), str)):
+            raise bad("a deployment names exactly one version: {\"versions\": [{\"version_id\": ..., \"percentage\": 100}]} "
+                      "(wasmdeck has no gradual rollouts)")
+        percentage = entries[0].get("percentage", 100)
+        if isinstance(percentage, bool) or not isinstance(percentage, (int, float)) or abs(percentage - 100) > 1e-3:
+            raise bad("wasmdeck has no gradual rollouts: deploy one version at percentage 100")
+        if body.get("strategy", "percentage") != "percentage":
+            raise bad("the deployment strategy must be 'percentage'")
+        wanted = entries[0]["version_id"]
+        target = next((v for v in self.engine.versions(name, namespace=ns)
+                       if self._version_id(ns, worker, v.version) == wanted), None)
+        if target is None:
+            raise _refused(404, CODE_VERSION_NOT_FOUND, f"script {name!r} has no version {wanted!r}")
+        if target.version != worker.version:
+            await self._write(functools.partial(self.engine.rollback, name, target.version, namespace=ns))
+        deployed = self.engine.worker(name, namespace=ns)
+        annotations = body.get("annotations") if isinstance(body.get("annotations"), dict) else {}
+        return envelope({
+            "id": str(_stable_id("deployment", ns, name, deployed.first_deployed_at, deployed.version)),
+            "source": "api",
+            "strategy": "percentage",
+            "author_email": "",
+            "created_on": _iso(deployed.created_at),
+            "annotations": {k: v for k, v in annotations.items() if isinstance(v, str)},
+            "versions": [{"version_id": wanted, "percentage": 100}],
+        })
+
+    async def get_subdomain(self, request: Request) -> Response:
+        """A script's workers.dev route: wasmdeck has none (its scripts answer through `wasmdeck serve`)."""
+        ns, name = self._platform_path(request)
+        self._worker(ns, name)
+        return envelope({"enabled": False, "previews_enabled": False})
+
+    async def post_subdomain(self, request: Request) -> Response:
+        """Turning a script's workers.dev route off is what wasmdeck already is; turning it on is refused."""
+        ns, name = self._platform_path(request)
+        self._worker(ns, name)
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("enabled", False), bool):
+            raise bad("the body must be a JSON object with a boolean 'enabled'")
+        if body.get("enabled") is True:
+            raise bad("wasmdeck has no workers.dev: a script answers through `wasmdeck serve` "
+                      "(set workers_dev = false in wrangler.toml)")
+        return envelope({"enabled": False, "previews_enabled": False})
 
     # -- uploads ----------------------------------------------------------------------
 
@@ -924,6 +1073,14 @@ def _routes(api: CloudflareApi) -> list[Route]:
         (script + "/secrets/{secret}", api.delete_secret, "DELETE"),
         (script + "/secrets-bulk", api.bulk_secrets, "PATCH"),
         (base + "/scripts", api.list_platform_scripts, "GET"),
+        (base + "/services/{name}", api.get_service, "GET"),
+        (platform + "/deployments", api.list_deployments, "GET"),
+        (platform + "/deployments", api.create_deployment, "POST"),
+        (platform + "/versions", api.upload_version, "POST"),
+        (platform + "/versions", api.list_versions, "GET"),
+        (platform + "/versions/{version_id}", api.get_version, "GET"),
+        (platform + "/subdomain", api.get_subdomain, "GET"),
+        (platform + "/subdomain", api.post_subdomain, "POST"),
         (platform, api.put_platform_script, "PUT"),
         (platform, api.get_platform_script, "GET"),
         (platform, api.delete_platform_script, "DELETE"),

@@ -650,3 +650,64 @@ async def test_a_javascript_dispatch_worker_finds_the_namespace_under_its_bindin
     before = snapshot(small_engine)
     refused(await cf.put(f"{BASE}/scripts/front", **form(bad, front)), 400, 10001, "not a JavaScript identifier")
     assert snapshot(small_engine) == before
+
+
+async def test_what_wrangler_asks_before_deploying_a_platform_worker(small_engine: Engine, cf: httpx.AsyncClient) -> None:
+    """The service, its deployments and its workers.dev route: Cloudflare's not-found codes for a
+    Worker not there yet (wrangler then uploads it as new), answers once it is, and a workers.dev
+    route that wasmdeck cannot give refused."""
+    refused(await cf.get(f"{BASE}/services/front"), 404, 10090, "does not exist")
+    refused(await cf.get(f"{BASE}/scripts/front/deployments"), 404, 10007, "does not exist")
+    refused(await cf.get(f"{BASE}/services/Bad_Name"), 400, 10001, "script name")
+    small_engine.deploy("front", HELLO)
+    small_engine.set_tags("front", ["edge"])  # a second version
+    service = (await cf.get(f"{BASE}/services/front")).json()["result"]
+    assert service["id"] == "front" and service["default_environment"]["script"]["id"] == "front"
+    deployments = (await cf.get(f"{BASE}/scripts/front/deployments")).json()["result"]["deployments"]
+    script = (await cf.get(f"{BASE}/scripts/front/settings")).json()
+    assert len(deployments) == 2 and [d["versions"][0]["percentage"] for d in deployments] == [100, 100]
+    assert deployments[0]["created_on"] >= deployments[1]["created_on"]
+    assert len({d["versions"][0]["version_id"] for d in deployments}) == 2 and script["success"]
+    assert (await cf.get(f"{BASE}/scripts/front/subdomain")).json()["result"] == {"enabled": False, "previews_enabled": False}
+    assert (await cf.post(f"{BASE}/scripts/front/subdomain", json={"enabled": False})).status_code == 200
+    refused(await cf.post(f"{BASE}/scripts/front/subdomain", json={"enabled": True}), 400, 10001, "no workers.dev")
+    refused(await cf.post(f"{BASE}/scripts/front/subdomain", content=b"{"), 400, 10001, "not valid JSON")
+    assert [v.version for v in small_engine.versions("front")] == [1, 2]
+
+
+async def test_versions_and_deployments_of_a_platform_worker(small_engine: Engine, cf: httpx.AsyncClient) -> None:
+    """wrangler's path for a Worker that exists: a version uploaded (it serves at once: wasmdeck
+    keeps no version that does not), then deployed at 100 %; an earlier version deployed is a
+    rollback; a split between versions, an unknown version or a malformed body changes nothing."""
+    small_engine.deploy("front", HELLO)
+    uploaded = await cf.post(f"{BASE}/scripts/front/versions",
+                             **form({"main_module": "hello.wasm"}, ("hello.wasm", HELLO, "application/wasm")))
+    assert uploaded.status_code == 200, uploaded.text
+    version = uploaded.json()["result"]
+    assert version["number"] == 2 and version["resources"]["script"]["etag"] == small_engine.worker("front").sha256
+    assert "serves now" in uploaded.json()["messages"][-1]["message"]
+    items = (await cf.get(f"{BASE}/scripts/front/versions")).json()["result"]["items"]
+    assert [v["number"] for v in items] == [2, 1]
+    assert (await cf.get(f"{BASE}/scripts/front/versions/{items[1]['id']}")).json()["result"]["number"] == 1
+    refused(await cf.get(f"{BASE}/scripts/front/versions/nope"), 404, 10220, "has no version")
+
+    current = await cf.post(f"{BASE}/scripts/front/deployments", json={"strategy": "percentage",
+                                                                        "versions": [{"version_id": version["id"], "percentage": 100}]})
+    assert current.status_code == 200, current.text
+    assert [v.version for v in small_engine.versions("front")] == [1, 2], "the current version deployed changes nothing"
+
+    for body, status, code, fragment in [
+        ({"versions": [{"version_id": items[0]["id"], "percentage": 50}, {"version_id": items[1]["id"], "percentage": 50}]},
+         400, 10001, "no gradual rollouts"),
+        ({"versions": [{"version_id": items[1]["id"], "percentage": 10}]}, 400, 10001, "no gradual rollouts"),
+        ({"versions": [{"version_id": "0000", "percentage": 100}]}, 404, 10220, "has no version"),
+        ({"versions": "all"}, 400, 10001, "exactly one version"),
+        ({"strategy": "canary", "versions": [{"version_id": items[1]["id"], "percentage": 100}]}, 400, 10001, "strategy"),
+    ]:
+        refused(await cf.post(f"{BASE}/scripts/front/deployments", json=body), status, code, fragment)
+    assert [v.version for v in small_engine.versions("front")] == [1, 2]
+    refused(await cf.post(f"{BASE}/scripts/ghost/deployments", json={"versions": []}), 404, 10007, "does not exist")
+
+    back = await cf.post(f"{BASE}/scripts/front/deployments", json={"versions": [{"version_id": items[1]["id"], "percentage": 100}]})
+    assert back.status_code == 200, back.text
+    assert small_engine.worker("front").version == 3 and "rollback to version 1" in small_engine.versions("front")[-1].message
