@@ -168,12 +168,14 @@ ISOLATED_TIMEOUT_S = 600
 def meter_isolated(data: bytes) -> bytes:
     """meter(), in a child process when the module is larger than ISOLATE_ABOVE_BYTES: metering
     a big module takes seconds of pure Python and hundreds of MiB, which must not hold this
-    process's GIL (the event loop serving requests would stall) nor its memory."""
+    process's GIL (the event loop serving requests would stall) nor its memory. The child runs
+    with `-P`: a folder named `wasmdeck` in the current directory (a checkout) must not shadow the
+    installed package."""
     if len(data) <= ISOLATE_ABOVE_BYTES:
         return meter(data)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", __name__], input=bytes(data), capture_output=True,
+            [sys.executable, "-P", "-m", __name__], input=bytes(data), capture_output=True,
             timeout=ISOLATED_TIMEOUT_S, check=False,
         )
     except subprocess.TimeoutExpired:
