@@ -23,12 +23,9 @@ from wasmdeck.engine.metering import (
     MAX_FUNCTION_BODY_BYTES,
     PROBE,
     STOP_POINT,
-    ISOLATE_ABOVE_BYTES,
     YIELD_BUDGET,
     meter,
-    meter_isolated,
 )
-from wasmdeck.engine.javascript import runtime_module
 from wasmdeck.engine.runtime import COMPILE_PROBE_ARGS
 from wasmdeck.engine.wasm_module import inspect_module, validate_worker_module
 
@@ -640,16 +637,3 @@ async def test_catch_labels_and_rethrows_across_wrapped_loops(wasmer_cache):
         end))""")
     metered(legacy)
 
-
-def test_the_metering_child_ignores_a_wasmdeck_folder_in_the_current_directory(tmp_path: Path,
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run from a checkout (a `wasmdeck/` folder in the current directory, without the mapped
-    subpackages), the child that meters a large module still imports the installed package."""
-    decoy = tmp_path / "wasmdeck"
-    decoy.mkdir()
-    (decoy / "__init__.py").write_text("")
-    monkeypatch.chdir(tmp_path)
-    large = runtime_module()
-    assert len(large) > ISOLATE_ABOVE_BYTES
-    metered = meter_isolated(large)
-    assert metered[:4] == b"\0asm" and metered != large
