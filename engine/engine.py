@@ -290,7 +290,9 @@ class Engine:
         sha256 = hashlib.sha256(data).hexdigest()
         sealed = self._seal(namespace, name, secrets or {})
         kept = keep_secrets if isinstance(keep_secrets, bool) else frozenset(keep_secrets)
-        if abi == javascript.ABI or (abi is None and javascript.looks_like_javascript(data)):
+        source_name = filename or ("" if isinstance(module, (bytes, bytearray, memoryview)) else os.fspath(module))
+        named_as_script = str(source_name).lower().endswith((".js", ".mjs", ".cjs")) and not data.startswith(javascript.WASM_MAGIC)
+        if abi == javascript.ABI or (abi is None and (named_as_script or javascript.looks_like_javascript(data))):
             javascript.check_source(data, min(self.max_module_bytes, javascript.MAX_SCRIPT_BYTES))
             filename = javascript.script_filename(
                 filename if filename is not None else None if isinstance(module, (bytes, bytearray, memoryview)) else str(module))

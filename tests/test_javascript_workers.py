@@ -15,7 +15,7 @@ from wasmdeck.engine import Engine, InvalidInput, InvalidModule, Limits
 from wasmdeck.engine import javascript
 from wasmdeck.engine.traces import TraceFilter
 
-from .conftest import protocol_module
+from .conftest import fixture_module, protocol_module
 
 HELLO = b"export default { async fetch(request, env, ctx) { return new Response(`hello ${new URL(request.url).pathname}`) } }"
 
@@ -103,6 +103,19 @@ def test_a_syntax_error_names_line_and_column_in_the_deployed_file(engine: Engin
     with pytest.raises(InvalidModule, match=r"^the script has a syntax error at cart\.mjs:3:\d+: ") as error:
         engine.deploy("cart", path)
     assert "(cart.mjs:" not in str(error.value)  # the location is said once
+
+
+def test_a_js_file_that_is_not_utf8_is_refused_as_a_script_not_as_webassembly(engine: Engine, tmp_path: Path) -> None:
+    for name in ("shop.js", "shop.mjs"):
+        path = tmp_path / name
+        path.write_bytes(b"export default { fetch() { return new Response('\xe9') } };\n")  # Latin-1, not UTF-8
+        with pytest.raises(InvalidModule, match=r"^the script is not valid UTF-8 \(byte \d+ is 0xe9\); save it as UTF-8$"):
+            engine.deploy("shop", path)
+    with pytest.raises(InvalidModule, match="not valid UTF-8"):
+        engine.deploy("shop", b"export \xff default {}", filename="shop.js")
+    assert engine.workers() == []
+    engine.deploy("hello", fixture_module("hello").read_bytes(), filename="hello.js")  # WebAssembly, whatever its name
+    assert engine.worker("hello").abi == "wcgi"
 
 
 def test_scripts_that_are_not_text_or_too_big_are_refused(engine: Engine) -> None:
