@@ -185,7 +185,20 @@ def build_parser() -> Parser:
     add_serve_arguments(serve)
     register_platform_commands(commands)
     register_secret_commands(commands)
+    for command in commands.choices.values():
+        _accept_db_after(command)
     return parser
+
+
+def _accept_db_after(parser: argparse.ArgumentParser) -> None:
+    """`wasmdeck list --db w.db` as well as `wasmdeck --db w.db list`, for every command and
+    action; a --db given after the command wins over one given before it."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in actions:
+        for child in action.choices.values():
+            _accept_db_after(child)
+    if not actions and "--db" not in parser._option_string_actions:
+        parser.add_argument("--db", default=argparse.SUPPRESS, help="database file (as `wasmdeck --db PATH ...`)")
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:

@@ -723,3 +723,13 @@ def test_demo_hint_names_a_database_that_still_exists(tmp_path: Path) -> None:
     assert f"Try: wasmdeck --db {tmp_path / 'w.db'} tail" in kept
     throwaway = ok(tmp_path, "demo", db=False)
     assert "<database>" not in throwaway and "wasmdeck demo --keep" in throwaway
+
+
+def test_db_is_accepted_after_any_command(tmp_path: Path) -> None:
+    db = str(tmp_path / "after.db")
+    ok(tmp_path, "deploy", "hello", fixture("hello"), "--db", db, db=False)
+    assert "hello" in ok(tmp_path, "list", "--db", db, db=False)
+    assert "free" in ok(tmp_path, "limits", "set", "free", "--cpu-ms", "5", "--db", db, db=False)
+    assert "free" in ok(tmp_path, "limits", "list", "--db", db, db=False)
+    assert "hello" not in ok(tmp_path, "list")  # the default test database was never written
+    assert "--db" in ok(tmp_path, "request", "--help", db=False)
