@@ -7,6 +7,7 @@ import asyncio
 import http.server
 import json
 import random
+import shlex
 import threading
 from collections.abc import Callable
 
@@ -106,7 +107,9 @@ async def demo_traffic(client: EngineClient, namespace: Callable[[], str], inter
         await asyncio.sleep(interval * (0.5 + chooser.random()))
 
 
-async def run_demo(engine: Engine) -> int:
+async def run_demo(engine: Engine, throwaway: bool = False) -> int:
+    """Apply the demo platform, send each demo request and print what came back. `throwaway`: the
+    database is deleted afterwards, so the closing hint says how to keep one instead."""
     print(f"database: {engine.db_path}")
     setup_demo_platform(engine, print)
     print()
@@ -124,5 +127,8 @@ async def run_demo(engine: Engine) -> int:
     await engine.flush_tail_deliveries()
     await engine.flush_traces()
     print()
-    print("Try: wasmdeck --db <database> tail --history 20 --no-follow    (with --db to keep a demo database)")
+    if throwaway:
+        print("The demo database is deleted now; `wasmdeck demo --keep` keeps it, to look at with `tail`, `list` or `console`.")
+    else:
+        print(f"Try: wasmdeck --db {shlex.quote(str(engine.db_path))} tail --history 20 --no-follow")
     return 0

@@ -15,6 +15,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -38,6 +39,10 @@ class UsageError(Exception):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
+        subcommands = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if subcommands is not None and message.endswith(f"required: {subcommands.metavar}"):
+            noun = "an action" if subcommands.metavar == "ACTION" else "a command"
+            message = f"give {noun}: {', '.join(subcommands.choices)} (`{self.prog} --help` describes each)"
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -63,17 +68,20 @@ def byte_size(text: str) -> int:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="wasmdeck", description="Run other people's WebAssembly Workers safely, locally.")
+    parser = Parser(prog="wasmdeck", description="Run other people's Workers (JavaScript or WebAssembly) safely, locally.",
+                    epilog="`wasmdeck COMMAND --help` describes a command.")
     parser.add_argument("--db", help=f"database file (default: $WASMDECK_DB, else {default_db_path()})")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
     deploy = commands.add_parser("deploy", help="deploy a new version of a worker")
-    deploy.add_argument("name")
+    deploy.add_argument("name", help="the worker's name, a DNS label (lowercase letters, digits, hyphens)")
     deploy.add_argument("module", help="a WASI command module (.wasm) or a JavaScript Worker (.js: an ES module or a service-worker script, one file)")
-    deploy.add_argument("--namespace", default="default")
-    deploy.add_argument("--tag", action="append", default=[], dest="tags")
-    deploy.add_argument("--var", action="append", default=[], dest="vars", metavar="KEY=VALUE")
+    deploy.add_argument("--namespace", default="default", help="default: default")
+    deploy.add_argument("--tag", action="append", default=[], dest="tags", metavar="TAG",
+                        help="a tag (repeat for more, at most 8); per-tag limits apply to the worker")
+    deploy.add_argument("--var", action="append", default=[], dest="vars", metavar="KEY=VALUE",
+                        help="a variable in the worker's environment (repeat for more)")
     deploy.add_argument("--message", default="", help="a note stored with the version")
     deploy.add_argument("--abi", choices=["wcgi", "protocol", "javascript"], default=None,
                         help="the Worker ABI (default: detected: JavaScript for UTF-8 text, else from the module's exports)")
@@ -177,7 +185,20 @@ def build_parser() -> Parser:
     add_serve_arguments(serve)
     register_platform_commands(commands)
     register_secret_commands(commands)
+    for command in commands.choices.values():
+        _accept_db_after(command)
     return parser
+
+
+def _accept_db_after(parser: argparse.ArgumentParser) -> None:
+    """`wasmdeck list --db w.db` as well as `wasmdeck --db w.db list`, for every command and
+    action; a --db given after the command wins over one given before it."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in actions:
+        for child in action.choices.values():
+            _accept_db_after(child)
+    if not actions and "--db" not in parser._option_string_actions:
+        parser.add_argument("--db", default=argparse.SUPPRESS, help="database file (as `wasmdeck --db PATH ...`)")
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
@@ -201,6 +222,8 @@ def _when(ms: int) -> str:
 
 
 def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
     if size >= 2**30:
         return f"{size / 2**30:.1f} GiB"
     return f"{size / 1024:.1f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"
@@ -354,6 +377,14 @@ def _check_url(url: str) -> None:
         raise InvalidInput(f"{url!r} is not a valid URL ({error})") from None
 
 
+def _status_line(status: int) -> str:
+    """`200 OK`, as curl -i shows it; a status without a standard reason phrase stays a number."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
 async def cmd_request(engine: Engine, args: argparse.Namespace) -> int:
     _check_url(args.url)
     headers = [parse_header_line(line) for line in args.headers]
@@ -364,7 +395,7 @@ async def cmd_request(engine: Engine, args: argparse.Namespace) -> int:
         print(json.dumps(response.as_dict()))
     else:
         if args.include:
-            sys.stdout.write(f"HTTP/1.1 {response.status}\n")
+            sys.stdout.write(f"HTTP/1.1 {_status_line(response.status)}\n")
             for name, value in response.headers:
                 sys.stdout.write(f"{name}: {value}\n")
             sys.stdout.write("\n")
@@ -470,7 +501,7 @@ async def run_remote_console(args: argparse.Namespace) -> int:
 async def cmd_demo(engine: Engine, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return await run_demo(engine)
+    return await run_demo(engine, throwaway=getattr(args, "throwaway", False) and not args.keep)
 
 
 async def cmd_serve(engine: Engine, args: argparse.Namespace) -> int:
@@ -536,6 +567,7 @@ def _throwaway_demo(args: argparse.Namespace) -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="wasmdeck-demo-"))
     args.db = str(folder / "demo.db")
+    args.throwaway = True
     try:
         return asyncio.run(run(args))
     finally:

@@ -292,7 +292,7 @@ def test_request_json_trace_redaction_and_cgi_environment(tmp_path: Path) -> Non
 
     # Plain output is the body; -i adds the status line and headers.
     plain = ok(tmp_path, "request", "http://echo.x/?status=201&header=X-Out:yes", "-i")
-    assert plain.startswith("HTTP/1.1 201\n"), f"-i does not start with the status line: {plain[:80]!r}"
+    assert plain.startswith("HTTP/1.1 201 Created\n"), f"-i does not start with the status line as curl -i: {plain[:80]!r}"
     assert "\nX-Out: yes\n" in plain and "Content-Type: application/json" in plain
     assert json.loads(plain.split("\n\n", 1)[1])["env"]["REQUEST_METHOD"] == "GET"
 
@@ -585,6 +585,9 @@ def test_refusals_are_one_line_and_change_nothing(tmp_path: Path) -> None:
         ("namespace delete default", ["namespace", "delete", "default"], 1, "default"),
         ("namespace set of a missing one", ["namespace", "set", "nope", "--routing", "path"], 1, "nope"),
         ("unknown command", ["frobnicate"], 2, "frobnicate"),
+        ("no command", [], 2, "give a command: deploy, list,"),
+        ("limits without an action", ["limits"], 2, "give an action: set, list, delete, show"),
+        ("secret without an action", ["secret"], 2, "give an action: put, list, delete"),
     ]
     results = in_parallel([(wasmdeck, tmp_path, *args) for _what, args, _code, _mentions in cases])
     for (what, _args, code, mentions), result in zip(cases, results):
@@ -702,3 +705,31 @@ def test_tail_no_follow_alone_prints_the_newest_stored_items(tmp_path: Path) -> 
     assert urls(tail_items(tmp_path, history=3)) == newest[-3:], "--history still sets the count"
     assert ok(tmp_path, "tail", "--no-follow", "--history", "0") == "", "--history 0 asks for nothing"
     assert "20" in " ".join(ok(tmp_path, "tail", "--help").split()), "the help does not say the default count"
+
+
+def test_small_sizes_show_in_bytes_and_a_nonstandard_status_stays_a_number(tmp_path: Path) -> None:
+    script = tmp_path / "sw.js"
+    script.write_text('addEventListener("fetch", e => e.respondWith(new Response("hi", {status: 299})));\n')
+    deployed = ok(tmp_path, "deploy", "sw", str(script))
+    size = len(script.read_bytes())
+    assert f"(JavaScript, service-worker, fetch, {size} B, sha256 " in deployed, deployed
+    assert f"  {size} B  " in ok(tmp_path, "list"), "list shows a script under 1 KiB as 0.x KiB"
+    assert "24.1 KiB" in ok(tmp_path, "deploy", "hello", fixture("hello"))
+    assert ok(tmp_path, "request", "http://sw.x/", "-i").startswith("HTTP/1.1 299\n")
+
+
+def test_demo_hint_names_a_database_that_still_exists(tmp_path: Path) -> None:
+    kept = ok(tmp_path, "demo")  # --db given: the database stays
+    assert f"Try: wasmdeck --db {tmp_path / 'w.db'} tail" in kept
+    throwaway = ok(tmp_path, "demo", db=False)
+    assert "<database>" not in throwaway and "wasmdeck demo --keep" in throwaway
+
+
+def test_db_is_accepted_after_any_command(tmp_path: Path) -> None:
+    db = str(tmp_path / "after.db")
+    ok(tmp_path, "deploy", "hello", fixture("hello"), "--db", db, db=False)
+    assert "hello" in ok(tmp_path, "list", "--db", db, db=False)
+    assert "free" in ok(tmp_path, "limits", "set", "free", "--cpu-ms", "5", "--db", db, db=False)
+    assert "free" in ok(tmp_path, "limits", "list", "--db", db, db=False)
+    assert "hello" not in ok(tmp_path, "list")  # the default test database was never written
+    assert "--db" in ok(tmp_path, "request", "--help", db=False)
