@@ -27,7 +27,7 @@ from wasmdeck.engine.http import parse_header_line
 from wasmdeck.engine.limits import CAMEL, FIELDS
 from wasmdeck.engine.store import MAX_VERSION, TRACE_RETENTION_BYTES_RANGE, TRACE_RETENTION_RANGE
 from wasmdeck.engine.validation import parse_var_assignment
-from wasmdeck.server.runner import add_serve_arguments, whole_number
+from wasmdeck.server.runner import add_serve_arguments, instance_settings, whole_number
 
 from .platform_commands import COMMANDS as PLATFORM_COMMANDS, register as register_platform_commands
 from .secret_commands import COMMANDS as SECRET_COMMANDS, register as register_secret_commands
@@ -246,7 +246,8 @@ def _limit_cell(value: int | None) -> str:
 async def run(args: argparse.Namespace) -> int:
     # these serve only the requests their user makes, one at a time: keep every trap's log lines
     # (`serve` takes the faster path that keeps them from a module's second trap on)
-    engine = Engine(args.db, always_keep_trap_logs=args.command in ("request", "demo", "console"))
+    instances = instance_settings(args) if args.command == "serve" else None
+    engine = Engine(args.db, always_keep_trap_logs=args.command in ("request", "demo", "console"), instances=instances)
     try:
         return await COMMANDS[args.command](engine, args)
     finally:

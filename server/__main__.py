@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from wasmdeck.engine import Engine, WasmdeckError
 from wasmdeck.engine.engine import default_db_path
 
-from .runner import add_serve_arguments, cmd_serve
+from .runner import add_serve_arguments, cmd_serve, instance_settings
 
 
 async def _run(args: argparse.Namespace) -> int:
-    engine = Engine(args.db)
+    engine = Engine(args.db, instances=instance_settings(args))
     try:
         return await cmd_serve(engine, args)
     finally:

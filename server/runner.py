@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wasmdeck.engine import DEFAULT_NAMESPACE, Engine, InvalidInput
+from wasmdeck.engine.instances import (
+    DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_INVOCATIONS, DEFAULT_MAX_PER_WORKER, InstanceSettings,
+)
 
 from .dispatch_app import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, MAX_BODY_BYTES_LIMIT, DispatchApp
 from .http_limits import (
@@ -64,6 +67,27 @@ _header_bytes = whole_number(*MAX_HEADER_BYTES_RANGE, noun="whole number of byte
 _header_count = whole_number(*MAX_HEADERS_RANGE, noun="header count")
 _tail_clients = whole_number(1, MAX_TAIL_CLIENTS)
 _port = whole_number(1, 65535, noun="port number")
+# each idle warm instance holds one of wasmer-sdk's guest threads (README, "Warm instances"): past
+# about 200 no other guest can run, so the command line allows at most this many
+MAX_INSTANCES_LIMIT = 160
+_instances = whole_number(1, MAX_INSTANCES_LIMIT, noun="number of instances")
+_invocations = whole_number(1, 10_000_000, noun="number of invocations")
+_idle_seconds = whole_number(1, 86_400, noun="number of seconds")
+
+
+def instance_settings(args: argparse.Namespace) -> InstanceSettings:
+    """The warm-instance bounds the serve options ask for (the engine's defaults for the rest)."""
+    chosen = {
+        "max_instances": getattr(args, "max_instances", None),
+        "max_per_worker": getattr(args, "max_instances_per_worker", None),
+        "idle_timeout_s": getattr(args, "instance_idle_timeout", None),
+        "max_invocations": getattr(args, "instance_max_invocations", None),
+    }
+    settings = InstanceSettings(**{name: value for name, value in chosen.items() if value is not None})
+    if settings.max_per_worker > settings.max_instances:
+        raise InvalidInput(f"--max-instances-per-worker ({settings.max_per_worker}) is more than --max-instances "
+                           f"({settings.max_instances})")
+    return settings
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +115,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-token-file", type=Path, default=None,
         help="the admin API's bearer token file, created (mode 0600) on first start (default: <db>.admin-token)",
+    )
+    parser.add_argument(
+        "--max-instances", type=_instances, default=None, metavar="N",
+        help=f"warm instances at most across all workers (default {DEFAULT_MAX_INSTANCES}, at most {MAX_INSTANCES_LIMIT})",
+    )
+    parser.add_argument(
+        "--max-instances-per-worker", type=_instances, default=None, metavar="N",
+        help=f"warm instances at most per worker version (default {DEFAULT_MAX_PER_WORKER})",
+    )
+    parser.add_argument(
+        "--instance-idle-timeout", type=_idle_seconds, default=None, metavar="SECONDS",
+        help=f"a warm instance idle this long stops (default {DEFAULT_IDLE_TIMEOUT_S:.0f})",
+    )
+    parser.add_argument(
+        "--instance-max-invocations", type=_invocations, default=None, metavar="N",
+        help=f"a warm instance retires after N invocations (default {DEFAULT_MAX_INVOCATIONS})",
     )
     # the defaults live in server.tail_stream, which is not imported before the server starts (it loads Starlette)
     parser.add_argument(

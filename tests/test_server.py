@@ -387,3 +387,36 @@ def test_tail_remote_through_the_cli(platform: Path, tmp_path: Path) -> None:
         assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
     finally:
         assert server.stop() == 0
+
+
+def test_warm_instance_bounds_from_the_command_line(tmp_path: Path) -> None:
+    """--max-instances, --max-instances-per-worker, --instance-idle-timeout and
+    --instance-max-invocations reach the engine: health shows them, and an instance retires after
+    its invocations. Out-of-range or contradictory values are one sentence and a non-zero exit."""
+    from .conftest import protocol_module
+
+    ok(tmp_path, "deploy", "warm", str(protocol_module("proto-hello")))
+    server = start_server(tmp_path / "w.db", tmp_path, "--max-instances", "8", "--max-instances-per-worker", "2",
+                          "--instance-idle-timeout", "30", "--instance-max-invocations", "2")
+    try:
+        bounds = server.get(HEALTH).json()["instances"]
+        assert (bounds["maxInstances"], bounds["maxPerWorker"], bounds["idleTimeoutS"], bounds["maxInvocations"]) == (8, 2, 30, 2)
+        for _ in range(5):
+            assert server.get("/", host="warm.localhost").status_code == 200
+        workers = server.get(HEALTH).json()["instances"]["workers"]["warm"]
+        assert workers["invocations"] == 5 and workers["started"] == 3
+        assert workers["retired"].get("maxInvocations") == 2
+    finally:
+        assert server.stop() == 0, server.stderr()
+
+    for args, needle in [
+        (("--max-instances", "0"), "0 is less than 1"),
+        (("--max-instances", "500"), "more than 160"),
+        (("--instance-idle-timeout", "soon"), "'soon' is not a number of seconds"),
+        (("--instance-max-invocations", "-1"), "-1 is negative"),
+        (("--max-instances", "4", "--max-instances-per-worker", "8"), "--max-instances-per-worker (8) is more than --max-instances (4)"),
+    ]:
+        result = subprocess.run(_serve_command(tmp_path / "w.db", "--host", "127.0.0.1", "--port", "1", *args),
+                                cwd=REPO, env=_env(None), capture_output=True, text=True, timeout=30)
+        assert result.returncode != 0 and needle in result.stderr, (args, result.returncode, result.stderr)
+        assert "Traceback" not in result.stderr
