@@ -580,5 +580,20 @@ def _throwaway_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def entry() -> NoReturn:
+    """The `wasmdeck` command: `main()`, then an exit that skips the interpreter's finalization.
+    wasmer-sdk's Rust threads can still call back into Python (a pending stdio future woken late)
+    while the interpreter finalizes; such a thread is then unwound by force through Rust frames,
+    which aborts the process ("FATAL: exception not rethrown", exit -6) after all the work was done.
+    By now the engine is closed and its traces written; only the standard streams need flushing."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -26,7 +26,7 @@ export default {
       const workerName = new URL(request.url).host.split('.')[0];
       const userWorker = env.dispatcher.get(workerName, {}, {
         outbound: { customer_name: workerName, url: request.url },
-        limits: { cpuMs: 10, subRequests: 5 },
+        limits: { cpuMs: 50, subRequests: 5 },
       });
       return await userWorker.fetch(request);
     } catch (e) {

@@ -1,7 +1,5 @@
 """`python -m wasmdeck ...`: the same as the `wasmdeck` command."""
 
-import sys
+from wasmdeck.cli.main import entry
 
-from wasmdeck.cli.main import main
-
-sys.exit(main())
+entry()
