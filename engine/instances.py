@@ -269,6 +269,9 @@ class Instance:
         self.wrote_stderr = False  # ever: then a final frame waits a moment for stderr on its way
         self._writes: set[asyncio.Task[None]] = set()
         self.frames_written = 0  # every frame written to it, init included (a `waiting` frame says how many it read)
+        # it has said it waits for the engine (a `waiting` frame counting every frame written so far)
+        self.quiet = False
+        self.announces_idle = False  # it says so between invocations too (seen right after its ready)
 
     # -- output, as it arrives ---------------------------------------------------------
 
@@ -285,6 +288,8 @@ class Instance:
             self._deliver(("violation", str(violation)))
             return
         for frame in frames:
+            if frame.type == "waiting" and frame.meta.get("frames") == self.frames_written:
+                self.quiet = True
             self._deliver(("frame", frame))
 
     def on_stderr(self, chunk: bytes) -> None:
@@ -307,6 +312,7 @@ class Instance:
         """Write one frame (counted before the write starts: the guest cannot have read it earlier)."""
         assert self.process is not None
         self.frames_written += 1
+        self.quiet = False
         return await self.process.write(data)
 
     def write_soon(self, data: bytes, receiver: Receiver) -> None:
@@ -685,6 +691,9 @@ class InstanceManager:
             raise
         finally:
             instance.receiver = None
+        # a runtime that announces every wait, between invocations too, says so with ready (the two
+        # frames leave in one write): its idle instances can then be told from busy ones
+        instance.announces_idle = instance.quiet
         instance.idle_since = time.monotonic()
 
     # -- returning ----------------------------------------------------------------------
@@ -773,6 +782,20 @@ class InstanceManager:
         self._stopping.discard(task)
         if not task.cancelled():
             task.exception()  # a failure to stop is the runtime's to report; never unhandled
+
+    def expect_quiet(self, instance: Instance, within_s: float) -> None:
+        """An instance that announces its waits between invocations (`announces_idle`) was given
+        back before it announced one: unless it does within `within_s` (what is left of its
+        invocation's CPU time), it is still computing for nobody (a microtask loop after its
+        response) and is retired."""
+        invocations = instance.invocations
+
+        def check() -> None:
+            if instance.state == "idle" and not instance.quiet and instance.invocations == invocations:
+                self.retire(instance, "exceededCpu", publish=True,
+                            detail="it went on computing after its invocation ended, without waiting for an event")
+
+        asyncio.get_running_loop().call_later(within_s, check)
 
     def idle_output(self, instance: Instance, item: Item) -> None:
         """Output from an idle instance: a failure unless it is the end the guest announced."""

@@ -1,0 +1,82 @@
+"""A hostile tenant's JavaScript against the engine: work it keeps doing after its answer, and what
+it can make the host hold or spend. "Stopped" is judged by the host process's CPU time and
+memory, not by the answer alone."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+
+import pytest
+
+from wasmdeck.engine import Engine
+
+ANSWER_THEN_SPIN = {
+    "microtask loop": "function f() { queueMicrotask(f); } f(); return new Response('answered');",
+    "promise chain": "const loop = () => Promise.resolve().then(loop); loop(); return new Response('answered');",
+}
+
+RUNTIME_ANNOUNCES_NO_IDLE_WAIT = (
+    "runtime change needed (jsruntime/host.c): between invocations the runtime blocks reading stdin without "
+    "a `waiting` frame (it announces only waits inside an invocation), so the engine cannot tell an idle "
+    "instance from one still running its job queue after its final frame. Once host.c writes `waiting` before "
+    "every blocking read, `Instance.announces_idle` turns on and `InstanceManager.expect_quiet` retires such "
+    "an instance (checked with a runtime built so)"
+)
+
+
+def process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def cpu_over(seconds: float) -> float:
+    """The host process's CPU seconds over the next `seconds` (an idle engine uses next to none)."""
+    before = process_cpu_s()
+    await asyncio.sleep(seconds)
+    return process_cpu_s() - before
+
+
+@pytest.mark.xfail(strict=True, reason=RUNTIME_ANNOUNCES_NO_IDLE_WAIT)
+@pytest.mark.parametrize("attack", list(ANSWER_THEN_SPIN))
+async def test_work_that_goes_on_after_the_response_is_stopped(engine: Engine, attack: str) -> None:
+    # The response is written, then the runtime's job queue never empties: it never goes back to
+    # read the next event, and its instance used to sit in the pool computing at 100 % of a core
+    # until the idle timeout (a minute), for nobody. Several requests at once made as many.
+    engine.set_limits("free", cpu_ms=50, wall_ms=5_000)
+    engine.deploy("spinner", f"export default {{ async fetch(request, env, ctx) {{ {ANSWER_THEN_SPIN[attack]} }} }}".encode(),
+                  tags=["free"])
+    responses = await asyncio.gather(*(engine.request("http://spinner.example.com/") for _ in range(3)))
+    assert [(r.status, r.text) for r in responses] == [(200, "answered")] * 3
+    await asyncio.sleep(0.5)  # the grace: what is left of the invocation's CPU time, at least 0.1 s
+    assert await cpu_over(1.0) < 0.2  # nothing computes any more
+    stats = engine.instance_stats()["spinner"]
+    assert stats["retired"].get("exceededCpu", 0) >= 1 and stats["idle"] == 0
+    await engine.flush_traces()
+    retired = [item["event"]["instance"] for item in engine.recent_traces(20) if "instance" in item.get("event", {})]
+    assert retired and all(event["retired"] == "exceededCpu" for event in retired)
+    again = await engine.request("http://spinner.example.com/")  # the tenant is served again, by a fresh instance
+    assert (again.status, again.text, again.trace["newInstance"]) == (200, "answered", True)
+
+
+async def test_a_timer_left_behind_never_fires_after_the_invocation(engine: Engine) -> None:
+    engine.set_limits("free", cpu_ms=50)
+    engine.deploy("later", b"export default { async fetch() { setTimeout(() => { const f = () => queueMicrotask(f); f(); }, 5);"
+                           b" setInterval(() => { for (;;) {} }, 1); return new Response('answered'); } }", tags=["free"])
+    responses = await asyncio.gather(*(engine.request("http://later.example.com/") for _ in range(3)))
+    assert [(r.status, r.text) for r in responses] == [(200, "answered")] * 3
+    assert await cpu_over(1.0) < 0.2
+    again = await engine.request("http://later.example.com/")
+    assert (again.status, again.trace["outcome"]) == (200, "ok")
+
+
+async def test_a_worker_that_leaves_no_work_behind_keeps_its_warm_instance(engine: Engine) -> None:
+    engine.set_limits("free", cpu_ms=50)
+    engine.deploy("tidy", b"export default { async fetch() { Promise.resolve().then(() => 1); queueMicrotask(() => {});"
+                          b" return new Response('ok'); } }", tags=["free"])
+    for _ in range(5):
+        assert (await engine.request("http://tidy.example.com/")).text == "ok"
+    await asyncio.sleep(0.5)
+    last = await engine.request("http://tidy.example.com/")
+    assert (last.trace["newInstance"], last.trace["instanceInvocation"]) == (False, 6), engine.instance_stats()
+    assert engine.instance_stats()["tidy"]["retired"] == {}
