@@ -138,6 +138,9 @@ class InstanceSpec:
     announces_waiting: bool = False
     # what else makes instances of one version differ (a JavaScript dispatch Worker's binding name)
     variant: str = ""
+    # how long the guest may take to answer init once it has the frame (a script's top-level code),
+    # when that must be less than the engine's start_timeout_s
+    init_timeout_s: float | None = None
 
     @property
     def key(self) -> tuple[str, str, int, str, int, str]:
@@ -639,6 +642,10 @@ class InstanceManager:
         try:
             if not await instance.write(init):
                 raise fail("exception", "InstanceStartFailed", "the instance stopped reading before its init frame")
+            limit_s = self.settings.start_timeout_s
+            if spec.init_timeout_s is not None and time.perf_counter() + spec.init_timeout_s < deadline:
+                limit_s = spec.init_timeout_s
+                deadline = time.perf_counter() + limit_s
             exited_at: float | None = None
             while True:
                 wait = deadline - time.perf_counter()
@@ -650,7 +657,7 @@ class InstanceManager:
                 if item is None:
                     raise fail(
                         "exception", "InstanceStartFailed",
-                        f"the instance did not answer init with ready within {self.settings.start_timeout_s:g} s",
+                        f"the instance did not answer init with ready within {limit_s:g} s",
                     )
                 kind, value = item
                 if kind == "frame":

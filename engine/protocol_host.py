@@ -189,6 +189,7 @@ class ProtocolHost:
                 ),
                 load_init_body=lambda: self.module_bytes(source),
                 module_pages=javascript.RUNTIME_PAGES, announces_waiting=True,
+                init_timeout_s=javascript.CHECK_TIMEOUT_S,  # top-level code: as long as the deploy check allows
                 variant="" if binding is None else f"binding={binding}",
             )
         self._specs[key] = found

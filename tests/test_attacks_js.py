@@ -80,3 +80,21 @@ async def test_a_worker_that_leaves_no_work_behind_keeps_its_warm_instance(engin
     last = await engine.request("http://tidy.example.com/")
     assert (last.trace["newInstance"], last.trace["instanceInvocation"]) == (False, 6), engine.instance_stats()
     assert engine.instance_stats()["tidy"]["retired"] == {}
+
+
+async def test_top_level_code_that_loops_only_outside_the_deploy_check_is_stopped_at_instance_start(engine: Engine) -> None:
+    # The deploy check runs top-level code with secrets' names only: a script can tell it from a
+    # real start and loop only then. An instance start used to wait for `ready` up to the engine's
+    # start timeout (10 s) and the request's wallMs, a core busy all along, whatever cpuMs said.
+    engine.set_limits("free", cpu_ms=50, wall_ms=8_000)
+    engine.deploy("sleeper", b"if (TOKEN === 's3cret') { for (;;) {} }\n"
+                             b"addEventListener('fetch', (event) => event.respondWith(new Response('ok')));",
+                  tags=["free"], secrets={"TOKEN": "s3cret"})
+    before = process_cpu_s()
+    response = await engine.request("http://sleeper.example.com/")
+    spent = process_cpu_s() - before
+    assert response.status == 500 and response.trace["outcome"] == "exception"
+    assert "did not answer init with ready within 2 s" in response.trace["exceptions"][0]["message"]
+    assert spent < 4.0  # the deploy check's 2 s of top-level code (and the host's own work), not 8 or 10
+    assert await cpu_over(1.0) < 0.2
+    assert engine.instance_stats()["sleeper"]["retired"] == {"startFailed": 1}
