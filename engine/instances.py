@@ -700,7 +700,7 @@ class InstanceManager:
             instance.receiver = None
         # a runtime that announces every wait, between invocations too, says so with ready (the two
         # frames leave in one write): its idle instances can then be told from busy ones
-        instance.announces_idle = instance.quiet
+        instance.announces_idle = spec.announces_waiting and instance.quiet
         instance.idle_since = time.monotonic()
 
     # -- returning ----------------------------------------------------------------------

@@ -376,7 +376,7 @@ class CloudflareApi:
 
     def _page(self, request: Request, ns: str | None, workers: list[Worker], homes: dict[str, str] | None = None) -> Response:
         raw_limit = request.query_params.get("limit") or str(MAX_LIST)
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIST:  # "²" is a digit int() refuses
             raise bad(f"limit must be a whole number from 1 to {MAX_LIST}")
         after = request.query_params.get("cursor") or ""
         ordered = sorted(workers, key=lambda w: w.name)
@@ -602,7 +602,7 @@ class CloudflareApi:
     async def _multipart(request: Request, max_bytes: int) -> list[Part]:
         """The parts of the body, refused at once when it declares more than `max_bytes`, else as it streams past them."""
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
             raise _refused(413, CODE_TOO_LARGE, f"the upload is {int(declared) / 2**20:.1f} MiB, over the "
                                                 f"{max_bytes / 2**20:.1f} MiB this server accepts")
         return await read_multipart(request.stream(), request.headers.get("content-type"), max_bytes=max_bytes)

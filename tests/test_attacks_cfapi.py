@@ -204,3 +204,27 @@ async def test_a_deployment_at_nan_percent_is_not_taken_for_a_full_one(platform:
     assert state(platform) == before
     rolled = await cf.post(f"{BASE}/scripts/dispatcher/deployments", json={"versions": [{"version_id": first, "percentage": 100}]})
     assert rolled.status_code == 200 and platform.worker("dispatcher").version == 3
+
+
+# -- numbers that are digits to str.isdigit() and not to int() ------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["²", "١٢", "0", "1001"])
+async def test_a_list_limit_that_is_not_an_ascii_number_is_a_bad_request(platform: Engine, cf: httpx.AsyncClient, limit: str) -> None:
+    # "²".isdigit() is True and int("²") raises: the listing used to answer 500
+    for path in (TENANTS, f"{BASE}/scripts"):
+        refused(await cf.get(path, params={"limit": limit}), 400, "limit must be a whole number from 1 to 1000")
+    if not limit.isascii():
+        traces = await cf.get("/traces", params={"limit": limit})  # the admin API's own list
+        assert traces.status_code == 400 and "limit must be a whole number" in traces.json()["errors"][0]["message"]
+
+
+def test_a_tail_history_that_is_not_an_ascii_number_is_refused() -> None:
+    from starlette.datastructures import QueryParams
+
+    from wasmdeck.server.tail_stream import InvalidParameter, parse_query
+
+    for history in ("²", "٣"):
+        with pytest.raises(InvalidParameter, match="history must be a whole number"):
+            parse_query(QueryParams({"history": history}))
+    assert parse_query(QueryParams({"history": "3"}))[1] == 3
