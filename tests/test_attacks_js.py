@@ -98,3 +98,87 @@ async def test_top_level_code_that_loops_only_outside_the_deploy_check_is_stoppe
     assert spent < 4.0  # the deploy check's 2 s of top-level code (and the host's own work), not 8 or 10
     assert await cpu_over(1.0) < 0.2
     assert engine.instance_stats()["sleeper"]["retired"] == {"startFailed": 1}
+
+
+class CountingOrigin:
+    """An origin on 127.0.0.1 that answers every request with the same `size` bytes after `delay_s`,
+    counting how many requests it holds open at once."""
+
+    def __init__(self, size: int, delay_s: float) -> None:
+        self.payload = b"x" * size
+        self.delay_s = delay_s
+        self.open = 0
+        self.most_open = 0
+        self.served = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> "CountingOrigin":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (await reader.readuntil(b"\r\n\r\n")):
+                self.open += 1
+                self.most_open = max(self.most_open, self.open)
+                try:
+                    await asyncio.sleep(self.delay_s)
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: %d\r\n\r\n" % len(self.payload))
+                    writer.write(self.payload)
+                    await writer.drain()
+                    self.served += 1
+                finally:
+                    self.open -= 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_an_invocation_holds_at_most_six_fetches_open_and_so_a_bounded_amount_of_response_bodies(engine: Engine) -> None:
+    # 50 fetches at once of a 9 MiB body each: the host used to read all of them at once (RSS up by
+    # about 700 MB for one request of a Worker capped at 32 MiB). Cloudflare lets an invocation hold
+    # 6 connections open; the others wait their turn.
+    engine.set_egress(allow=["127.0.0.1"])
+    engine.set_limits("small", memory_mb=32, cpu_ms=30_000, wall_ms=60_000, sub_requests=50)
+    async with CountingOrigin(9 * 2**20, 0.05) as origin:
+        engine.deploy("greedy", f"""export default {{ async fetch() {{
+  const got = await Promise.allSettled(Array.from({{ length: 50 }}, () => fetch('{origin.url}').then((r) => r.status)));
+  return new Response(String(got.length));
+}} }}""".encode(), tags=["small"])
+        baseline = rss_mb()
+        peak = baseline
+        done = False
+
+        async def sample() -> None:
+            nonlocal peak
+            while not done:
+                peak = max(peak, rss_mb())
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.ensure_future(sample())
+        try:
+            response = await engine.request("http://greedy.example.com/")
+        finally:
+            done = True
+            await sampler
+        assert response.trace["outcome"] in ("ok", "exceededMemory", "exceededCpu"), response.trace
+        assert peak - baseline < 250, f"RSS rose by {peak - baseline:.0f} MB"
+        assert origin.served >= 6 and origin.most_open <= 6
