@@ -50,6 +50,10 @@ DEFAULT_MAX_INVOCATIONS = 10_000
 DEFAULT_START_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_BUDGET_MB = 4096
 STOP_GRACE_S = 1.0  # an idle instance whose stdin is closed gets this long to exit before it is killed
+# After a start that ran out of time (a script's top-level code that never ends), the version's next
+# start waits this long, and its starts go one at a time until one succeeds: otherwise every request
+# (16 at once) would spend the whole start time computing.
+START_BACKOFF_S = 2.0
 MAX_INVOCATION_STDERR = 1024 * 1024
 
 # Why an instance stopped serving. The first group are failures of section 9.5.
@@ -373,9 +377,21 @@ class Pool:
         self.waiting = 0
         self.stale = False
         self.checked_generation = generation
+        # an instance of it has become ready: until then its instances start one at a time, so a version
+        # whose start never ends costs one start's time, not one per waiting request
+        self.proven = False
 
 
 _START = object()  # a waiter's answer: "you may start a new instance"
+
+
+@dataclass
+class StartTrouble:
+    """A version whose last start ran out of time."""
+
+    sentence: str
+    until: float  # time.monotonic() before which no instance of it starts
+    starting: bool = False  # one is starting now (the only one)
 
 
 class InstanceManager:
@@ -409,6 +425,7 @@ class InstanceManager:
         self._stats: dict[tuple[str, str], WorkerInstanceStats] = {}
         self._versions: dict[str, int] = {}  # module sha256 -> protocol version it speaks
         self._stopping: set[asyncio.Task[None]] = set()
+        self._troubled: dict[tuple[str, str, int, str, int, str], StartTrouble] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._generation = 0
         self._check_scheduled = False
@@ -464,6 +481,8 @@ class InstanceManager:
     def _reserve(self, pool: Pool) -> bool:
         """Room for one more instance in `pool`, stopping idle ones of other pools if need be."""
         if self.closed or len(pool.members) + pool.reserved >= self.settings.max_per_worker:
+            return False
+        if not pool.proven and (pool.reserved or any(member.state == "starting" for member in pool.members)):
             return False
         wanted = pool.spec.memory_mb
         while self.live >= self.settings.max_instances or (
@@ -571,12 +590,25 @@ class InstanceManager:
     async def _start(self, pool: Pool, deadline: float) -> Instance:
         """Start an instance (room already reserved) and wait for its ready, at most until
         `deadline`; the start goes on without the caller if the caller stops waiting."""
+        trouble = self._troubled.get(pool.spec.key)
+        if trouble is not None:
+            if trouble.starting or time.monotonic() < trouble.until:
+                self._unreserve(pool, started=False)
+                self._pump_waiters()
+                raise InstanceStartFailed(
+                    "exception", "InstanceStartFailed",
+                    f"{trouble.sentence}; after such a start, a new instance of this version starts {START_BACKOFF_S:g} s "
+                    "later at the earliest, one at a time until one is ready", instance_id="",
+                )
+            trouble.starting = True
         instance = Instance(pool, self)
         pool.reserved -= 1
         pool.members.add(instance)
         self._all.add(instance)
         self._stats_for(pool.spec).started += 1
         boot = asyncio.ensure_future(self._boot(instance))
+        if trouble is not None:
+            boot.add_done_callback(lambda _: setattr(trouble, "starting", False))
         self._ensure_reaper()
         try:
             done, _ = await asyncio.wait({boot}, timeout=max(0.0, deadline - time.perf_counter()))
@@ -655,10 +687,9 @@ class InstanceManager:
                 if item is None and exited_at is not None:
                     item = ("eof", 0)  # stdout never said it ended: take the exit as the end
                 if item is None:
-                    raise fail(
-                        "exception", "InstanceStartFailed",
-                        f"the instance did not answer init with ready within {limit_s:g} s",
-                    )
+                    sentence = f"the instance did not answer init with ready within {limit_s:g} s"
+                    self._troubled[spec.key] = StartTrouble(sentence, time.monotonic() + START_BACKOFF_S)
+                    raise fail("exception", "InstanceStartFailed", sentence)
                 kind, value = item
                 if kind == "frame":
                     frame: Frame = value
@@ -702,6 +733,10 @@ class InstanceManager:
         # frames leave in one write): its idle instances can then be told from busy ones
         instance.announces_idle = spec.announces_waiting and instance.quiet
         instance.idle_since = time.monotonic()
+        self._troubled.pop(spec.key, None)
+        if not instance.pool.proven:
+            instance.pool.proven = True
+            self._pump_waiters()  # the requests waiting for this first start may start theirs now
 
     # -- returning ----------------------------------------------------------------------
 
@@ -847,6 +882,7 @@ class InstanceManager:
 
     def _mark_stale(self, pool: Pool) -> None:
         pool.stale = True
+        self._troubled.pop(pool.spec.key, None)
         if self._pools.get(pool.spec.key) is pool:
             del self._pools[pool.spec.key]
         for instance in list(pool.idle):

@@ -216,3 +216,25 @@ async def test_a_tenants_object_prototype_to_json_does_not_break_its_responses(e
                            b" export default { fetch() { console.log('hi'); return new Response('fine'); } }")
     response = await engine.request("http://dates.example.com/")
     assert (response.status, response.text, response.trace["outcome"]) == (200, "fine", "ok")
+
+
+async def test_requests_at_once_to_a_script_whose_start_never_ends_start_one_instance_not_one_each(engine: Engine) -> None:
+    # Each request that found no instance started one, and each start ran the endless top-level code
+    # for its whole time: 8 requests at once were 8 starts, 16 s of CPU on a 2-core machine.
+    engine.set_limits("free", cpu_ms=50, wall_ms=8_000)
+    engine.deploy("sleeper", b"if (TOKEN === 's3cret') { for (;;) {} }\n"
+                             b"addEventListener('fetch', (event) => event.respondWith(new Response('ok')));",
+                  tags=["free"], secrets={"TOKEN": "s3cret"})
+    before = process_cpu_s()
+    responses = await asyncio.gather(*(engine.request("http://sleeper.example.com/") for _ in range(8)))
+    spent = process_cpu_s() - before
+    assert all(r.status == 500 and r.trace["outcome"] == "exception" for r in responses)
+    messages = [r.trace["exceptions"][0]["message"] for r in responses]
+    assert all("did not answer init with ready within 2 s" in m for m in messages)
+    assert sum("a new instance of this version starts 2 s later at the earliest" in m for m in messages) >= 6
+    assert engine.instance_stats()["sleeper"]["started"] <= 2
+    assert spent < 6.0, f"{spent:.1f} s of CPU"
+    assert await cpu_over(1.0) < 0.2
+    # a version that starts again is served at once: the backoff belongs to the failing version
+    engine.deploy("sleeper", b"addEventListener('fetch', (event) => event.respondWith(new Response('fixed')));", tags=["free"])
+    assert (await engine.request("http://sleeper.example.com/")).text == "fixed"
