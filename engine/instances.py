@@ -13,6 +13,11 @@ one process serving invocation after invocation, as a Cloudflare isolate does.
   after any failure of section 9.5, and when the engine closes. Why is counted per worker
   (`stats`), and a failure noticed while no invocation is in flight is published as an
   instance trace item.
+- Until one instance of a version has become ready, its instances start one at a time; after a
+  start that ran out of time (`InstanceSpec.init_timeout_s`: a JavaScript Worker's top-level code
+  gets the deploy check's 2 s), the version's next start waits `START_BACKOFF_S` and the requests
+  waiting meanwhile fail at once, saying why. A script that loops only outside the deploy check so
+  costs one start's time, not one per request.
 - Each idle instance holds one of wasmer-sdk's guest threads (it is blocked in a stdin read):
   with wasmer-sdk 0.5.0, 200 guests blocked that way leave no thread for any other guest, so the
   default bound on instances stays well under that (see InstanceSettings).
