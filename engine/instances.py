@@ -57,7 +57,7 @@ DEFAULT_MEMORY_BUDGET_MB = 4096
 STOP_GRACE_S = 1.0  # an idle instance whose stdin is closed gets this long to exit before it is killed
 # After a start that ran out of time (a script's top-level code that never ends), the version's next
 # start waits this long, and its starts go one at a time until one succeeds: otherwise every request
-# (16 at once) would spend the whole start time computing.
+# (16 at once) would start a process that computes for the whole start time.
 START_BACKOFF_S = 2.0
 MAX_INVOCATION_STDERR = 1024 * 1024
 

@@ -220,7 +220,9 @@ async def test_a_tenants_object_prototype_to_json_does_not_break_its_responses(e
 
 async def test_requests_at_once_to_a_script_whose_start_never_ends_start_one_instance_not_one_each(engine: Engine) -> None:
     # Each request that found no instance started one, and each start ran the endless top-level code
-    # for its whole time: 8 requests at once were 8 starts, 16 s of CPU on a 2-core machine.
+    # for its whole time: 8 requests at once were 8 starts (measured with wasmer-sdk 0.5.0: the starts
+    # of one worker's sandbox took turns on one core, so about 2 s of CPU either way, but 8 processes,
+    # and 8 guest threads, for nothing).
     engine.set_limits("free", cpu_ms=50, wall_ms=8_000)
     engine.deploy("sleeper", b"if (TOKEN === 's3cret') { for (;;) {} }\n"
                              b"addEventListener('fetch', (event) => event.respondWith(new Response('ok')));",
