@@ -52,6 +52,7 @@ class InvocationEnd:
     # the guest answered early (`response` with "waitUntil": true, in `result.response`) and goes on:
     # this task runs the rest of the invocation and gives its end (with `rest` None)
     rest: "asyncio.Task[InvocationEnd] | None" = None
+    cpu_left_s: float = 0.0  # what was left of its CPU time at its final frame
 
 
 
@@ -323,7 +324,9 @@ async def converse_on_instance(
                 if answer_early:
                     return False
             elif ftype == "exception" or ftype == expected_final:
-                result.cpu_ms = cpu.total(time.perf_counter()) * 1000
+                now = time.perf_counter()
+                result.cpu_ms = cpu.total(now) * 1000
+                end.cpu_left_s = max(0.0, cpu.left(now))
                 result.final = frame
                 instance.retire_requested = frame.meta.get("retire") is True
                 return True
@@ -520,6 +523,11 @@ async def run_on_instance(
         return end, _give_back(manager, instance, new, end), None
 
 
+# An engine runtime given back before its `waiting` frame gets at least this long to send it (the
+# frame follows the final one at once; this covers a busy machine's scheduling delays).
+MIN_QUIET_GRACE_S = 0.1
+
+
 def _give_back(manager: InstanceManager, instance: Instance, new: bool, end: InvocationEnd) -> InstanceUse:
     """The invocation is over: count it, then return the instance to its pool or retire it."""
     manager.count_invocation(instance)
@@ -527,4 +535,6 @@ def _give_back(manager: InstanceManager, instance: Instance, new: bool, end: Inv
         sentence: str | None = manager.retire(instance, end.retire, detail=end.detail)
     else:
         sentence = manager.release(instance)
+        if sentence is None and instance.announces_idle and not instance.quiet:
+            manager.expect_quiet(instance, max(end.cpu_left_s, MIN_QUIET_GRACE_S))
     return InstanceUse(instance.id, new, end.invocation, sentence)

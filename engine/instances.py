@@ -13,6 +13,11 @@ one process serving invocation after invocation, as a Cloudflare isolate does.
   after any failure of section 9.5, and when the engine closes. Why is counted per worker
   (`stats`), and a failure noticed while no invocation is in flight is published as an
   instance trace item.
+- Until one instance of a version has become ready, its instances start one at a time; after a
+  start that ran out of time (`InstanceSpec.init_timeout_s`: a JavaScript Worker's top-level code
+  gets the deploy check's 2 s), the version's next start waits `START_BACKOFF_S` and the requests
+  waiting meanwhile fail at once, saying why. A script that loops only outside the deploy check so
+  costs one start's time, not one per request.
 - Each idle instance holds one of wasmer-sdk's guest threads (it is blocked in a stdin read):
   with wasmer-sdk 0.5.0, 200 guests blocked that way leave no thread for any other guest, so the
   default bound on instances stays well under that (see InstanceSettings).
@@ -50,6 +55,10 @@ DEFAULT_MAX_INVOCATIONS = 10_000
 DEFAULT_START_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_BUDGET_MB = 4096
 STOP_GRACE_S = 1.0  # an idle instance whose stdin is closed gets this long to exit before it is killed
+# After a start that ran out of time (a script's top-level code that never ends), the version's next
+# start waits this long, and its starts go one at a time until one succeeds: otherwise every request
+# (16 at once) would start a process that computes for the whole start time.
+START_BACKOFF_S = 2.0
 MAX_INVOCATION_STDERR = 1024 * 1024
 
 # Why an instance stopped serving. The first group are failures of section 9.5.
@@ -138,6 +147,9 @@ class InstanceSpec:
     announces_waiting: bool = False
     # what else makes instances of one version differ (a JavaScript dispatch Worker's binding name)
     variant: str = ""
+    # how long the guest may take to answer init once it has the frame (a script's top-level code),
+    # when that must be less than the engine's start_timeout_s
+    init_timeout_s: float | None = None
 
     @property
     def key(self) -> tuple[str, str, int, str, int, str]:
@@ -269,6 +281,9 @@ class Instance:
         self.wrote_stderr = False  # ever: then a final frame waits a moment for stderr on its way
         self._writes: set[asyncio.Task[None]] = set()
         self.frames_written = 0  # every frame written to it, init included (a `waiting` frame says how many it read)
+        # it has said it waits for the engine (a `waiting` frame counting every frame written so far)
+        self.quiet = False
+        self.announces_idle = False  # it says so between invocations too (seen right after its ready)
 
     # -- output, as it arrives ---------------------------------------------------------
 
@@ -285,6 +300,8 @@ class Instance:
             self._deliver(("violation", str(violation)))
             return
         for frame in frames:
+            if frame.type == "waiting" and frame.meta.get("frames") == self.frames_written:
+                self.quiet = True
             self._deliver(("frame", frame))
 
     def on_stderr(self, chunk: bytes) -> None:
@@ -307,6 +324,7 @@ class Instance:
         """Write one frame (counted before the write starts: the guest cannot have read it earlier)."""
         assert self.process is not None
         self.frames_written += 1
+        self.quiet = False
         return await self.process.write(data)
 
     def write_soon(self, data: bytes, receiver: Receiver) -> None:
@@ -364,9 +382,21 @@ class Pool:
         self.waiting = 0
         self.stale = False
         self.checked_generation = generation
+        # an instance of it has become ready: until then its instances start one at a time, so a version
+        # whose start never ends costs one start's time, not one per waiting request
+        self.proven = False
 
 
 _START = object()  # a waiter's answer: "you may start a new instance"
+
+
+@dataclass
+class StartTrouble:
+    """A version whose last start ran out of time."""
+
+    sentence: str
+    until: float  # time.monotonic() before which no instance of it starts
+    starting: bool = False  # one is starting now (the only one)
 
 
 class InstanceManager:
@@ -400,6 +430,7 @@ class InstanceManager:
         self._stats: dict[tuple[str, str], WorkerInstanceStats] = {}
         self._versions: dict[str, int] = {}  # module sha256 -> protocol version it speaks
         self._stopping: set[asyncio.Task[None]] = set()
+        self._troubled: dict[tuple[str, str, int, str, int, str], StartTrouble] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._generation = 0
         self._check_scheduled = False
@@ -455,6 +486,8 @@ class InstanceManager:
     def _reserve(self, pool: Pool) -> bool:
         """Room for one more instance in `pool`, stopping idle ones of other pools if need be."""
         if self.closed or len(pool.members) + pool.reserved >= self.settings.max_per_worker:
+            return False
+        if not pool.proven and (pool.reserved or any(member.state == "starting" for member in pool.members)):
             return False
         wanted = pool.spec.memory_mb
         while self.live >= self.settings.max_instances or (
@@ -562,12 +595,25 @@ class InstanceManager:
     async def _start(self, pool: Pool, deadline: float) -> Instance:
         """Start an instance (room already reserved) and wait for its ready, at most until
         `deadline`; the start goes on without the caller if the caller stops waiting."""
+        trouble = self._troubled.get(pool.spec.key)
+        if trouble is not None:
+            if trouble.starting or time.monotonic() < trouble.until:
+                self._unreserve(pool, started=False)
+                self._pump_waiters()
+                raise InstanceStartFailed(
+                    "exception", "InstanceStartFailed",
+                    f"{trouble.sentence}; after such a start, a new instance of this version starts {START_BACKOFF_S:g} s "
+                    "later at the earliest, one at a time until one is ready", instance_id="",
+                )
+            trouble.starting = True
         instance = Instance(pool, self)
         pool.reserved -= 1
         pool.members.add(instance)
         self._all.add(instance)
         self._stats_for(pool.spec).started += 1
         boot = asyncio.ensure_future(self._boot(instance))
+        if trouble is not None:
+            boot.add_done_callback(lambda _: setattr(trouble, "starting", False))
         self._ensure_reaper()
         try:
             done, _ = await asyncio.wait({boot}, timeout=max(0.0, deadline - time.perf_counter()))
@@ -633,6 +679,10 @@ class InstanceManager:
         try:
             if not await instance.write(init):
                 raise fail("exception", "InstanceStartFailed", "the instance stopped reading before its init frame")
+            limit_s = self.settings.start_timeout_s
+            if spec.init_timeout_s is not None and time.perf_counter() + spec.init_timeout_s < deadline:
+                limit_s = spec.init_timeout_s
+                deadline = time.perf_counter() + limit_s
             exited_at: float | None = None
             while True:
                 wait = deadline - time.perf_counter()
@@ -642,10 +692,9 @@ class InstanceManager:
                 if item is None and exited_at is not None:
                     item = ("eof", 0)  # stdout never said it ended: take the exit as the end
                 if item is None:
-                    raise fail(
-                        "exception", "InstanceStartFailed",
-                        f"the instance did not answer init with ready within {self.settings.start_timeout_s:g} s",
-                    )
+                    sentence = f"the instance did not answer init with ready within {limit_s:g} s"
+                    self._troubled[spec.key] = StartTrouble(sentence, time.monotonic() + START_BACKOFF_S)
+                    raise fail("exception", "InstanceStartFailed", sentence)
                 kind, value = item
                 if kind == "frame":
                     frame: Frame = value
@@ -685,7 +734,14 @@ class InstanceManager:
             raise
         finally:
             instance.receiver = None
+        # a runtime that announces every wait, between invocations too, says so with ready (the two
+        # frames leave in one write): its idle instances can then be told from busy ones
+        instance.announces_idle = spec.announces_waiting and instance.quiet
         instance.idle_since = time.monotonic()
+        self._troubled.pop(spec.key, None)
+        if not instance.pool.proven:
+            instance.pool.proven = True
+            self._pump_waiters()  # the requests waiting for this first start may start theirs now
 
     # -- returning ----------------------------------------------------------------------
 
@@ -774,6 +830,20 @@ class InstanceManager:
         if not task.cancelled():
             task.exception()  # a failure to stop is the runtime's to report; never unhandled
 
+    def expect_quiet(self, instance: Instance, within_s: float) -> None:
+        """An instance that announces its waits between invocations (`announces_idle`) was given
+        back before it announced one: unless it does within `within_s` (what is left of its
+        invocation's CPU time), it is still computing for nobody (a microtask loop after its
+        response) and is retired."""
+        invocations = instance.invocations
+
+        def check() -> None:
+            if instance.state == "idle" and not instance.quiet and instance.invocations == invocations:
+                self.retire(instance, "exceededCpu", publish=True,
+                            detail="it went on computing after its invocation ended, without waiting for an event")
+
+        asyncio.get_running_loop().call_later(within_s, check)
+
     def idle_output(self, instance: Instance, item: Item) -> None:
         """Output from an idle instance: a failure unless it is the end the guest announced."""
         kind, value = item
@@ -817,6 +887,7 @@ class InstanceManager:
 
     def _mark_stale(self, pool: Pool) -> None:
         pool.stale = True
+        self._troubled.pop(pool.spec.key, None)
         if self._pools.get(pool.spec.key) is pool:
             del self._pools[pool.spec.key]
         for instance in list(pool.idle):

@@ -46,6 +46,7 @@ from .validation import check_name
 from .wasm_module import memory_limit_pages
 
 ConverseEnd = tuple[SessionResult, bytes, bool, InstanceUse]
+MAX_OPEN_CONNECTIONS = 6  # simultaneous fetches of one invocation, as Cloudflare allows
 
 
 @dataclass
@@ -63,6 +64,9 @@ class Invocation:
     dispatched: list[dict[str, Any]] = field(default_factory=list)  # user Workers' trace items (dispatcher only)
     # those of them still being completed (user Workers that answered early)
     dispatched_pending: list["asyncio.Future[None]"] = field(default_factory=list)
+    # fetches that may be open at once; the others wait their turn (Cloudflare's limit, which also
+    # bounds the response bodies the host holds for one invocation)
+    connections: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_OPEN_CONNECTIONS))
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,7 @@ class ProtocolHost:
                 ),
                 load_init_body=lambda: self.module_bytes(source),
                 module_pages=javascript.RUNTIME_PAGES, announces_waiting=True,
+                init_timeout_s=javascript.CHECK_TIMEOUT_S,  # top-level code: as long as the deploy check allows
                 variant="" if binding is None else f"binding={binding}",
             )
         self._specs[key] = found
@@ -491,10 +496,12 @@ class ProtocolHost:
             return refuse("EgressBlocked", f"the egress policy of namespace {invocation.namespace.name!r} refused {subrequest.url}: {blocked}")
         via = "outbound" if invocation.role == "user" and invocation.namespace.outbound is not None else "network"
         try:
-            if via == "outbound":
-                got = await self._through_outbound(invocation, subrequest, seconds_left)
-            else:
-                got = await self.network.fetch(subrequest.method, subrequest.url, subrequest.headers, subrequest.body, max(0.001, seconds_left), policy=invocation.namespace.egress)
+            async with invocation.connections:
+                seconds_left -= time.perf_counter() - began  # the wait for a connection is the call's time too
+                if via == "outbound":
+                    got = await self._through_outbound(invocation, subrequest, seconds_left)
+                else:
+                    got = await self.network.fetch(subrequest.method, subrequest.url, subrequest.headers, subrequest.body, max(0.001, seconds_left), policy=invocation.namespace.egress)
         except FetchFailed as failure:
             return refuse(failure.name, str(failure), "refused" if failure.name == "EgressBlocked" else via)
         record(via, status=got.status)

@@ -63,6 +63,15 @@ def check_name(name: str, what: str = "worker name") -> str:
     return name
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether `text` can be stored and sent as UTF-8 (JSON can carry a lone surrogate, "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_tag(tag: str) -> str:
     if not isinstance(tag, str) or not tag:
         raise InvalidInput("a tag cannot be empty")
@@ -72,6 +81,8 @@ def check_tag(tag: str) -> str:
         raise InvalidInput(f"tag {tag!r} contains ',', '&' or whitespace, which tags cannot hold")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in tag):
         raise InvalidInput(f"tag {tag!r} contains a control character")
+    if not _is_unicode(tag):
+        raise InvalidInput(f"tag {tag!r} is not Unicode text (it holds a lone surrogate)")
     return tag
 
 
@@ -99,6 +110,8 @@ def check_vars(variables: Mapping[str, str]) -> dict[str, str]:
             raise InvalidInput(f"var {key} must be text")
         if "\x00" in value:
             raise InvalidInput(f"var {key} contains a NUL character")
+        if not _is_unicode(value):  # the value is never quoted: a secret's is checked here too
+            raise InvalidInput(f"var {key} is not Unicode text (it holds a lone surrogate)")
         checked[key] = value
     return checked
 

@@ -582,7 +582,7 @@ class AdminApi:
         except InvalidParameter as error:
             raise ApiError(400, str(error), error.parameter) from None
         raw_limit = request.query_params.get("limit") or str(DEFAULT_TRACES)
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_HISTORY:
             raise ApiError(400, f"limit must be a whole number from 1 to {MAX_HISTORY}", "limit")
         if trace_filter.namespace is not None:
             self.engine.namespace(trace_filter.namespace)  # 404 rather than an empty list

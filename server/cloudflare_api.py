@@ -153,7 +153,7 @@ async def _json_body(request: Request) -> Any:
             raise _refused(413, CODE_BAD_REQUEST, f"the JSON body is over the {MAX_JSON_BYTES} byte limit")
     try:
         return json.loads(bytes(body))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to read
         raise bad("the request body is not valid JSON") from None
 
 
@@ -201,8 +201,10 @@ class CloudflareApi:
             raise bad(str(error)) from None
 
     def _platform_home(self, name: str) -> str:
-        """Where an account-level script lives: the namespace it is the dispatch Worker of, else the platform namespace."""
+        """Where an account-level script lives: the namespace it is the dispatch, Outbound or a Tail Worker of, else
+        the platform namespace."""
         fronted = [ns.name for ns in self.engine.namespaces() if ns.dispatch_worker == name]
+        fronted += [ns.name for ns in self.engine.namespaces() if ns.name not in fronted and self._references(ns.name, name)]
         if self.platform_namespace in fronted or not fronted:
             return self.platform_namespace
         return fronted[0]
@@ -211,6 +213,18 @@ class CloudflareApi:
         ns = request.path_params["ns"]
         self._namespace(ns)
         return ns, self._script_name(request.path_params["name"])
+
+    def _user_worker_path(self, request: Request) -> tuple[str, str]:
+        """A dispatch namespace path that changes a script: a user Worker's only. The namespace's own
+        dispatch, Outbound and Tail Workers share its wasmdeck namespace, and an upload under one of
+        their names would run a tenant's code in the platform's role, with the platform's secrets."""
+        ns, name = self._dispatch_path(request)
+        roles = self._references(ns, name)
+        if roles:
+            raise _refused(409, CODE_BAD_REQUEST, f"script {name!r} is {' and '.join(roles)}, one of the platform's own "
+                                                  "Workers, and a dispatch namespace path changes user Workers only: "
+                                                  f"change it at /accounts/{{account_id}}/workers/scripts/{name}")
+        return ns, name
 
     def _platform_path(self, request: Request) -> tuple[str, str]:
         name = self._script_name(request.path_params["name"])
@@ -362,7 +376,7 @@ class CloudflareApi:
 
     def _page(self, request: Request, ns: str | None, workers: list[Worker], homes: dict[str, str] | None = None) -> Response:
         raw_limit = request.query_params.get("limit") or str(MAX_LIST)
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIST:  # "²" is a digit int() refuses
             raise bad(f"limit must be a whole number from 1 to {MAX_LIST}")
         after = request.query_params.get("cursor") or ""
         ordered = sorted(workers, key=lambda w: w.name)
@@ -541,7 +555,7 @@ class CloudflareApi:
             raise bad("a deployment names exactly one version: {\"versions\": [{\"version_id\": ..., \"percentage\": 100}]} "
                       "(wasmdeck has no gradual rollouts)")
         percentage = entries[0].get("percentage", 100)
-        if isinstance(percentage, bool) or not isinstance(percentage, (int, float)) or abs(percentage - 100) > 1e-3:
+        if isinstance(percentage, bool) or not isinstance(percentage, (int, float)) or not abs(percentage - 100) <= 1e-3:  # NaN too
             raise bad("wasmdeck has no gradual rollouts: deploy one version at percentage 100")
         if body.get("strategy", "percentage") != "percentage":
             raise bad("the deployment strategy must be 'percentage'")
@@ -588,7 +602,7 @@ class CloudflareApi:
     async def _multipart(request: Request, max_bytes: int) -> list[Part]:
         """The parts of the body, refused at once when it declares more than `max_bytes`, else as it streams past them."""
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
             raise _refused(413, CODE_TOO_LARGE, f"the upload is {int(declared) / 2**20:.1f} MiB, over the "
                                                 f"{max_bytes / 2**20:.1f} MiB this server accepts")
         return await read_multipart(request.stream(), request.headers.get("content-type"), max_bytes=max_bytes)
@@ -708,7 +722,7 @@ class CloudflareApi:
                 self.engine.add_tail_consumer(service, worker=None if dispatcher else name, dispatcher=dispatcher, namespace=ns)
 
     async def put_script(self, request: Request) -> Response:
-        ns, name = self._dispatch_path(request)
+        ns, name = self._user_worker_path(request)
         plan = await self._read_upload(request)
         if plan.settings.bindings is not None and plan.settings.bindings.dispatch is not None:
             raise bad("a script in a dispatch namespace is a user Worker and cannot dispatch; upload the dispatch Worker "
@@ -795,7 +809,7 @@ class CloudflareApi:
         return envelope(self._script_result(ns, self.engine.worker(name, namespace=ns)))
 
     async def put_content(self, request: Request) -> Response:
-        ns, name = self._dispatch_path(request)
+        ns, name = self._user_worker_path(request)
         return await self._put_content(ns, name, request)
 
     async def put_platform_content(self, request: Request) -> Response:
@@ -879,7 +893,7 @@ class CloudflareApi:
             )
 
     async def patch_settings(self, request: Request) -> Response:
-        ns, name = self._dispatch_path(request)
+        ns, name = self._user_worker_path(request)
         self._worker(ns, name)
         settings = await self._settings_part(request)
         await self._write(self._change_settings, ns, name, settings, platform=False)
@@ -923,7 +937,7 @@ class CloudflareApi:
         return _list(list(self._worker(ns, name).tags))
 
     async def put_tags(self, request: Request) -> Response:
-        ns, name = self._dispatch_path(request)
+        ns, name = self._user_worker_path(request)
         self._worker(ns, name)
         body = await _json_body(request)
         if body is None:
@@ -937,7 +951,7 @@ class CloudflareApi:
         return _list(list((await self._write(self.engine.set_tags, name, tags, namespace=ns)).tags))
 
     async def put_tag(self, request: Request) -> Response:
-        ns, name = self._dispatch_path(request)
+        ns, name = self._user_worker_path(request)
         worker = self._worker(ns, name)
         tag = self._tag(request)
         if tag not in worker.tags:
@@ -948,7 +962,7 @@ class CloudflareApi:
         return _list(list(worker.tags))
 
     async def delete_tag(self, request: Request) -> Response:
-        ns, name = self._dispatch_path(request)
+        ns, name = self._user_worker_path(request)
         worker = self._worker(ns, name)
         tag = self._tag(request)
         if tag not in worker.tags:
@@ -958,9 +972,9 @@ class CloudflareApi:
 
     # -- secrets ----------------------------------------------------------------------
 
-    def _secret_location(self, request: Request) -> tuple[str, str]:
+    def _secret_location(self, request: Request, *, change: bool = False) -> tuple[str, str]:
         if "ns" in request.path_params:
-            ns, name = self._dispatch_path(request)
+            ns, name = self._user_worker_path(request) if change else self._dispatch_path(request)
         else:
             ns, name = self._platform_path(request)
         self._worker(ns, name)
@@ -987,7 +1001,7 @@ class CloudflareApi:
         return body["name"], body["text"]
 
     async def put_secret(self, request: Request) -> Response:
-        ns, name = self._secret_location(request)
+        ns, name = self._secret_location(request, change=True)
         key, text = self._secret_body(await _json_body(request), "the body")
         try:
             await self._write(self.engine.put_secret, name, key, text, namespace=ns)
@@ -1007,7 +1021,7 @@ class CloudflareApi:
         return envelope({"name": key, "type": "secret_text"})
 
     async def delete_secret(self, request: Request) -> Response:
-        ns, name = self._secret_location(request)
+        ns, name = self._secret_location(request, change=True)
         key = self._secret_name(request)
         if key not in self.engine.secret_names(name, namespace=ns):
             raise _refused(404, CODE_SCRIPT_NOT_FOUND, f"script {name!r} has no secret named {key!r}")
@@ -1015,7 +1029,7 @@ class CloudflareApi:
         return envelope(None)
 
     async def bulk_secrets(self, request: Request) -> Response:
-        ns, name = self._secret_location(request)
+        ns, name = self._secret_location(request, change=True)
         body = await _json_body(request)
         if not isinstance(body, dict) or set(body) - {"secrets", "version_tags"} or not isinstance(body.get("secrets", {}), dict):
             raise bad("the body must be {\"secrets\": {NAME: {\"name\", \"text\", \"type\"} or null}}")

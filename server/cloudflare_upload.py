@@ -239,7 +239,7 @@ def parse_json_part(part: Part | None, what: str) -> dict[str, Any]:
         raise UploadError(413, CODE_TOO_LARGE, f"the {what} part is over {MAX_METADATA_BYTES} bytes")
     try:
         value = json.loads(bytes(part.data))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to read
         raise bad(f"the {what} part is not valid JSON") from None
     if not isinstance(value, dict):
         raise bad(f"the {what} part must be a JSON object")

@@ -122,7 +122,7 @@ def parse_query(query: Any) -> tuple[TraceFilter, int, bool]:
     """`(filter, history, follow)` from the `/tail` query parameters; `InvalidParameter` if bad."""
     trace_filter = parse_trace_filter(query, also_known=("history", "follow"))
     raw_history = query.get("history") or "0"
-    if not raw_history.isdigit() or int(raw_history) > MAX_HISTORY:
+    if not (raw_history.isascii() and raw_history.isdigit()) or int(raw_history) > MAX_HISTORY:  # "²" is a digit int() refuses
         raise InvalidParameter("history", f"history must be a whole number from 0 to {MAX_HISTORY}")
     raw_follow = (query.get("follow") or "1").lower()
     if raw_follow not in _TRUE | _FALSE:
