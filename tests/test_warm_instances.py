@@ -335,7 +335,11 @@ async def test_no_other_request_or_worker_notices_a_misbehaving_instance(engine,
     # invocation's (nothing tells them apart), so not every bad request retires an instance
     stats = await stats_when(engine, "warm", lambda s: s["retired"] and not s["busy"])
     retired = stats["retired"]
-    if reason is not None:
+    if reason == "outputBetweenInvocations":
+        # on a busy machine the next event can be in flight before the stray frame arrives: then it
+        # is that invocation's protocol error
+        assert retired and set(retired) <= {reason, "protocolError"}, retired
+    elif reason is not None:
         assert set(retired) == {reason}, retired
     assert engine.instance_stats()["calm"]["retired"] == {} and engine.instance_stats()["hello"]["retired"] == {}
     for response in bad:
@@ -429,6 +433,7 @@ async def test_the_call_over_64_in_flight_is_answered_too_many_calls(engine, war
 
 
 async def test_an_invocation_may_sleep_at_most_10000_times(engine, warm):
+    engine.set_limits("t", cpu_ms=30_000, wall_ms=60_000)  # 10,003 frame exchanges take seconds on a busy machine
     response = await warm("mode=calls&n=10003")  # sleeps of 0 ms, one after the other
     assert response.status == 200 and response.text == "10003 calls, 3 refused\n"
 
