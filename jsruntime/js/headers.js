@@ -2,22 +2,26 @@
 // repeated values joined with ", ", Set-Cookie values kept apart.
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// workerd accepts an empty name and any character outside ASCII; it refuses ASCII separators and controls
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z\u0080-\uffff]*$/;
 const HTTP_WHITESPACE = /^[\t\n\r ]+|[\t\n\r ]+$/g;
 
 function checkHeaderName(name) {
   name = String(name);
-  if (!TOKEN.test(name)) throw new TypeError(`Invalid header name.`);
+  if (!HEADER_NAME.test(name)) throw new TypeError(`Invalid header name.`);
   return name.toLowerCase();
 }
 
 function normalizeHeaderValue(value) {
   value = String(value).replace(HTTP_WHITESPACE, "");
   if (/[\0\r\n]/.test(value)) throw new TypeError(`Invalid header value.`);
+  return value;
+}
+
+// what a header value is on the wire: a byte string, characters past U+00FF as their UTF-8 bytes (as workerd sends them)
+function wireHeaderValue(value) {
   for (let i = 0; i < value.length; i++) {
-    if (value.charCodeAt(i) > 0xff) {
-      // header values are byte strings: workerd keeps them as UTF-8
-      return decodeLatin1(host.utf8Encode(value));
-    }
+    if (value.charCodeAt(i) > 0xff) return decodeLatin1(host.utf8Encode(value));
   }
   return value;
 }
@@ -36,13 +40,13 @@ class Headers {
   #map = new Map();
   #guard = GUARD_NONE;
   constructor(init = undefined) {
-    if (init === undefined || init === null) return;
+    if (init === undefined) return;
     if (init instanceof Headers) {
       for (const [name, values] of init.#map) this.#map.set(name, values.slice());
       return;
     }
-    if (typeof init !== "object" && typeof init !== "function") {
-      throw new TypeError("Failed to construct 'Headers': The provided value is not of type '(record<ByteString, ByteString> or sequence<sequence<ByteString>>)'.");
+    if (init === null || (typeof init !== "object" && typeof init !== "function")) {
+      throw new TypeError("Failed to construct 'Headers': constructor parameter 1 is not of type 'Headers or Sequence or object'.");
     }
     if (typeof init[Symbol.iterator] === "function") {
       for (const pair of init) {
@@ -117,16 +121,16 @@ class Headers {
   }
   [kWire]() {
     const pairs = [];
-    for (const name of Array.from(this.#map.keys()).sort()) for (const value of this.#map.get(name)) pairs.push([name, value]);
+    for (const name of Array.from(this.#map.keys()).sort()) for (const value of this.#map.get(name)) pairs.push([name, wireHeaderValue(value)]);
     return pairs;
   }
   forEach(callback, thisArg) {
     if (typeof callback !== "function") throw new TypeError("The \"callback\" argument must be a function.");
     for (const [name, value] of this[kPairs]()) callback.call(thisArg, value, name, this);
   }
-  *entries() { yield* this[kPairs](); }
-  *keys() { for (const [name] of this[kPairs]()) yield name; }
-  *values() { for (const [, value] of this[kPairs]()) yield value; }
+  entries() { return snapshotIterator(this[kPairs](), (pair) => pair); }
+  keys() { return snapshotIterator(this[kPairs](), (pair) => pair[0]); }
+  values() { return snapshotIterator(this[kPairs](), (pair) => pair[1]); }
   [Symbol.iterator]() { return this.entries(); }
 }
 

@@ -113,7 +113,7 @@ function answerCall(meta, body) {
 function addTimer(callback, delay, args, interval) {
   inGlobalScope();
   if (typeof callback !== "function") {
-    throw new TypeError("The \"callback\" argument must be a function.");
+    throw new TypeError(`Failed to execute '${interval ? "setInterval" : "setTimeout"}' on 'ServiceWorkerGlobalScope': parameter 1 is not of type 'function'.`);
   }
   const invocation = currentInvocation;
   delay = Math.max(0, Number(delay) || 0);
@@ -249,6 +249,7 @@ async function respond(invocation, response) {
     }
   }
   if (invocation.phase !== "running") return;
+  if (invocation.request && invocation.request.method === "HEAD") bytes = null;  // a HEAD answer carries headers only
   const meta = { type: "response", status: internal.status, headers: wirePairs(internal.headers) };
   if (invocation.waitUntilPending > 0) {
     meta.waitUntil = true;
@@ -647,7 +648,9 @@ function startFetch(meta, body) {
   const bytes = body.byteLength || !["GET", "HEAD"].includes(method) ? new Uint8Array(body) : null;
   const invocation = currentInvocation;
   invocation.request = { method, url, headers, bytes };
-  const incoming = Request[kInternal](method, url, headers, bytes && bytes.byteLength ? bytes : null, meta.cf);
+  // as in workerd, a request declaring a length (even 0) or a chunked body has a body; one declaring neither has none
+  const declared = !["GET", "HEAD"].includes(method) && headers.some(([name]) => /^(content-length|transfer-encoding)$/i.test(name));
+  const incoming = Request[kInternal](method, url, headers, bytes && (bytes.byteLength || declared) ? bytes : null, meta.cf);
   if (!instance.handlers.fetch) {
     finish(invocation, exceptionMeta(new TypeError("The Worker has no fetch handler.")));
     return;
@@ -842,7 +845,9 @@ let rejectionCheckQueued = false;
 const scheduler = {
   wait(ms, options = undefined) {
     const signal = options && options.signal;
-    return abortable(new Promise((resolve) => setTimeout(resolve, ms)), signal);
+    // workerd rejects with an Error carrying a reason that is not one
+    return abortable(new Promise((resolve) => setTimeout(resolve, ms)), signal)
+      .catch((reason) => { throw reason instanceof Error || reason instanceof DOMException ? reason : new Error(String(reason)); });
   },
 };
 
@@ -857,3 +862,4 @@ defineGlobal("removeEventListener", (type, listener) => globalScope.removeEventL
 defineGlobal("ExecutionContext", ExecutionContext);
 defineGlobal("FetchEvent", FetchEvent);
 defineGlobal("self", globalThis);
+defineGlobal("reportError", function reportError(error) { reportUncaught(error); });
