@@ -646,3 +646,41 @@ function circularMessage(root) {
   // DOMException has no tag of its own in workerd
   if (Object.getOwnPropertyDescriptor(DOMException.prototype, Symbol.toStringTag)?.configurable) delete DOMException.prototype[Symbol.toStringTag];
 }
+
+{
+  // error.stack in V8's shape: "Name: message" then the frames, formatted when first read (so a name set
+  // after construction shows, as in V8), without the runtime's own frames
+  const native = Object.getOwnPropertyDescriptor(Error.prototype, "stack");
+  if (native && native.get && native.configurable) {
+    const stacks = new WeakMap();
+    Object.defineProperty(Error.prototype, "stack", {
+      get() {
+        const raw = native.get.call(this);
+        if (typeof raw !== "string" || !(raw === "" || raw.startsWith("    at "))) return raw;
+        let formatted = stacks.get(this);
+        if (formatted === undefined || formatted.raw !== raw) {
+          let header;
+          try { header = Error.prototype.toString.call(this); } catch { header = "Error"; }
+          const frames = raw.split("\n").filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)"));
+          formatted = { raw, text: [header, ...frames].join("\n") };
+          stacks.set(this, formatted);
+        }
+        return formatted.text;
+      },
+      set: native.set,
+      enumerable: native.enumerable,
+      configurable: true,
+    });
+  }
+}
+
+{
+  // Dates: the sandbox's time zone is UTC, which V8 names after the offset
+  for (const name of ["toString", "toTimeString"]) {
+    const native = Date.prototype[name];
+    Object.defineProperty(Date.prototype, name, {
+      value: { [name]() { const text = native.call(this); return text.endsWith("GMT+0000") ? `${text} (Coordinated Universal Time)` : text; } }[name],
+      writable: true, configurable: true, enumerable: false,
+    });
+  }
+}

@@ -164,7 +164,10 @@ function errorDetails(error) {
 
 // V8's shape ("Name: message" then "    at ..." lines), without the runtime's own frames.
 function formatStack(name, message, stack) {
-  const lines = typeof stack === "string" ? stack.split("\n").filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)")) : [];
+  // error.stack already starts with a "Name: message" line (core.js); the frames are the lines from the first "at"
+  let lines = typeof stack === "string" ? stack.split("\n") : [];
+  const first = lines.findIndex((line) => /^\s+at /.test(line));
+  lines = first < 0 ? [] : lines.slice(first).filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)"));
   return wellFormed([`${name}: ${message}`, ...lines].join("\n"));
 }
 
