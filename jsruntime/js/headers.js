@@ -18,12 +18,15 @@ function normalizeHeaderValue(value) {
   return value;
 }
 
-// what a header value is on the wire: a byte string, characters past U+00FF as their UTF-8 bytes (as workerd sends them)
+// what a header value is on the wire: a byte string, every character past ASCII as its UTF-8 bytes (as workerd sends them)
 function wireHeaderValue(value) {
-  for (let i = 0; i < value.length; i++) {
-    if (value.charCodeAt(i) > 0xff) return decodeLatin1(host.utf8Encode(value));
-  }
-  return value;
+  return /[^\x00-\x7f]/.test(value) ? decodeLatin1(host.utf8Encode(value)) : value;
+}
+
+// a header value as it arrived (one character per byte): read as UTF-8, as workerd reads it
+function valueFromWire(value) {
+  if (!/[\x80-\xff]/.test(value) || /[^\x00-\xff]/.test(value)) return value;
+  return decodeUtf8(Uint8Array.from(value, (ch) => ch.charCodeAt(0)));
 }
 
 function decodeLatin1(bytes) {
@@ -64,7 +67,7 @@ class Headers {
     const headers = new Headers();
     for (let i = 0; i < pairs.length; i++) {
       const name = String(pairs[i][0]).toLowerCase();
-      const value = String(pairs[i][1]).replace(HTTP_WHITESPACE, "");
+      const value = valueFromWire(String(pairs[i][1]).replace(HTTP_WHITESPACE, ""));
       const list = headers.#map.get(name);
       if (list) list.push(value);
       else headers.#map.set(name, [value]);

@@ -318,6 +318,7 @@ async function doFetch(input, init) {
   if (signal.aborted) throw signal.reason;
   let parts = await requestParts(request);
   const scheme = parts.url.slice(0, parts.url.indexOf(":"));
+  if (scheme === "data") return dataUrlResponse(parts.url);
   if (scheme !== "http" && scheme !== "https") throw new TypeError(`Fetch API cannot load: ${parts.url}`);
   for (let redirects = 0; ; redirects++) {
     const result = await abortable(fetchOnce(parts), signal);
@@ -342,7 +343,40 @@ async function doFetch(input, init) {
   }
 }
 
+// a data: URL answered inside the Worker, as workerd does: the media type (text/plain;charset=US-ASCII when none), the
+// percent-decoded or base64 body (characters outside the alphabet skipped), no url
+function dataUrlResponse(url) {
+  const comma = url.indexOf(",");
+  if (comma < 0) throw new TypeError(`Fetch API cannot load: ${url}`);
+  let type = url.slice(5, comma).trim();
+  const base64 = /;[\t\n\r ]*base64[\t\n\r ]*$/i.test(type);
+  if (base64) type = type.slice(0, type.lastIndexOf(";"));
+  if (type.startsWith(";")) type = "text/plain" + type;
+  type = normalizeMimeType(type) || "text/plain;charset=US-ASCII";
+  const raw = encodeUtf8(url.slice(comma + 1));
+  const bytes = [];
+  for (let i = 0; i < raw.length; i++) {
+    const hex = raw[i] === 0x25 ? String.fromCharCode(raw[i + 1] || 0, raw[i + 2] || 0) : "";
+    if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else {
+      bytes.push(raw[i]);
+    }
+  }
+  let body = new Uint8Array(bytes);
+  if (base64) {
+    const alphabet = String.fromCharCode(...bytes).replace(/[^A-Za-z0-9+/]/g, "");
+    const usable = alphabet.length % 4 === 1 ? alphabet.slice(0, -1) : alphabet;
+    body = Uint8Array.from(atob(usable), (ch) => ch.charCodeAt(0));
+  }
+  return Response[kInternal](200, [["content-type", type]], body, "", false);
+}
+
 function fetch(input, init = undefined) {
+  if (input === undefined) {
+    return Promise.reject(new TypeError("Failed to execute 'fetch' on 'ServiceWorkerGlobalScope': parameter 1 is not of type 'Request or string'."));
+  }
   try {
     return doFetch(input, init);
   } catch (error) {
