@@ -173,7 +173,7 @@ function extractBody(init) {
   if (typeof init === "string") return { bytes: encodeUtf8(init), stream: null, contentType: "text/plain;charset=UTF-8" };
   if (init instanceof ReadableStream) {
     if (init[kInternal].disturbed) throw new TypeError("This ReadableStream is disturbed (has already been read from), and cannot be used as a body.");
-    if (init.locked) throw new TypeError("This ReadableStream is currently locked to a reader.");
+    if (init.locked) throw new TypeError("This ReadableStream is locked to a reader, and cannot be used as a body.");
     return { bytes: null, stream: init, contentType: null };
   }
   if (init instanceof ArrayBuffer || ArrayBuffer.isView(init)) return { bytes: viewBytes(init).slice(), stream: null, contentType: null };

@@ -657,20 +657,23 @@ function circularMessage(root) {
       get() {
         const raw = native.get.call(this);
         if (typeof raw !== "string" || !(raw === "" || raw.startsWith("    at "))) return raw;
-        let formatted = stacks.get(this);
-        if (formatted === undefined || formatted.raw !== raw) {
-          let header;
-          try { header = Error.prototype.toString.call(this); } catch { header = "Error"; }
-          const frames = raw.split("\n").filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)"));
-          formatted = { raw, text: [header, ...frames].join("\n") };
-          stacks.set(this, formatted);
+        try {
+          let formatted = stacks.get(this);
+          if (formatted === undefined || formatted.raw !== raw) {
+            const frames = raw.split("\n").filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)"));
+            formatted = { raw, text: [Error.prototype.toString.call(this), ...frames].join("\n") };
+            stacks.set(this, formatted);
+          }
+          return formatted.text;
+        } catch {
+          return raw;  // out of memory, or a name or message that throws: the frames as they are
         }
-        return formatted.text;
       },
       set: native.set,
       enumerable: native.enumerable,
       configurable: true,
     });
+    Object.getOwnPropertyDescriptor(Error.prototype, "stack").get[kInternal] = native.get;
   }
 }
 

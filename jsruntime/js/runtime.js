@@ -162,6 +162,14 @@ function errorDetails(error) {
   return { name: "Error", message: wellFormed(message), stack: "" };
 }
 
+// An error's frames as QuickJS-ng recorded them, without going through the stack accessor (core.js)
+const nativeStack = Object.getOwnPropertyDescriptor(Error.prototype, "stack");
+function rawStack(error) {
+  const getter = nativeStack && nativeStack.get && nativeStack.get[kInternal];
+  const raw = getter ? getter.call(error) : error.stack;
+  return typeof raw === "string" ? raw : null;
+}
+
 // V8's shape ("Name: message" then "    at ..." lines), without the runtime's own frames.
 function formatStack(name, message, stack) {
   // error.stack already starts with a "Name: message" line (core.js); the frames are the lines from the first "at"
@@ -197,14 +205,20 @@ function finish(invocation, meta, body) {
 }
 
 function exceptionMeta(error) {
-  const details = errorDetails(error);
-  const meta = { type: "exception", name: details.name, message: details.message, stack: details.stack };
   if (isOutOfMemory(error)) {
-    meta.name = "RangeError";
-    meta.message = "out of memory: the Worker used all the memory its instance may have";
+    host.gc();  // what the Worker hoarded is garbage once its handler has thrown: room for the frame
+    const meta = { type: "exception", name: "RangeError", message: "out of memory: the Worker used all the memory its instance may have" };
+    try {
+      const frames = rawStack(error);
+      if (frames !== null) meta.stack = formatStack("RangeError", meta.message, frames);
+    } catch {
+      // no room even for the stack: the frame goes without it
+    }
     meta.retire = true;
+    return meta;
   }
-  return meta;
+  const details = errorDetails(error);
+  return { type: "exception", name: details.name, message: details.message, stack: details.stack };
 }
 
 function fail(invocation, error) {
@@ -217,6 +231,9 @@ function fail(invocation, error) {
 }
 
 function waitUntil(invocation, promise) {
+  if (promise === undefined) {
+    throw new TypeError("Failed to execute 'waitUntil' on 'ExecutionContext': parameter 1 is not of type 'Promise'.");
+  }
   if (invocation.phase === "done") return;
   invocation.waitUntilPending++;
   Promise.resolve(promise).then(noop, (error) => {
