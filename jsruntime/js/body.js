@@ -241,8 +241,9 @@ const bodyMethods = {
     return this[kInternal].body.consume().then((bytes) => new Blob([bytes], { type: normalizeMimeType(this.headers.get("content-type") || "") }));
   },
   formData() {
-    const type = this.headers.get("content-type") || "";
+    const type = this.headers.get("content-type");
     return this[kInternal].body.consume().then((bytes) => {
+      if (type === null) throw new TypeError("Parsing a Body as FormData requires a Content-Type header.");
       if (/^multipart\/form-data/i.test(type)) return parseMultipart(bytes, type);
       if (/^application\/x-www-form-urlencoded/i.test(type)) {
         const form = new FormData();
@@ -280,10 +281,14 @@ function parseFormUrlencoded(text) {
   return pairs;
 }
 
+// Request and Response share one prototype holding the Body methods, as workerd's classes inherit them from Body
+const bodyPrototype = {};
+for (const key of Object.keys(Object.getOwnPropertyDescriptors(bodyMethods))) {
+  Object.defineProperty(bodyPrototype, key, { ...Object.getOwnPropertyDescriptor(bodyMethods, key), enumerable: false });
+}
+
 function mixBody(cls) {
-  for (const key of Object.keys(Object.getOwnPropertyDescriptors(bodyMethods))) {
-    Object.defineProperty(cls.prototype, key, { ...Object.getOwnPropertyDescriptor(bodyMethods, key), enumerable: false });
-  }
+  Object.setPrototypeOf(cls.prototype, bodyPrototype);
 }
 
 defineGlobal("Blob", Blob);

@@ -27,6 +27,7 @@ function constructOnly(name, cls) {
     },
   });
   Object.defineProperty(cls.prototype, "constructor", { value: global, writable: true, configurable: true, enumerable: false });
+  Object.defineProperty(cls, "length", { value: 0, configurable: true });  // workerd's constructors declare no parameters
   return global;
 }
 

@@ -106,7 +106,6 @@ class Request {
   get fetcher() { return null; }
   get integrity() { return ""; }
   get keepalive() { return false; }
-  get cache() { return undefined; }
   clone() {
     const internal = this[kInternal];
     const copy = Object.create(Request.prototype);
