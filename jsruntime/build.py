@@ -40,7 +40,7 @@ HOST_SOURCES = ["host.c", "digest.c"]
 HOST_HEADERS = ["digest.h"]
 # The Workers API and the protocol driver, in this order, concatenated into one function body
 # `(function (host) { ... return driver; })` that host.c calls once with its primitives.
-PRELUDE_FILES = ["core.js", "url.js", "headers.js", "streams.js", "body.js", "http.js", "crypto.js", "clone.js",
+PRELUDE_FILES = ["core.js", "encodings.js", "url.js", "headers.js", "streams.js", "body.js", "http.js", "crypto.js", "clone.js",
                  "console.js", "runtime.js"]
 
 # -O2 rather than -Os: -Os gives 1.18 MB instead of 1.53 MB, but its speed here ranged from equal to

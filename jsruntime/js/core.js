@@ -336,6 +336,20 @@ class TextDecoder {
         out += String.fromCharCode.apply(null, part);
       }
       text = out;
+    } else if (this.#encoding === "x-user-defined" || Object.hasOwn(SINGLE_BYTE_TABLES, this.#encoding)) {
+      // encodings.js: a table of the characters of bytes 0x80-0xFF; x-user-defined puts them at U+F780
+      const table = SINGLE_BYTE_TABLES[this.#encoding];
+      const chars = new Array(bytes.length);
+      for (let i = 0; i < bytes.length; i++) {
+        const b = bytes[i];
+        if (b < 0x80) chars[i] = String.fromCharCode(b);
+        else if (!table) chars[i] = String.fromCharCode(0xf780 + b - 0x80);
+        else {
+          chars[i] = table[b - 0x80];
+          if (this.#fatal && chars[i] === "\ufffd") throw new TypeError("Failed to decode input.");
+        }
+      }
+      text = chars.join("");
     } else {
       const bigEndian = this.#encoding === "utf-16be";
       let length = bytes.length & ~1;
