@@ -33,6 +33,14 @@ _DROP_REQUEST = frozenset({"host", "content-length", "connection", "keep-alive",
 _DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"})
 _DEFAULT_REQUEST = (("user-agent", "wasmdeck"), ("accept", "*/*"), ("accept-encoding", "gzip, deflate"))
 
+
+def _header_bytes(value: str) -> bytes:
+    """A guest's header value on the wire: a byte string (one character per byte), or UTF-8 if it is not one."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
+
 # (name, port) -> the name's addresses, as text or ipaddress objects.
 Resolver = Callable[[str, int], Awaitable[Iterable[str | Address]]]
 
@@ -152,7 +160,7 @@ class Network:
 
         host = destination.host
         host_header = str(host) if destination.url.port is None else f"{host}:{destination.port}"  # no port: the scheme's
-        sent = [(name, value) for name, value in headers if name.lower() not in _DROP_REQUEST]
+        sent = [(name, _header_bytes(value)) for name, value in headers if name.lower() not in _DROP_REQUEST]
         given = {name.lower() for name, _ in sent}
         sent = [("host", host_header), *sent, *((name, value) for name, value in _DEFAULT_REQUEST if name not in given)]
         server_name = host.name or str(host.address)
@@ -200,7 +208,9 @@ class Network:
             raise FetchFailed("NetworkError", f"the response from {url} broke off: {error or type(error).__name__}") from None
         finally:
             await response.aclose()
-        kept = [(name, value) for name, value in response.headers.multi_items() if name.lower() not in _DROP_RESPONSE]
+        # header values travel as byte strings (one character per byte), as the HTTP server hands them to guests
+        received = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in response.headers.raw]
+        kept = [(name, value) for name, value in received if name not in _DROP_RESPONSE]
         return FetchResponse(response.status_code, kept, bytes(data))
 
     async def close(self) -> None:

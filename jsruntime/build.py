@@ -40,7 +40,7 @@ HOST_SOURCES = ["host.c", "digest.c"]
 HOST_HEADERS = ["digest.h"]
 # The Workers API and the protocol driver, in this order, concatenated into one function body
 # `(function (host) { ... return driver; })` that host.c calls once with its primitives.
-PRELUDE_FILES = ["core.js", "url.js", "headers.js", "streams.js", "body.js", "http.js", "crypto.js", "clone.js",
+PRELUDE_FILES = ["core.js", "encodings.js", "url.js", "headers.js", "streams.js", "body.js", "http.js", "crypto.js", "clone.js",
                  "console.js", "runtime.js"]
 
 # -O2 rather than -Os: -Os gives 1.18 MB instead of 1.53 MB, but its speed here ranged from equal to
@@ -172,6 +172,27 @@ def _wait(processes: list[subprocess.Popen], what: str) -> None:
         raise SystemExit(f"build.py: {what} failed")
 
 
+# QuickJS-ng's words for the errors tenants meet most, replaced by V8's (what workerd says); each must be found
+V8_MESSAGES = [
+    ("\"cannot read property '%s' of null\"", "\"Cannot read properties of null (reading '%s')\""),
+    ("\"cannot read property '%s' of undefined\"", "\"Cannot read properties of undefined (reading '%s')\""),
+    ("\"cannot set property '%s' of null\"", "\"Cannot set properties of null (setting '%s')\""),
+    ("\"cannot set property '%s' of undefined\"", "\"Cannot set properties of undefined (setting '%s')\""),
+    ("\"invalid array length\"", "\"Invalid array length\""),
+    ("\"Date value is NaN\"", "\"Invalid time value\""),
+    ("if (type == JS_THROW_VAR_RO)\n                    JS_ThrowTypeErrorReadOnly(ctx, JS_PROP_THROW, atom);",
+     "if (type == JS_THROW_VAR_RO)\n                    JS_ThrowTypeError(ctx, \"Assignment to constant variable.\");"),
+]
+
+
+def with_v8_messages(source: str) -> str:
+    for old, new in V8_MESSAGES:
+        if old not in source:
+            raise SystemExit(f"build.py: quickjs.c no longer contains {old!r}; update V8_MESSAGES")
+        source = source.replace(old, new)
+    return source
+
+
 def build(out: Path, sdist_dir: Path) -> Path:
     archive = sdist(sdist_dir)
     with tempfile.TemporaryDirectory(prefix="wasmdeck-jsruntime-") as tmp:
@@ -184,6 +205,8 @@ def build(out: Path, sdist_dir: Path) -> Path:
                     data = tar.extractfile(member)
                     assert data is not None
                     (work / "quickjs" / parts[2]).write_bytes(data.read())
+        quickjs_c = work / "quickjs" / "quickjs.c"
+        quickjs_c.write_text(with_v8_messages(quickjs_c.read_text()))
         for name in HOST_SOURCES + HOST_HEADERS:
             shutil.copyfile(HERE / name, work / name)
         # objects shared by both stages, compiled two at a time

@@ -5,7 +5,7 @@ class Blob {
   #type;
   constructor(parts = [], options = {}) {
     if (parts === null || typeof parts !== "object" || typeof parts[Symbol.iterator] !== "function") {
-      throw new TypeError("Failed to construct 'Blob': The provided value cannot be converted to a sequence.");
+      throw new TypeError("Failed to construct 'Blob': constructor parameter 1 is not of type 'Array'.");
     }
     const chunks = [];
     for (const part of parts) {
@@ -37,7 +37,7 @@ class File extends Blob {
   #name;
   #lastModified;
   constructor(parts, name, options = {}) {
-    if (arguments.length < 2) throw new TypeError("Failed to construct 'File': 2 arguments required.");
+    if (arguments.length < 2) throw new TypeError("Failed to construct 'File': constructor parameter 2 is not of type 'string'.");
     super(parts, options);
     this.#name = String(name);
     this.#lastModified = options && options.lastModified !== undefined ? Number(options.lastModified) : Date.now();
@@ -46,11 +46,13 @@ class File extends Blob {
   get lastModified() { return this.#lastModified; }
 }
 
-function formEntry(name, value, filename) {
+function formEntry(name, value, filename, method, argumentCount) {
+  if (argumentCount < 2) throw new TypeError(`Failed to execute '${method}' on 'FormData': parameter 2 is not of type 'File or Blob or string'.`);
   name = String(name);
   if (value instanceof Blob) {
     if (!(value instanceof File) || filename !== undefined) {
-      value = new File([value], filename !== undefined ? String(filename) : value instanceof File ? value.name : "blob", { type: value.type });
+      // a Blob without a filename takes the entry's name, as in workerd
+      value = new File([value], filename !== undefined ? String(filename) : value instanceof File ? value.name : name, { type: value.type });
     }
     return [name, value];
   }
@@ -62,9 +64,9 @@ class FormData {
   constructor(form) {
     if (form !== undefined) throw new TypeError("FormData can only be constructed without arguments in Workers.");
   }
-  append(name, value, filename) { this.#list.push(formEntry(name, value, filename)); }
+  append(name, value, filename) { this.#list.push(formEntry(name, value, filename, "append", arguments.length)); }
   set(name, value, filename) {
-    const entry = formEntry(name, value, filename);
+    const entry = formEntry(name, value, filename, "set", arguments.length);
     const index = this.#list.findIndex(([n]) => n === entry[0]);
     if (index < 0) this.#list.push(entry);
     else {
@@ -77,9 +79,9 @@ class FormData {
   getAll(name) { name = String(name); return this.#list.filter(([n]) => n === name).map(([, v]) => v); }
   has(name) { name = String(name); return this.#list.some(([n]) => n === name); }
   forEach(callback, thisArg) { for (const [n, v] of this.#list.slice()) callback.call(thisArg, v, n, this); }
-  *entries() { for (const [n, v] of this.#list.slice()) yield [n, v]; }
-  *keys() { for (const [n] of this.#list.slice()) yield n; }
-  *values() { for (const [, v] of this.#list.slice()) yield v; }
+  entries() { return snapshotIterator(this.#list.slice(), ([n, v]) => [n, v]); }
+  keys() { return snapshotIterator(this.#list.slice(), ([n]) => n); }
+  values() { return snapshotIterator(this.#list.slice(), ([, v]) => v); }
   [Symbol.iterator]() { return this.entries(); }
 }
 
@@ -113,7 +115,9 @@ function indexOfBytes(haystack, needle, from) {
 
 function parseMultipart(bytes, contentType) {
   const match = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType);
-  if (!match) throw new TypeError("Content-Type multipart/form-data has no boundary.");
+  if (!match) {
+    throw new TypeError("No boundary string in Content-Type header. The multipart/form-data MIME type requires a boundary parameter, e.g. 'Content-Type: multipart/form-data; boundary=\"abcd\"'. See RFC 7578, section 4.");
+  }
   const delimiter = encodeUtf8("--" + (match[1] || match[2]).trim());
   const form = new FormData();
   let position = indexOfBytes(bytes, delimiter, 0);
@@ -145,6 +149,22 @@ function parseMultipart(bytes, contentType) {
 
 // ---- the Body mixin ----
 
+// a MIME type as workerd serialises it: type, subtype and parameter names lower-case, no spaces around ";" and "="
+function normalizeMimeType(text) {
+  const [essence, ...params] = text.split(";");
+  const match = /^[\t\n\r ]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\/([!#$%&'*+\-.^_`|~0-9A-Za-z]+)[\t\n\r ]*$/.exec(essence);
+  if (!match) return "";
+  let out = `${match[1]}/${match[2]}`.toLowerCase();
+  for (const param of params) {
+    const eq = param.indexOf("=");
+    if (eq < 0) continue;
+    const name = param.slice(0, eq).trim().toLowerCase();
+    const value = param.slice(eq + 1).trim();
+    if (name && value) out += `;${name}=${value}`;
+  }
+  return out;
+}
+
 const BODY_USED = "Body has already been used. It can only be used once. Use tee() first if you need to read it twice.";
 
 // { bytes, stream, contentType } for a body init value
@@ -152,7 +172,8 @@ function extractBody(init) {
   if (init === null || init === undefined) return { bytes: null, stream: null, contentType: null };
   if (typeof init === "string") return { bytes: encodeUtf8(init), stream: null, contentType: "text/plain;charset=UTF-8" };
   if (init instanceof ReadableStream) {
-    if (init.locked || init[kInternal].disturbed) throw new TypeError("This ReadableStream is disturbed or locked.");
+    if (init[kInternal].disturbed) throw new TypeError("This ReadableStream is disturbed (has already been read from), and cannot be used as a body.");
+    if (init.locked) throw new TypeError("This ReadableStream is locked to a reader, and cannot be used as a body.");
     return { bytes: null, stream: init, contentType: null };
   }
   if (init instanceof ArrayBuffer || ArrayBuffer.isView(init)) return { bytes: viewBytes(init).slice(), stream: null, contentType: null };
@@ -177,7 +198,11 @@ class BodyState {
   getStream() {
     if (this.stream === null && this.bytes !== null) {
       this.stream = bytesStream(this.bytes);
-      if (this.used) this.stream[kInternal].disturbed = true;
+      if (this.used) {
+        // the body was read through text() and the like: its stream is disturbed and stays locked, as in workerd
+        this.stream[kInternal].disturbed = true;
+        this.stream.getReader();
+      }
     }
     return this.stream;
   }
@@ -189,11 +214,13 @@ class BodyState {
       if (this.stream.locked) return Promise.reject(new TypeError("This ReadableStream is currently locked to a reader."));
       return readAllBytes(this.stream);
     }
+    if (this.bytes === null) return Promise.resolve(new Uint8Array(0));  // a null body is never "used"
     this.used = true;
-    return Promise.resolve(this.bytes === null ? new Uint8Array(0) : this.bytes);
+    return Promise.resolve(this.bytes);
   }
   clone() {
-    if (this.usedFlag) throw new TypeError("This ReadableStream is currently locked to a reader,"); // workerd's words, comma included
+    // workerd's words, comma included
+    if (this.usedFlag || (this.stream && this.stream.locked)) throw new TypeError("This ReadableStream is currently locked to a reader,");
     if (this.stream) {
       const [mine, theirs] = this.stream.tee();
       this.stream = mine;
@@ -209,17 +236,18 @@ const bodyMethods = {
   arrayBuffer() { return this[kInternal].body.consume().then((bytes) => copyToArrayBuffer(bytes)); },
   bytes() { return this[kInternal].body.consume().then((bytes) => bytes.slice()); },
   text() { return this[kInternal].body.consume().then((bytes) => decodeUtf8(bytes)); },
-  json() { return this.text().then((text) => JSON.parse(text)); },
+  json() { return this.text().then((text) => parseJson(text)); },
   blob() {
-    return this[kInternal].body.consume().then((bytes) => new Blob([bytes], { type: this.headers.get("content-type") || "" }));
+    return this[kInternal].body.consume().then((bytes) => new Blob([bytes], { type: normalizeMimeType(this.headers.get("content-type") || "") }));
   },
   formData() {
-    const type = this.headers.get("content-type") || "";
+    const type = this.headers.get("content-type");
     return this[kInternal].body.consume().then((bytes) => {
+      if (type === null) throw new TypeError("Parsing a Body as FormData requires a Content-Type header.");
       if (/^multipart\/form-data/i.test(type)) return parseMultipart(bytes, type);
       if (/^application\/x-www-form-urlencoded/i.test(type)) {
         const form = new FormData();
-        for (const [name, value] of new URLSearchParams(decodeUtf8(bytes))) form.append(name, value);
+        for (const [name, value] of parseFormUrlencoded(decodeUtf8(bytes))) form.append(name, value);
         return form;
       }
       throw new TypeError("Unrecognized Content-Type header value. FormData can only parse the following MIME types: multipart/form-data, application/x-www-form-urlencoded");
@@ -227,10 +255,40 @@ const bodyMethods = {
   },
 };
 
-function mixBody(cls) {
-  for (const key of Object.keys(Object.getOwnPropertyDescriptors(bodyMethods))) {
-    Object.defineProperty(cls.prototype, key, { ...Object.getOwnPropertyDescriptor(bodyMethods, key), enumerable: false });
+// application/x-www-form-urlencoded as workerd reads a body: like URLSearchParams, except that a "%" not
+// followed by two hex digits is dropped ("%zz" reads "zz")
+function parseFormUrlencoded(text) {
+  const decode = (part) => {
+    part = part.replace(/\+/g, " ");
+    if (!part.includes("%")) return part;
+    const bytes = [];
+    const raw = encodeUtf8(part);
+    for (let i = 0; i < raw.length; i++) {
+      if (raw[i] !== 0x25) bytes.push(raw[i]);
+      else if (/^[0-9A-Fa-f]{2}$/.test(String.fromCharCode(raw[i + 1] || 0, raw[i + 2] || 0))) {
+        bytes.push(parseInt(String.fromCharCode(raw[i + 1], raw[i + 2]), 16));
+        i += 2;
+      }
+    }
+    return decodeUtf8(new Uint8Array(bytes));
+  };
+  const pairs = [];
+  for (const piece of text.split("&")) {
+    if (piece === "") continue;
+    const eq = piece.indexOf("=");
+    pairs.push(eq < 0 ? [decode(piece), ""] : [decode(piece.slice(0, eq)), decode(piece.slice(eq + 1))]);
   }
+  return pairs;
+}
+
+// Request and Response share one prototype holding the Body methods, as workerd's classes inherit them from Body
+const bodyPrototype = {};
+for (const key of Object.keys(Object.getOwnPropertyDescriptors(bodyMethods))) {
+  Object.defineProperty(bodyPrototype, key, { ...Object.getOwnPropertyDescriptor(bodyMethods, key), enumerable: false });
+}
+
+function mixBody(cls) {
+  Object.setPrototypeOf(cls.prototype, bodyPrototype);
 }
 
 defineGlobal("Blob", Blob);

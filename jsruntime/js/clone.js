@@ -6,8 +6,7 @@ function structuredCloneValue(value, transfer = []) {
   const memory = new Map();
   const transferred = new Map();
   for (const buffer of transfer) {
-    if (!(buffer instanceof ArrayBuffer)) throw domException("Value not transferable", "DataCloneError");
-    if (transferred.has(buffer)) throw domException("ArrayBuffer at index 1 is a duplicate of an earlier ArrayBuffer.", "DataCloneError");
+    if (!(buffer instanceof ArrayBuffer)) throw new TypeError("Object is not transferable");
     transferred.set(buffer, null);
   }
   const cloneError = (what) => domException(`${what} could not be cloned.`, "DataCloneError");
@@ -44,6 +43,12 @@ function structuredCloneValue(value, transfer = []) {
       memory.set(input, output);
       return output;
     }
+    if (input instanceof Blob) {
+      const parts = [Blob[kInternal](input)];
+      output = input instanceof File ? new File(parts, input.name, { type: input.type, lastModified: input.lastModified }) : new Blob(parts, { type: input.type });
+      memory.set(input, output);
+      return output;
+    }
     if (input instanceof Map) {
       output = new Map();
       memory.set(input, output);
@@ -72,7 +77,7 @@ function structuredCloneValue(value, transfer = []) {
     }
     const tag = Object.prototype.toString.call(input);
     if (tag !== "[object Object]" || input instanceof Promise || input instanceof WeakMap || input instanceof WeakSet ||
-        input instanceof ReadableStream || input instanceof Request || input instanceof Response || input instanceof Headers) {
+        input instanceof ReadableStream) {
       const name = input.constructor && input.constructor.name ? input.constructor.name : tag.slice(8, -1);
       throw cloneError(`#<${name}>`);
     }
@@ -85,8 +90,9 @@ function structuredCloneValue(value, transfer = []) {
   return result;
 }
 
-function structuredClone(value, options = undefined) {
-  if (arguments.length === 0) throw new TypeError("Failed to execute 'structuredClone': 1 argument required, but only 0 present.");
+function structuredClone(...args) {
+  const [value, options] = args;
+  if (args.length === 0) throw new TypeError("Failed to execute 'structuredClone' on 'ServiceWorkerGlobalScope': parameter 1 is not of type 'Value'.");
   const transfer = options && options.transfer !== undefined ? Array.from(options.transfer) : [];
   return structuredCloneValue(value, transfer);
 }

@@ -10,9 +10,44 @@ const kPairs = Symbol("wasmdeck.pairs");
 const kWire = Symbol("wasmdeck.wire");
 
 function defineGlobal(name, value) {
+  if (typeof value === "function" && isClass(value)) value = constructOnly(name, value);
   Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
 }
 
+function isClass(fn) {
+  const prototype = Object.getOwnPropertyDescriptor(fn, "prototype");
+  return prototype !== undefined && !prototype.writable;
+}
+
+// The class as a global: `Headers()` without `new` fails with workerd's sentence instead of QuickJS's.
+function constructOnly(name, cls) {
+  const global = new Proxy(cls, {
+    apply() {
+      throw new TypeError(`Failed to construct '${name}': Please use the 'new' operator, this object constructor cannot be called as a function.`);
+    },
+  });
+  Object.defineProperty(cls.prototype, "constructor", { value: global, writable: true, configurable: true, enumerable: false });
+  Object.defineProperty(cls, "length", { value: 0, configurable: true });  // workerd's constructors declare no parameters
+  return global;
+}
+
+
+// The iterators of Headers, FormData and URLSearchParams: plain iterators (`[object Iterator]`), as workerd's are.
+const ApiIteratorPrototype = Object.create(Object.getPrototypeOf(Object.getPrototypeOf([][Symbol.iterator]())), {
+  next: { value: function next() { return this[kInternal](); }, writable: true, configurable: true },
+});
+
+function apiIterator(step) {
+  const iterator = Object.create(ApiIteratorPrototype);
+  Object.defineProperty(iterator, kInternal, { value: step });
+  return iterator;
+}
+
+// an iterator over a snapshot of these items, each passed through pick
+function snapshotIterator(items, pick) {
+  let index = 0;
+  return apiIterator(() => (index < items.length ? { value: pick(items[index++]), done: false } : { value: undefined, done: true }));
+}
 
 function isBufferSource(value) {
   return value instanceof ArrayBuffer || ArrayBuffer.isView(value);
@@ -57,28 +92,42 @@ class Event {
   #type;
   #bubbles;
   #cancelable;
+  #composed;
   #defaultPrevented = false;
   #timeStamp = Date.now();
   constructor(type, init = {}) {
-    if (arguments.length === 0) throw new TypeError("Failed to construct 'Event': 1 argument required, but only 0 present.");
+    if (arguments.length === 0) throw new TypeError("Failed to construct 'Event': constructor parameter 1 is not of type 'string'.");
     this.#type = String(type);
     this.#bubbles = Boolean(init && init.bubbles);
     this.#cancelable = Boolean(init && init.cancelable);
+    this.#composed = Boolean(init && init.composed);
     this[kInternal] = { target: null, stop: false };
   }
   get type() { return this.#type; }
   get bubbles() { return this.#bubbles; }
   get cancelable() { return this.#cancelable; }
+  get composed() { return this.#composed; }
+  get returnValue() { return !this.#defaultPrevented; }
   get defaultPrevented() { return this.#defaultPrevented; }
   get timeStamp() { return this.#timeStamp; }
   get target() { return this[kInternal].target; }
   get currentTarget() { return this[kInternal].target; }
   get isTrusted() { return false; }
   get eventPhase() { return this[kInternal].target ? 2 : 0; }
-  preventDefault() { if (this.#cancelable) this.#defaultPrevented = true; }
+  preventDefault() { this.#defaultPrevented = true; }  // workerd ignores cancelable here
   stopPropagation() {}
   stopImmediatePropagation() { this[kInternal].stop = true; }
   composedPath() { return this[kInternal].target ? [this[kInternal].target] : []; }
+}
+
+class CustomEvent extends Event {
+  #detail;
+  constructor(type, init = {}) {
+    if (arguments.length === 0) throw new TypeError("Failed to construct 'CustomEvent': 1 argument required, but only 0 present.");
+    super(type, init);
+    this.#detail = init && init.detail !== undefined ? init.detail : null;
+  }
+  get detail() { return this.#detail; }
 }
 
 class EventTarget {
@@ -106,7 +155,7 @@ class EventTarget {
     if (index >= 0) list.splice(index, 1);
   }
   dispatchEvent(event) {
-    if (!(event instanceof Event)) throw new TypeError("The event argument must be an Event.");
+    if (!(event instanceof Event)) throw new TypeError("Failed to execute 'dispatchEvent' on 'EventTarget': parameter 1 is not of type 'Event'.");
     event[kInternal].target = this;
     const list = this.#listeners.get(event.type);
     if (list) {
@@ -135,6 +184,9 @@ class AbortSignal extends EventTarget {
   #reason = undefined;
   #onabort = null;
   #onabortRegistered = false;
+  // AbortSignal.any: a dependent signal's sources, and a source's dependents (always sources that are not dependent)
+  #sources = null;
+  #dependents = [];
   constructor(key) {
     if (key !== kInternal) throw new TypeError("Illegal constructor");
     super();
@@ -155,7 +207,15 @@ class AbortSignal extends EventTarget {
     if (this.#aborted) return;
     this.#aborted = true;
     this.#reason = reason === undefined ? domException("The operation was aborted", "AbortError") : reason;
+    // the spec's "signal abort": dependents take the reason first, then this signal's event, then theirs
+    const dependents = this.#dependents.filter((dependent) => !dependent.#aborted);
+    this.#dependents = [];
+    for (const dependent of dependents) {
+      dependent.#aborted = true;
+      dependent.#reason = this.#reason;
+    }
     this.dispatchEvent(new Event("abort"));
+    for (const dependent of dependents) dependent.dispatchEvent(new Event("abort"));
   }
   static abort(reason) {
     const signal = new AbortSignal(kInternal);
@@ -163,19 +223,33 @@ class AbortSignal extends EventTarget {
     return signal;
   }
   static timeout(ms) {
+    if (ms === undefined) throw new TypeError("Failed to execute 'timeout' on 'AbortSignal': parameter 1 is not of type 'number'.");
     const signal = new AbortSignal(kInternal);
     setTimeout(() => signal[kInternal](domException("The operation was aborted due to timeout", "TimeoutError")), ms);
     return signal;
   }
   static any(signals) {
+    const list = Array.from(signals);
+    list.forEach((source, index) => {
+      if (!(source instanceof AbortSignal)) {
+        throw new TypeError(`Incorrect type for array element ${index}: the provided value is not of type 'AbortSignal'.`);
+      }
+    });
     const signal = new AbortSignal(kInternal);
-    for (const source of signals) {
-      if (source.aborted) {
-        signal[kInternal](source.reason);
-        return signal;
+    const aborted = list.find((source) => source.#aborted);
+    if (aborted) {
+      signal.#aborted = true;
+      signal.#reason = aborted.#reason;
+      return signal;
+    }
+    signal.#sources = [];
+    for (const source of list) {
+      for (const root of source.#sources || [source]) {
+        if (signal.#sources.includes(root)) continue;
+        signal.#sources.push(root);
+        root.#dependents.push(signal);
       }
     }
-    for (const source of signals) source.addEventListener("abort", () => signal[kInternal](source.reason), { once: true });
     return signal;
   }
 }
@@ -240,6 +314,9 @@ class TextDecoder {
   get ignoreBOM() { return this.#ignoreBOM; }
   decode(input, options = {}) {
     const stream = Boolean(options && options.stream);
+    if (input !== undefined && !isBufferSource(input)) {
+      throw new TypeError("Failed to execute 'decode' on 'TextDecoder': parameter 1 is not of type 'Array'.");
+    }
     let bytes = input === undefined ? new Uint8Array(0) : viewBytes(input);
     if (this.#pending) {
       bytes = concatBytes([this.#pending, bytes]);
@@ -259,6 +336,20 @@ class TextDecoder {
         out += String.fromCharCode.apply(null, part);
       }
       text = out;
+    } else if (this.#encoding === "x-user-defined" || Object.hasOwn(SINGLE_BYTE_TABLES, this.#encoding)) {
+      // encodings.js: a table of the characters of bytes 0x80-0xFF; x-user-defined puts them at U+F780
+      const table = SINGLE_BYTE_TABLES[this.#encoding];
+      const chars = new Array(bytes.length);
+      for (let i = 0; i < bytes.length; i++) {
+        const b = bytes[i];
+        if (b < 0x80) chars[i] = String.fromCharCode(b);
+        else if (!table) chars[i] = String.fromCharCode(0xf780 + b - 0x80);
+        else {
+          chars[i] = table[b - 0x80];
+          if (this.#fatal && chars[i] === "\ufffd") throw new TypeError("Failed to decode input.");
+        }
+      }
+      text = chars.join("");
     } else {
       const bigEndian = this.#encoding === "utf-16be";
       let length = bytes.length & ~1;
@@ -287,6 +378,7 @@ class TextDecoder {
 
 defineGlobal("Event", Event);
 defineGlobal("EventTarget", EventTarget);
+defineGlobal("CustomEvent", CustomEvent);
 defineGlobal("AbortSignal", AbortSignal);
 defineGlobal("AbortController", AbortController);
 defineGlobal("TextEncoder", TextEncoder);
@@ -294,8 +386,6 @@ defineGlobal("TextDecoder", TextDecoder);
 defineGlobal("navigator", Object.freeze(Object.create(Object.prototype, {
   userAgent: { value: "Cloudflare-Workers", enumerable: true },
   hardwareConcurrency: { value: 1, enumerable: true },
-  language: { value: "en", enumerable: true },
-  languages: { value: Object.freeze(["en"]), enumerable: true },
 })));
 
 // QuickJS-ng's atob and btoa, with workerd's messages
@@ -321,3 +411,294 @@ defineGlobal("btoa", function btoa(data) {
     rethrowAs(error, "btoa() can only operate on characters in the Latin1 (ISO/IEC 8859-1) range.");
   }
 });
+
+// ---- where QuickJS-ng's built-ins say or allow something V8 under workerd does not ----
+
+{
+  // JSON: V8's sentences for the errors QuickJS-ng words differently
+  const stringify = JSON.stringify;
+  const define = (name, value) => Object.defineProperty(JSON, name, { value, writable: true, configurable: true, enumerable: false });
+  define("parse", function parse_(text, reviver) { return parseJson(text, reviver); });
+  Object.defineProperty(JSON.parse, "name", { value: "parse" });
+  define("stringify", function stringify_(value, replacer, space) {
+    try {
+      return stringify(value, replacer, space);
+    } catch (error) {
+      throw v8JsonStringifyError(error, value);
+    }
+  });
+  Object.defineProperty(JSON.stringify, "name", { value: "stringify" });
+}
+
+// JSON.parse with V8's error messages (Body.json() uses it whatever a Worker does to JSON)
+const parseJson = (text, reviver) => {
+  try {
+    return jsonParse(text, reviver);
+  } catch (error) {
+    throw v8JsonParseError(error, text);
+  }
+};
+
+function v8JsonParseError(error, text) {
+  if (!(error instanceof SyntaxError)) return error;
+  const message = v8JsonSyntaxMessage(String(text));
+  if (message !== null) error.message = message;
+  return error;
+}
+
+// The sentence V8's JSON parser gives for this text (which QuickJS-ng refused), or null if it finds no fault.
+// Walks the grammar as V8's JsonParser does, to name the same fault at the same position.
+function v8JsonSyntaxMessage(text) {
+  let pos = 0;
+  const length = text.length;
+  class Fault { constructor(message) { this.message = message; } }
+  const at = (template) => {
+    let line = 1;
+    let lineStart = 0;
+    for (let i = 0; i < pos; i++) {
+      const ch = text[i];
+      if (ch === "\r" && i < pos - 1 && text[i + 1] === "\n") i++;
+      if (text[i] === "\r" || text[i] === "\n") { line++; lineStart = i + 1; }
+    }
+    const where = template.endsWith("after JSON") ? "" : " in JSON";
+    return new Fault(`${template}${where} at position ${pos} (line ${line} column ${1 + pos - lineStart})`);
+  };
+  const unexpected = () => {
+    if (pos >= length) return new Fault("Unexpected end of JSON input");
+    const ch = text[pos];
+    if (ch === '"') return at("Unexpected string");
+    if (ch === "-" || (ch >= "0" && ch <= "9")) return at("Unexpected number");
+    if (["NaN", "Infinity", "undefined", "[object Object]"].includes(text)) return new Fault(`"${text}" is not valid JSON`);
+    const CONTEXT = 10;
+    if (length <= CONTEXT * 2 + 1) return new Fault(`Unexpected token '${ch}', "${text}" is not valid JSON`);
+    if (pos < CONTEXT) return new Fault(`Unexpected token '${ch}', "${text.slice(0, pos + CONTEXT)}"... is not valid JSON`);
+    if (pos < length - CONTEXT) return new Fault(`Unexpected token '${ch}', ..."${text.slice(pos - CONTEXT, pos + CONTEXT)}"... is not valid JSON`);
+    return new Fault(`Unexpected token '${ch}', ..."${text.slice(pos - CONTEXT)}" is not valid JSON`);
+  };
+  const space = () => { while (pos < length && " \t\n\r".includes(text[pos])) pos++; };
+  const digit = () => pos < length && text[pos] >= "0" && text[pos] <= "9";
+  const literal = (word) => {
+    for (let i = 0; i < word.length; i++, pos++) if (text[pos] !== word[i]) throw unexpected();
+  };
+  const number = () => {
+    if (text[pos] === "-") {
+      pos++;
+      if (!digit()) throw at("No number after minus sign");
+    }
+    if (text[pos] === "0") {
+      pos++;
+      if (digit()) throw at("Unexpected number");
+    } else {
+      while (digit()) pos++;
+    }
+    if (text[pos] === ".") {
+      pos++;
+      if (!digit()) throw at("Unterminated fractional number");
+      while (digit()) pos++;
+    }
+    if (text[pos] === "e" || text[pos] === "E") {
+      pos++;
+      if (text[pos] === "+" || text[pos] === "-") pos++;
+      if (!digit()) throw at("Exponent part is missing a number");
+      while (digit()) pos++;
+    }
+  };
+  const string = () => {
+    pos++;
+    for (;;) {
+      if (pos >= length) throw at("Unterminated string");
+      const ch = text[pos];
+      if (ch === '"') { pos++; return; }
+      if (ch < " ") throw at("Bad control character in string literal");
+      if (ch === "\\") {
+        pos++;
+        if (text[pos] === "u") {
+          pos++;
+          for (let i = 0; i < 4; i++, pos++) if (!/[0-9a-fA-F]/.test(text[pos] || "")) throw at("Bad Unicode escape");
+          continue;
+        }
+        if (pos >= length || !'"\\/bfnrt'.includes(text[pos])) throw at("Bad escaped character");
+      }
+      pos++;
+    }
+  };
+  const value = () => {
+    space();
+    const ch = text[pos];
+    if (ch === '"') return string();
+    if (ch === "-" || (ch >= "0" && ch <= "9")) return number();
+    if (ch === "t") return literal("true");
+    if (ch === "f") return literal("false");
+    if (ch === "n") return literal("null");
+    if (ch === "[") {
+      pos++;
+      space();
+      if (text[pos] === "]") { pos++; return; }
+      for (;;) {
+        value();
+        space();
+        if (text[pos] === ",") { pos++; continue; }
+        if (text[pos] === "]") { pos++; return; }
+        throw at("Expected ',' or ']' after array element");
+      }
+    }
+    if (ch === "{") {
+      pos++;
+      space();
+      if (text[pos] === "}") { pos++; return; }
+      if (text[pos] !== '"') throw at("Expected property name or '}'");
+      for (;;) {
+        string();
+        space();
+        if (text[pos] !== ":") throw at("Expected ':' after property name");
+        pos++;
+        value();
+        space();
+        if (text[pos] === "}") { pos++; return; }
+        if (text[pos] !== ",") throw at("Expected ',' or '}' after property value");
+        pos++;
+        space();
+        if (text[pos] !== '"') throw at("Expected double-quoted property name");
+      }
+    }
+    throw unexpected();
+  };
+  try {
+    value();
+    space();
+    if (pos < length) throw at("Unexpected non-whitespace character after JSON");
+    return null;
+  } catch (fault) {
+    return fault instanceof Fault ? fault.message : null;  // e.g. nesting too deep for this walk
+  }
+}
+
+function v8JsonStringifyError(error, value) {
+  if (!(error instanceof TypeError)) return error;
+  if (/BigInt/.test(error.message) && /JSON/.test(error.message)) error.message = "Do not know how to serialize a BigInt";
+  else if (/circular/i.test(error.message)) error.message = circularMessage(value) || error.message;
+  return error;
+}
+
+// V8's description of the first cycle a depth-first walk meets
+function circularMessage(root) {
+  const path = []; // [object, key] pairs from the root
+  const onPath = new Set();
+  const describe = (object) => {
+    const ctor = object && object.constructor && typeof object.constructor.name === "string" ? object.constructor.name : "Object";
+    return `object with constructor '${ctor}'`;
+  };
+  const keyText = (holder, key) => (Array.isArray(holder) ? `index ${key}` : `property '${key}'`);
+  let found = null;
+  const walk = (value) => {
+    if (found || value === null || typeof value !== "object") return;
+    if (onPath.has(value)) {
+      found = value;
+      return;
+    }
+    onPath.add(value);
+    for (const key of Object.keys(value)) {
+      path.push([value, key]);
+      let child;
+      try { child = value[key]; } catch { child = undefined; }
+      if (child && typeof child.toJSON === "function") { path.pop(); continue; }
+      walk(child);
+      if (found) return;
+      path.pop();
+    }
+    onPath.delete(value);
+  };
+  walk(root);
+  if (!found) return null;
+  const start = path.findIndex(([holder]) => holder === found);
+  const steps = path.slice(start);
+  const lines = ["Converting circular structure to JSON", `    --> starting at ${describe(found)}`];
+  const middle = steps.slice(0, -1).map(([holder, key]) => `    |     ${keyText(holder, key)} -> ${describe(holder[key])}`);
+  if (middle.length > 3) lines.push(...middle.slice(0, 2), "    |     ...", middle[middle.length - 1]);
+  else lines.push(...middle);
+  const [lastHolder, lastKey] = steps[steps.length - 1];
+  lines.push(`    --- ${keyText(lastHolder, lastKey)} closes the circle`);
+  return lines.join("\n");
+}
+
+{
+  // V8's message for Promise.any when every promise rejected (QuickJS-ng leaves it empty)
+  const any = Promise.any;
+  Object.defineProperty(Promise, "any", {
+    value: function any_(iterable) {
+      return any.call(this, iterable).catch((error) => {
+        if (error instanceof AggregateError && error.message === "") error.message = "All promises were rejected";
+        throw error;
+      });
+    },
+    writable: true, configurable: true, enumerable: false,
+  });
+  Object.defineProperty(Promise.any, "name", { value: "any" });
+
+  const nativeQueueMicrotask = globalThis.queueMicrotask;
+  defineGlobal("queueMicrotask", function queueMicrotask(callback) {
+    if (typeof callback !== "function") {
+      throw new TypeError("Failed to execute 'queueMicrotask' on 'ServiceWorkerGlobalScope': parameter 1 is not of type 'function'.");
+    }
+    nativeQueueMicrotask(callback);
+  });
+
+  // workerd generates no code from strings, at any time
+  const refuse = function () { throw new EvalError("Code generation from strings disallowed for this context"); };
+  defineGlobal("eval", function eval_() { refuse(); });
+  Object.defineProperty(globalThis.eval, "name", { value: "eval" });
+  const constructors = [Function, (async function () {}).constructor, (function* () {}).constructor, (async function* () {}).constructor];
+  for (const ctor of constructors) {
+    const guarded = new Proxy(ctor, { apply: refuse, construct: refuse });
+    Object.defineProperty(ctor.prototype, "constructor", { value: guarded, writable: true, configurable: true, enumerable: false });
+    if (ctor === Function) Object.defineProperty(globalThis, "Function", { value: guarded, writable: true, configurable: true, enumerable: false });
+  }
+
+  // workerd exposes neither (garbage collection must not be observable)
+  delete globalThis.WeakRef;
+  delete globalThis.FinalizationRegistry;
+
+  // DOMException has no tag of its own in workerd
+  if (Object.getOwnPropertyDescriptor(DOMException.prototype, Symbol.toStringTag)?.configurable) delete DOMException.prototype[Symbol.toStringTag];
+}
+
+{
+  // error.stack in V8's shape: "Name: message" then the frames, formatted when first read (so a name set
+  // after construction shows, as in V8), without the runtime's own frames
+  const native = Object.getOwnPropertyDescriptor(Error.prototype, "stack");
+  if (native && native.get && native.configurable) {
+    const stacks = new WeakMap();
+    Object.defineProperty(Error.prototype, "stack", {
+      get() {
+        const raw = native.get.call(this);
+        if (typeof raw !== "string" || !(raw === "" || raw.startsWith("    at "))) return raw;
+        try {
+          let formatted = stacks.get(this);
+          if (formatted === undefined || formatted.raw !== raw) {
+            const frames = raw.split("\n").filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)"));
+            formatted = { raw, text: [Error.prototype.toString.call(this), ...frames].join("\n") };
+            stacks.set(this, formatted);
+          }
+          return formatted.text;
+        } catch {
+          return raw;  // out of memory, or a name or message that throws: the frames as they are
+        }
+      },
+      set: native.set,
+      enumerable: native.enumerable,
+      configurable: true,
+    });
+    Object.getOwnPropertyDescriptor(Error.prototype, "stack").get[kInternal] = native.get;
+  }
+}
+
+{
+  // Dates: the sandbox's time zone is UTC, which V8 names after the offset
+  for (const name of ["toString", "toTimeString"]) {
+    const native = Date.prototype[name];
+    Object.defineProperty(Date.prototype, name, {
+      value: { [name]() { const text = native.call(this); return text.endsWith("GMT+0000") ? `${text} (Coordinated Universal Time)` : text; } }[name],
+      writable: true, configurable: true, enumerable: false,
+    });
+  }
+}

@@ -26,14 +26,40 @@ function inGlobalScope(what) {
   }
 }
 
+// workerd's CryptoKey properties are the instance's own (JSON.stringify shows them)
+const CRYPTO_KEY_PROPERTIES = {
+  usages: { get() { return this[kInternal].usages.slice(); }, enumerable: true, configurable: true },
+  algorithm: { get() { return structuredCloneValue(this[kInternal].algorithm); }, enumerable: true, configurable: true },
+  extractable: { get() { return this[kInternal].extractable; }, enumerable: true, configurable: true },
+  type: { get() { return this[kInternal].type; }, enumerable: true, configurable: true },
+};
+
 class CryptoKey {
   constructor(key) {
     if (key !== kInternal) throw new TypeError("Illegal constructor");
+    Object.defineProperties(this, CRYPTO_KEY_PROPERTIES);
   }
-  get type() { return this[kInternal].type; }
-  get extractable() { return this[kInternal].extractable; }
-  get algorithm() { return structuredCloneValue(this[kInternal].algorithm); }
-  get usages() { return this[kInternal].usages.slice(); }
+}
+
+class Crypto {
+  constructor() { throw new TypeError("Illegal constructor"); }
+}
+
+class SubtleCrypto {
+  constructor() { throw new TypeError("Illegal constructor"); }
+}
+
+const notBufferSource = (method, index) =>
+  new TypeError(`Failed to execute '${method}' on 'SubtleCrypto': parameter ${index} is not of type 'BufferSource'.`);
+
+function bufferArgument(value, method, index) {
+  if (!isBufferSource(value)) throw notBufferSource(method, index);
+  return viewBytes(value);
+}
+
+function keyArgument(key, method, index) {
+  if (!(key instanceof CryptoKey)) throw new TypeError(`Failed to execute '${method}' on 'SubtleCrypto': parameter ${index} is not of type 'CryptoKey'.`);
+  return key;
 }
 
 const HMAC_USAGES = ["sign", "verify"];
@@ -61,15 +87,24 @@ const base64url = {
     const binary = atob(String(text).replace(/-/g, "+").replace(/_/g, "/"));
     return Uint8Array.from(binary, (ch) => ch.charCodeAt(0));
   },
+  // the key of an "oct" JSON Web Key, or workerd's DataError
+  decodeKey(text) {
+    const invalid = () => domException(`HMAC "jwk" key import requires a base64Url encoding of the key`, "DataError");
+    if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text)) throw invalid();
+    try {
+      return base64url.decode(text);
+    } catch {
+      throw invalid();
+    }
+  },
 };
 
 function hmacHash(algorithm) {
-  if (algorithm.hash === undefined) throw new TypeError("HMAC requires a hash algorithm.");
+  if (algorithm.hash === undefined) throw new TypeError(`Missing field "hash" in "algorithm".`);
   return digestName(algorithm.hash);
 }
 
 function checkUsage(key, usage, name) {
-  if (!(key instanceof CryptoKey)) throw new TypeError("The key must be a CryptoKey.");
   if (key[kInternal].algorithm.name !== name) {
     throw domException(`Requested algorithm "${name}" does not match this CryptoKey's algorithm "${key[kInternal].algorithm.name}".`, "InvalidAccessError");
   }
@@ -82,7 +117,7 @@ const asPromise = (fn) => new Promise((resolve) => resolve(fn()));
 
 const subtle = {
   digest(algorithm, data) {
-    return asPromise(() => host.digest(digestName(algorithm, true), viewBytes(data)));
+    return asPromise(() => host.digest(digestName(algorithm, true), bufferArgument(data, "digest", 2)));
   },
   importKey(format, keyData, algorithm, extractable, usages) {
     return asPromise(() => {
@@ -93,24 +128,26 @@ const subtle = {
       const hash = hmacHash(algorithm);
       let bytes;
       if (format === "raw") {
-        bytes = viewBytes(keyData).slice();
+        bytes = bufferArgument(keyData, "importKey", 2).slice();
       } else if (format === "jwk") {
-        if (!keyData || keyData.kty !== "oct") throw domException("HMAC JSON Web Key must have kty \"oct\".", "DataError");
-        bytes = base64url.decode(keyData.k || "");
-        const expected = "HS" + hash.slice(4);
-        if (keyData.alg !== undefined && keyData.alg !== (hash === "SHA-1" ? "HS1" : expected)) {
-          throw domException(`JSON Web Key algorithm "${keyData.alg}" does not match the requested hash.`, "DataError");
+        if (!keyData || keyData.kty !== "oct") {
+          throw domException(`HMAC "jwk" key import requires a JSON Web Key with Key Type parameter ("kty") equal to "oct" (encountered "${keyData ? keyData.kty : undefined}").`, "DataError");
+        }
+        bytes = base64url.decodeKey(keyData.k);
+        const expected = "HS" + (hash === "SHA-1" ? "1" : hash.slice(4));
+        if (keyData.alg !== undefined && keyData.alg !== expected) {
+          throw domException(`HMAC "jwk" key import specifies "alg" that is incompatible with the hash name (encountered "${keyData.alg}", expected "${expected}").`, "DataError");
+        }
+        if (keyData.ext === false && extractable) {
+          throw domException(`JWK ext field for "HMAC" is set to false but extractable is true`, "DataError");
         }
       } else {
-        throw domException(`HMAC keys can only be imported from "raw" or "jwk", not "${format}".`, "NotSupportedError");
+        throw domException(`Unrecognized key import format "${format}".`, "NotSupportedError");
       }
-      if (bytes.length === 0) throw domException("Imported HMAC key length (0) must be a non-zero value.", "DataError");
-      let length = bytes.length * 8;
-      if (algorithm.length !== undefined) {
-        if (algorithm.length > length || algorithm.length <= length - 8) {
-          throw domException(`Imported HMAC key length (${length}) must match the requested length (${algorithm.length}).`, "DataError");
-        }
-        length = algorithm.length;
+      const rawBits = bytes.length * 8;
+      const length = algorithm.length !== undefined ? Number(algorithm.length) : rawBits;
+      if (length === 0 || length > rawBits || length <= rawBits - 8) {
+        throw domException(`Imported HMAC key length (${length}) must be a non-zero value up to 7 bits less than, and no greater than, the bit length of the raw key data (${rawBits}).`, "DataError");
       }
       return makeHmacKey(bytes, hash, length, extractable, Array.from(usages || []));
     });
@@ -131,7 +168,7 @@ const subtle = {
   },
   exportKey(format, key) {
     return asPromise(() => {
-      if (!(key instanceof CryptoKey)) throw new TypeError("The key must be a CryptoKey.");
+      keyArgument(key, "exportKey", 2);
       if (!key[kInternal].extractable) throw domException(`Attempt to export non-extractable ${key[kInternal].algorithm.name} key.`, "InvalidAccessError");
       const bytes = key[kInternal].bytes;
       if (format === "raw") return copyToArrayBuffer(bytes);
@@ -139,20 +176,25 @@ const subtle = {
         const hash = key[kInternal].algorithm.hash.name;
         return { kty: "oct", k: base64url.encode(bytes), alg: "HS" + (hash === "SHA-1" ? "1" : hash.slice(4)), key_ops: key[kInternal].usages.slice(), ext: true };
       }
-      throw domException(`HMAC keys can only be exported as "raw" or "jwk", not "${format}".`, "NotSupportedError");
+      throw domException(`Unimplemented key export format "${format}".`, "NotSupportedError");
     });
   },
   sign(algorithm, key, data) {
     return asPromise(() => {
+      keyArgument(key, "sign", 2);
+      const bytes = bufferArgument(data, "sign", 3);
       checkUsage(key, "sign", normalizeAlgorithm(algorithm).name.toUpperCase());
-      return host.hmac(key[kInternal].algorithm.hash.name, key[kInternal].bytes, viewBytes(data));
+      return host.hmac(key[kInternal].algorithm.hash.name, key[kInternal].bytes, bytes);
     });
   },
   verify(algorithm, key, signature, data) {
     return asPromise(() => {
+      keyArgument(key, "verify", 2);
+      const given = bufferArgument(signature, "verify", 3);
+      const bytes = bufferArgument(data, "verify", 4);
       checkUsage(key, "verify", normalizeAlgorithm(algorithm).name.toUpperCase());
-      const expected = new Uint8Array(host.hmac(key[kInternal].algorithm.hash.name, key[kInternal].bytes, viewBytes(data)));
-      return timingSafeEqual(expected, viewBytes(signature));
+      const expected = new Uint8Array(host.hmac(key[kInternal].algorithm.hash.name, key[kInternal].bytes, bytes));
+      return timingSafeEqual(expected, given);
     });
   },
   timingSafeEqual(a, b) {
@@ -179,6 +221,9 @@ const crypto = {
   subtle,
   getRandomValues(array) {
     inGlobalScope();
+    if (!ArrayBuffer.isView(array)) {
+      throw new TypeError("Failed to execute 'getRandomValues' on 'Crypto': parameter 1 is not of type 'ArrayBufferView'.");
+    }
     if (!INTEGER_ARRAYS.some((type) => array instanceof type)) {
       throw domException("ArrayBufferView argument to getRandomValues() must be an integer-typed view.", "TypeMismatchError");
     }
@@ -201,6 +246,10 @@ const crypto = {
 
 defineGlobal("crypto", crypto);
 defineGlobal("CryptoKey", CryptoKey);
+defineGlobal("Crypto", Crypto);
+defineGlobal("SubtleCrypto", SubtleCrypto);
+Object.setPrototypeOf(crypto, Crypto.prototype);
+Object.setPrototypeOf(subtle, SubtleCrypto.prototype);
 
 // Math.random from xoshiro128** seeded from the entropy source once per instance: QuickJS-ng seeds
 // it from the clock, so two instances started in the same microsecond would draw the same numbers.

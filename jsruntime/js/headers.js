@@ -2,24 +2,31 @@
 // repeated values joined with ", ", Set-Cookie values kept apart.
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// workerd accepts an empty name and any character outside ASCII; it refuses ASCII separators and controls
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z\u0080-\uffff]*$/;
 const HTTP_WHITESPACE = /^[\t\n\r ]+|[\t\n\r ]+$/g;
 
 function checkHeaderName(name) {
   name = String(name);
-  if (!TOKEN.test(name)) throw new TypeError(`Invalid header name.`);
+  if (!HEADER_NAME.test(name)) throw new TypeError(`Invalid header name.`);
   return name.toLowerCase();
 }
 
 function normalizeHeaderValue(value) {
   value = String(value).replace(HTTP_WHITESPACE, "");
   if (/[\0\r\n]/.test(value)) throw new TypeError(`Invalid header value.`);
-  for (let i = 0; i < value.length; i++) {
-    if (value.charCodeAt(i) > 0xff) {
-      // header values are byte strings: workerd keeps them as UTF-8
-      return decodeLatin1(host.utf8Encode(value));
-    }
-  }
   return value;
+}
+
+// what a header value is on the wire: a byte string, every character past ASCII as its UTF-8 bytes (as workerd sends them)
+function wireHeaderValue(value) {
+  return /[^\x00-\x7f]/.test(value) ? decodeLatin1(host.utf8Encode(value)) : value;
+}
+
+// a header value as it arrived (one character per byte): read as UTF-8, as workerd reads it
+function valueFromWire(value) {
+  if (!/[\x80-\xff]/.test(value) || /[^\x00-\xff]/.test(value)) return value;
+  return decodeUtf8(Uint8Array.from(value, (ch) => ch.charCodeAt(0)));
 }
 
 function decodeLatin1(bytes) {
@@ -36,13 +43,13 @@ class Headers {
   #map = new Map();
   #guard = GUARD_NONE;
   constructor(init = undefined) {
-    if (init === undefined || init === null) return;
+    if (init === undefined) return;
     if (init instanceof Headers) {
       for (const [name, values] of init.#map) this.#map.set(name, values.slice());
       return;
     }
-    if (typeof init !== "object" && typeof init !== "function") {
-      throw new TypeError("Failed to construct 'Headers': The provided value is not of type '(record<ByteString, ByteString> or sequence<sequence<ByteString>>)'.");
+    if (init === null || (typeof init !== "object" && typeof init !== "function")) {
+      throw new TypeError("Failed to construct 'Headers': constructor parameter 1 is not of type 'Headers or Sequence or object'.");
     }
     if (typeof init[Symbol.iterator] === "function") {
       for (const pair of init) {
@@ -60,7 +67,7 @@ class Headers {
     const headers = new Headers();
     for (let i = 0; i < pairs.length; i++) {
       const name = String(pairs[i][0]).toLowerCase();
-      const value = String(pairs[i][1]).replace(HTTP_WHITESPACE, "");
+      const value = valueFromWire(String(pairs[i][1]).replace(HTTP_WHITESPACE, ""));
       const list = headers.#map.get(name);
       if (list) list.push(value);
       else headers.#map.set(name, [value]);
@@ -117,16 +124,16 @@ class Headers {
   }
   [kWire]() {
     const pairs = [];
-    for (const name of Array.from(this.#map.keys()).sort()) for (const value of this.#map.get(name)) pairs.push([name, value]);
+    for (const name of Array.from(this.#map.keys()).sort()) for (const value of this.#map.get(name)) pairs.push([name, wireHeaderValue(value)]);
     return pairs;
   }
   forEach(callback, thisArg) {
     if (typeof callback !== "function") throw new TypeError("The \"callback\" argument must be a function.");
     for (const [name, value] of this[kPairs]()) callback.call(thisArg, value, name, this);
   }
-  *entries() { yield* this[kPairs](); }
-  *keys() { for (const [name] of this[kPairs]()) yield name; }
-  *values() { for (const [, value] of this[kPairs]()) yield value; }
+  entries() { return snapshotIterator(this[kPairs](), (pair) => pair); }
+  keys() { return snapshotIterator(this[kPairs](), (pair) => pair[0]); }
+  values() { return snapshotIterator(this[kPairs](), (pair) => pair[1]); }
   [Symbol.iterator]() { return this.entries(); }
 }
 

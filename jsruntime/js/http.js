@@ -8,6 +8,20 @@ const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", 
 const NULL_BODY_STATUS = [101, 204, 205, 304];
 const REDIRECT_STATUS = [301, 302, 303, 307, 308];
 
+// the headers member of an init dictionary, refused in workerd's words
+function headersInit(value, dictionary) {
+  if (value === null || (value !== undefined && typeof value !== "object" && typeof value !== "function")) {
+    throw new TypeError(`Incorrect type for the 'headers' field on '${dictionary}': the provided value is not of type 'Headers or Sequence or object'.`);
+  }
+  return value;
+}
+
+// WebIDL's unsigned short: truncated, modulo 2^16
+function toUnsignedShort(value) {
+  const number = Math.trunc(Number(value));
+  return Number.isFinite(number) ? ((number % 65536) + 65536) % 65536 : 0;
+}
+
 function normalizeMethod(method) {
   method = String(method);
   if (!TOKEN.test(method)) throw new TypeError(`Invalid HTTP method string: ${method}`);
@@ -40,7 +54,7 @@ class Request {
     }
     const method = init.method !== undefined ? normalizeMethod(init.method) : source ? source.method : "GET";
     let headers;
-    if (init.headers !== undefined) headers = new Headers(init.headers);
+    if (init.headers !== undefined) headers = new Headers(headersInit(init.headers, "RequestInitializerDict"));
     else if (source) headers = new Headers(input.headers);  // the getter: an incoming request makes its Headers lazily
     else headers = new Headers();
     let body;
@@ -50,7 +64,7 @@ class Request {
       body = new BodyState(extracted.bytes, extracted.stream);
       if (extracted.contentType && !headers.has("content-type")) headers.append("content-type", extracted.contentType);
     } else if (source && init.body === undefined && !source.body.isNull) {
-      if (source.body.usedFlag) throw new TypeError(BODY_USED);
+      if (source.body.usedFlag) throw new TypeError("Cannot reconstruct a Request with a used body.");
       if (method === "GET" || method === "HEAD") throw new TypeError("Request with a GET or HEAD method cannot have a body.");
       // the body moves to the new Request, as in workerd: the old one is left used
       body = new BodyState(source.body.bytes, source.body.stream);
@@ -92,7 +106,6 @@ class Request {
   get fetcher() { return null; }
   get integrity() { return ""; }
   get keepalive() { return false; }
-  get cache() { return undefined; }
   clone() {
     const internal = this[kInternal];
     const copy = Object.create(Request.prototype);
@@ -105,19 +118,23 @@ mixBody(Request);
 class Response {
   constructor(body = null, init = {}) {
     init = init === undefined || init === null ? {} : init;
-    const status = init.status !== undefined ? Number(init.status) : 200;
-    if (!Number.isInteger(status) || status < 200 || status > 599) {
-      if (status !== 101) throw new RangeError(`Responses may only be constructed with status codes in the range 200 to 599, inclusive.`);
+    const status = init.status !== undefined ? toUnsignedShort(init.status) : 200;
+    if (status < 200 || status > 599) {
+      throw new RangeError(`Responses may only be constructed with status codes in the range 200 to 599, inclusive.`);
     }
     const statusText = init.statusText !== undefined ? String(init.statusText) : "";
-    if (/[\r\n]/.test(statusText)) throw new TypeError("Invalid statusText.");
-    const headers = new Headers(init.headers);
+    if (/[\r\n]/.test(statusText)) throw new TypeError("Invalid statusText");
+    const headers = new Headers(headersInit(init.headers, "InitializerDict"));
     let state;
     if (body !== null && body !== undefined) {
-      if (NULL_BODY_STATUS.includes(status)) {
-        throw new TypeError(`Response with null body status (101, 204, 205, or 304) cannot have a body.`);
-      }
       const extracted = extractBody(body);
+      if (NULL_BODY_STATUS.includes(status)) {
+        // workerd lets an empty body through and sends none
+        if (extracted.stream || extracted.bytes.byteLength) {
+          throw new TypeError(`Response with null body status (101, 204, 205, or 304) cannot have a body.`);
+        }
+        extracted.bytes = null;
+      }
       state = new BodyState(extracted.bytes, extracted.stream);
       if (extracted.contentType && !headers.has("content-type")) headers.append("content-type", extracted.contentType);
     } else {
@@ -129,10 +146,9 @@ class Response {
     };
   }
   static json(data, init = {}) {
-    const text = JSON.stringify(data);
-    if (text === undefined) throw new TypeError("The data is not JSON serializable.");
+    const text = String(JSON.stringify(data));  // workerd sends "undefined" for what JSON cannot say
     init = init === undefined || init === null ? {} : init;
-    const headers = new Headers(init.headers);
+    const headers = new Headers(headersInit(init.headers, "InitializerDict"));
     if (!headers.has("content-type")) headers.set("content-type", "application/json");
     return new Response(text, { ...init, status: init.status, statusText: init.statusText, headers });
   }
@@ -154,7 +170,6 @@ class Response {
   static error() {
     const response = new Response(null, { status: 200 });
     Object.assign(response[kInternal], { status: 0, type: "error" });
-    response[kInternal].headers[kInternal](true);
     return response;
   }
   static [kInternal](status, headerList, bytes, url, redirected) {
@@ -179,7 +194,6 @@ class Response {
     const internal = this[kInternal];
     const copy = Object.create(Response.prototype);
     copy[kInternal] = { ...internal, headers: new Headers(internal.headers), body: internal.body.clone() };
-    if (internal.type === "error") copy[kInternal].headers[kInternal](true);
     return copy;
   }
 }

@@ -113,7 +113,7 @@ function answerCall(meta, body) {
 function addTimer(callback, delay, args, interval) {
   inGlobalScope();
   if (typeof callback !== "function") {
-    throw new TypeError("The \"callback\" argument must be a function.");
+    throw new TypeError(`Failed to execute '${interval ? "setInterval" : "setTimeout"}' on 'ServiceWorkerGlobalScope': parameter 1 is not of type 'function'.`);
   }
   const invocation = currentInvocation;
   delay = Math.max(0, Number(delay) || 0);
@@ -162,9 +162,20 @@ function errorDetails(error) {
   return { name: "Error", message: wellFormed(message), stack: "" };
 }
 
+// An error's frames as QuickJS-ng recorded them, without going through the stack accessor (core.js)
+const nativeStack = Object.getOwnPropertyDescriptor(Error.prototype, "stack");
+function rawStack(error) {
+  const getter = nativeStack && nativeStack.get && nativeStack.get[kInternal];
+  const raw = getter ? getter.call(error) : error.stack;
+  return typeof raw === "string" ? raw : null;
+}
+
 // V8's shape ("Name: message" then "    at ..." lines), without the runtime's own frames.
 function formatStack(name, message, stack) {
-  const lines = typeof stack === "string" ? stack.split("\n").filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)")) : [];
+  // error.stack already starts with a "Name: message" line (core.js); the frames are the lines from the first "at"
+  let lines = typeof stack === "string" ? stack.split("\n") : [];
+  const first = lines.findIndex((line) => /^\s+at /.test(line));
+  lines = first < 0 ? [] : lines.slice(first).filter((line) => line.trim() && !line.includes("wasmdeck:runtime") && !line.includes("at evaluate (native)"));
   return wellFormed([`${name}: ${message}`, ...lines].join("\n"));
 }
 
@@ -194,14 +205,20 @@ function finish(invocation, meta, body) {
 }
 
 function exceptionMeta(error) {
-  const details = errorDetails(error);
-  const meta = { type: "exception", name: details.name, message: details.message, stack: details.stack };
   if (isOutOfMemory(error)) {
-    meta.name = "RangeError";
-    meta.message = "out of memory: the Worker used all the memory its instance may have";
+    host.gc();  // what the Worker hoarded is garbage once its handler has thrown: room for the frame
+    const meta = { type: "exception", name: "RangeError", message: "out of memory: the Worker used all the memory its instance may have" };
+    try {
+      const frames = rawStack(error);
+      if (frames !== null) meta.stack = formatStack("RangeError", meta.message, frames);
+    } catch {
+      // no room even for the stack: the frame goes without it
+    }
     meta.retire = true;
+    return meta;
   }
-  return meta;
+  const details = errorDetails(error);
+  return { type: "exception", name: details.name, message: details.message, stack: details.stack };
 }
 
 function fail(invocation, error) {
@@ -214,6 +231,9 @@ function fail(invocation, error) {
 }
 
 function waitUntil(invocation, promise) {
+  if (promise === undefined) {
+    throw new TypeError("Failed to execute 'waitUntil' on 'ExecutionContext': parameter 1 is not of type 'Promise'.");
+  }
   if (invocation.phase === "done") return;
   invocation.waitUntilPending++;
   Promise.resolve(promise).then(noop, (error) => {
@@ -249,6 +269,7 @@ async function respond(invocation, response) {
     }
   }
   if (invocation.phase !== "running") return;
+  if (invocation.request && invocation.request.method === "HEAD") bytes = null;  // a HEAD answer carries headers only
   const meta = { type: "response", status: internal.status, headers: wirePairs(internal.headers) };
   if (invocation.waitUntilPending > 0) {
     meta.waitUntil = true;
@@ -314,6 +335,7 @@ async function doFetch(input, init) {
   if (signal.aborted) throw signal.reason;
   let parts = await requestParts(request);
   const scheme = parts.url.slice(0, parts.url.indexOf(":"));
+  if (scheme === "data") return dataUrlResponse(parts.url);
   if (scheme !== "http" && scheme !== "https") throw new TypeError(`Fetch API cannot load: ${parts.url}`);
   for (let redirects = 0; ; redirects++) {
     const result = await abortable(fetchOnce(parts), signal);
@@ -338,7 +360,40 @@ async function doFetch(input, init) {
   }
 }
 
+// a data: URL answered inside the Worker, as workerd does: the media type (text/plain;charset=US-ASCII when none), the
+// percent-decoded or base64 body (characters outside the alphabet skipped), no url
+function dataUrlResponse(url) {
+  const comma = url.indexOf(",");
+  if (comma < 0) throw new TypeError(`Fetch API cannot load: ${url}`);
+  let type = url.slice(5, comma).trim();
+  const base64 = /;[\t\n\r ]*base64[\t\n\r ]*$/i.test(type);
+  if (base64) type = type.slice(0, type.lastIndexOf(";"));
+  if (type.startsWith(";")) type = "text/plain" + type;
+  type = normalizeMimeType(type) || "text/plain;charset=US-ASCII";
+  const raw = encodeUtf8(url.slice(comma + 1));
+  const bytes = [];
+  for (let i = 0; i < raw.length; i++) {
+    const hex = raw[i] === 0x25 ? String.fromCharCode(raw[i + 1] || 0, raw[i + 2] || 0) : "";
+    if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else {
+      bytes.push(raw[i]);
+    }
+  }
+  let body = new Uint8Array(bytes);
+  if (base64) {
+    const alphabet = String.fromCharCode(...bytes).replace(/[^A-Za-z0-9+/]/g, "");
+    const usable = alphabet.length % 4 === 1 ? alphabet.slice(0, -1) : alphabet;
+    body = Uint8Array.from(atob(usable), (ch) => ch.charCodeAt(0));
+  }
+  return Response[kInternal](200, [["content-type", type]], body, "", false);
+}
+
 function fetch(input, init = undefined) {
+  if (input === undefined) {
+    return Promise.reject(new TypeError("Failed to execute 'fetch' on 'ServiceWorkerGlobalScope': parameter 1 is not of type 'Request or string'."));
+  }
   try {
     return doFetch(input, init);
   } catch (error) {
@@ -647,7 +702,9 @@ function startFetch(meta, body) {
   const bytes = body.byteLength || !["GET", "HEAD"].includes(method) ? new Uint8Array(body) : null;
   const invocation = currentInvocation;
   invocation.request = { method, url, headers, bytes };
-  const incoming = Request[kInternal](method, url, headers, bytes && bytes.byteLength ? bytes : null, meta.cf);
+  // as in workerd, a request declaring a length (even 0) or a chunked body has a body; one declaring neither has none
+  const declared = !["GET", "HEAD"].includes(method) && headers.some(([name]) => /^(content-length|transfer-encoding)$/i.test(name));
+  const incoming = Request[kInternal](method, url, headers, bytes && (bytes.byteLength || declared) ? bytes : null, meta.cf);
   if (!instance.handlers.fetch) {
     finish(invocation, exceptionMeta(new TypeError("The Worker has no fetch handler.")));
     return;
@@ -842,7 +899,9 @@ let rejectionCheckQueued = false;
 const scheduler = {
   wait(ms, options = undefined) {
     const signal = options && options.signal;
-    return abortable(new Promise((resolve) => setTimeout(resolve, ms)), signal);
+    // workerd rejects with an Error carrying a reason that is not one
+    return abortable(new Promise((resolve) => setTimeout(resolve, ms)), signal)
+      .catch((reason) => { throw reason instanceof Error || reason instanceof DOMException ? reason : new Error(String(reason)); });
   },
 };
 
@@ -857,3 +916,4 @@ defineGlobal("removeEventListener", (type, listener) => globalScope.removeEventL
 defineGlobal("ExecutionContext", ExecutionContext);
 defineGlobal("FetchEvent", FetchEvent);
 defineGlobal("self", globalThis);
+defineGlobal("reportError", function reportError(error) { reportUncaught(error); });

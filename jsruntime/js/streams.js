@@ -49,7 +49,7 @@ class ReadableStream {
         return highWaterMark - state.queueSize;
       },
       enqueue(chunk) {
-        if (state.closeRequested || state.state !== "readable") throw new TypeError("This ReadableStream is closed.");
+        if (state.closeRequested || state.state !== "readable") throw new TypeError("Unable to enqueue");
         const reader = state.reader;
         if (reader && reader[kInternal].requests.length > 0) {
           reader[kInternal].fulfil(chunk);
@@ -128,6 +128,10 @@ class ReadableStream {
   }
   static from(iterable) {
     if (iterable instanceof ReadableStream) return iterable;
+    if (iterable === null || iterable === undefined ||
+        (typeof iterable[Symbol.asyncIterator] !== "function" && typeof iterable[Symbol.iterator] !== "function")) {
+      throw new TypeError("Failed to execute 'from' on 'ReadableStream': parameter 1 is not of type 'AsyncGenerator'.");
+    }
     const iterator = typeof iterable[Symbol.asyncIterator] === "function" ? iterable[Symbol.asyncIterator]() : iterable[Symbol.iterator]();
     return new ReadableStream({
       async pull(controller) {
@@ -369,7 +373,7 @@ class WritableStream {
     const ready = Promise.resolve(started);
     state.queue = ready.then(noop, (reason) => state.fail(reason));
     state.write = (chunk) => {
-      if (state.state !== "writable") return Promise.reject(state.error || new TypeError("This WritableStream is closed."));
+      if (state.state !== "writable") return Promise.reject(state.error || new TypeError("This WritableStream has been closed."));
       state.pending++;
       return state.enqueue(() => (typeof sink.write === "function" ? sink.write.call(sink, chunk, controller) : undefined))
         .then(() => { state.pending--; }, (reason) => { state.pending--; throw reason; });
@@ -481,17 +485,33 @@ class TransformStream {
       terminated = true;
       try { readableController.close(); } catch {}
     };
+    // a transform or flush that fails errors both sides, as the spec's TransformStreamError does
+    const failReadable = (error) => {
+      if (terminated) return;
+      terminated = true;
+      try { readableController.error(error); } catch {}
+    };
     controller = new TransformStreamDefaultController(kInternal, readableController, terminate);
     const started = typeof transformer.start === "function" ? transformer.start.call(transformer, controller) : undefined;
     this.#writable = new WritableStream({
       start: () => started,
-      write(chunk) {
+      async write(chunk) {
         if (terminated) throw new TypeError("The TransformStream has been terminated.");
-        if (typeof transformer.transform === "function") return transformer.transform.call(transformer, chunk, controller);
-        readableController.enqueue(chunk);
+        if (typeof transformer.transform !== "function") return readableController.enqueue(chunk);
+        try {
+          await transformer.transform.call(transformer, chunk, controller);
+        } catch (error) {
+          failReadable(error);
+          throw error;
+        }
       },
       async close() {
-        if (typeof transformer.flush === "function") await transformer.flush.call(transformer, controller);
+        try {
+          if (typeof transformer.flush === "function") await transformer.flush.call(transformer, controller);
+        } catch (error) {
+          failReadable(error);
+          throw error;
+        }
         terminate();
       },
       abort(reason) {

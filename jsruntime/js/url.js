@@ -729,7 +729,7 @@ class URLSearchParams {
       if (typeof init[Symbol.iterator] === "function") {
         for (const pair of init) {
           const items = Array.from(pair);
-          if (items.length !== 2) throw new TypeError("Each query pair must be an iterable [name, value] tuple");
+          if (items.length !== 2) throw new TypeError("Invalid URL search params sequence.");
           this.#list.push([toUSVString(items[0]), toUSVString(items[1])]);
         }
       } else {
@@ -806,9 +806,14 @@ class URLSearchParams {
     if (typeof callback !== "function") throw new TypeError("The \"callback\" argument must be a function.");
     for (let i = 0; i < this.#list.length; i++) callback.call(thisArg, this.#list[i][1], this.#list[i][0], this);
   }
-  *entries() { for (let i = 0; i < this.#list.length; i++) yield [this.#list[i][0], this.#list[i][1]]; }
-  *keys() { for (let i = 0; i < this.#list.length; i++) yield this.#list[i][0]; }
-  *values() { for (let i = 0; i < this.#list.length; i++) yield this.#list[i][1]; }
+  entries() { return this.#live((pair) => [pair[0], pair[1]]); }
+  keys() { return this.#live((pair) => pair[0]); }
+  values() { return this.#live((pair) => pair[1]); }
+  // iteration sees edits made while it runs, as the spec's live list
+  #live(pick) {
+    let index = 0;
+    return apiIterator(() => (index < this.#list.length ? { value: pick(this.#list[index++]), done: false } : { value: undefined, done: true }));
+  }
   [Symbol.iterator]() { return this.entries(); }
   toString() { return serializeForm(this.#list); }
 }
