@@ -160,9 +160,12 @@ class Network:
 
         host = destination.host
         host_header = str(host) if destination.url.port is None else f"{host}:{destination.port}"  # no port: the scheme's
-        sent = [(name, _header_bytes(value)) for name, value in headers if name.lower() not in _DROP_REQUEST]
-        given = {name.lower() for name, _ in sent}
-        sent = [("host", host_header), *sent, *((name, value) for name, value in _DEFAULT_REQUEST if name not in given)]
+        chosen = [(_header_bytes(name), _header_bytes(value)) for name, value in headers if name.lower() not in _DROP_REQUEST]
+        given = {name.lower() for name, _ in chosen}
+        sent: list[tuple[bytes, bytes]] = [
+            (b"host", host_header.encode("latin-1")), *chosen,
+            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in _DEFAULT_REQUEST if name.encode("latin-1") not in given),
+        ]
         server_name = host.name or str(host.address)
         pool = self._acquire(destination.scheme, server_name)
         try:

@@ -472,7 +472,9 @@ static JSValue native_write(JSContext *c, JSValueConst this_val, int argc, JSVal
     (void)this_val;
     size_t meta_len;
     const char *meta = JS_ToCStringLen(c, &meta_len, argv[0]);
-    if (!meta) return JS_EXCEPTION;
+    /* the runtime only ever writes strings: failing to read one is an exhausted heap, and no other
+       frame could be written either */
+    if (!meta) fatal_frame("RangeError", "out of memory: the Worker used all the memory its instance may have");
     int kind = meta_allowed(meta, meta_len);
     if (kind == META_REFUSED) {
         JS_FreeCString(c, meta);
@@ -888,7 +890,10 @@ int main(void) {
     JS_SetInterruptHandler(rt, on_interrupt, NULL);
     int announce = 0;
     for (;;) {
-        if (announce) waiting_frame();
+        /* before every blocking read, between invocations too: the engine then knows an idle
+           instance is idle, and one whose Worker left work running after its answer is not */
+        (void)announce;
+        if (frames_read > 0) waiting_frame(); /* not before init: the engine waits for ready */
         flush_output(); /* everything gathered leaves before the process blocks */
         if (!next_frame()) break;
         announce = pump();

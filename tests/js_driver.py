@@ -111,6 +111,8 @@ class Instance:
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
         self._write_lock = asyncio.Lock()
         self.retired = False
+        self.frames_written = 0  # what the runtime's `waiting` frames count as read
+        self.idle_waits: list[Meta] = []  # announcements made between invocations (after a final frame)
 
     async def _drain_stderr(self) -> None:
         try:
@@ -151,6 +153,7 @@ class Instance:
 
     async def write(self, data: bytes) -> None:
         async with self._write_lock:
+            self.frames_written += 1  # counted before the write: the runtime may answer before it returns
             await self._process.stdin.write(data)  # type: ignore[attr-defined]
 
     async def _converse(self, first: bytes, *, init: bool) -> Result:
@@ -185,7 +188,11 @@ class Instance:
                     raise ProtocolError("the runtime closed its output before its final frame")
                 meta, body = frame
                 kind = meta["type"]
-                if kind == "waiting":  # the runtime blocks reading stdin (host.c); never inside init
+                if kind == "waiting":  # the runtime blocks reading stdin (host.c)
+                    if isinstance(meta.get("frames"), int) and meta["frames"] < self.frames_written:
+                        # made before it read the frame just written: the wait between invocations
+                        self.idle_waits.append(meta)
+                        continue
                     if init:
                         raise ProtocolError("a waiting frame before ready")
                     result.waits.append(meta)

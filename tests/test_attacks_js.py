@@ -17,14 +17,6 @@ ANSWER_THEN_SPIN = {
     "promise chain": "const loop = () => Promise.resolve().then(loop); loop(); return new Response('answered');",
 }
 
-RUNTIME_ANNOUNCES_NO_IDLE_WAIT = (
-    "runtime change needed (jsruntime/host.c): between invocations the runtime blocks reading stdin without "
-    "a `waiting` frame (it announces only waits inside an invocation), so the engine cannot tell an idle "
-    "instance from one still running its job queue after its final frame. Once host.c writes `waiting` before "
-    "every blocking read, `Instance.announces_idle` turns on and `InstanceManager.expect_quiet` retires such "
-    "an instance (checked with a runtime built so)"
-)
-
 
 def process_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -38,7 +30,6 @@ async def cpu_over(seconds: float) -> float:
     return process_cpu_s() - before
 
 
-@pytest.mark.xfail(strict=True, reason=RUNTIME_ANNOUNCES_NO_IDLE_WAIT)
 @pytest.mark.parametrize("attack", list(ANSWER_THEN_SPIN))
 async def test_work_that_goes_on_after_the_response_is_stopped(engine: Engine, attack: str) -> None:
     # The response is written, then the runtime's job queue never empties: it never goes back to

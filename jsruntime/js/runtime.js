@@ -39,6 +39,10 @@ const wellFormed = (text) => String(text).toWellFormed();
 // What the runtime writes when it cannot write a frame any more: host.c refuses a meta that is not a
 // plain typed object (see meta_allowed there), which only a Worker that changed the built-ins the
 // prelude uses (Object.prototype.toJSON, a setter on Object.prototype...) can bring about.
+const OUT_OF_MEMORY = jsonStringify({
+  type: "exception", name: "RangeError", retire: true,
+  message: "out of memory: the Worker used all the memory its instance may have",
+});
 const CANNOT_WRITE = jsonStringify({
   type: "exception", name: "Error", retire: true,
   message: "The JavaScript runtime stopped: it could not write a frame, because the Worker changed built-ins it relies on (such as Object.prototype.toJSON).",
@@ -48,7 +52,7 @@ function send(meta, body) {
   try {
     host.write(jsonStringify(meta), body);
   } catch (error) {
-    host.write(CANNOT_WRITE);
+    host.write(isOutOfMemory(error) ? OUT_OF_MEMORY : CANNOT_WRITE);
     host.exit(0);
     throw error;
   }
@@ -572,14 +576,23 @@ function detectFormat(source, filename) {
 }
 
 function initFailed(error) {
-  const meta = exceptionMeta(error);
-  const location = syntaxLocation(error, instance.filename);
-  if (location) {
-    meta.line = location.line;
-    meta.column = location.column;
-    meta.message = `${meta.message} (${instance.filename}:${location.line}:${location.column})`;
+  let meta;
+  try {
+    meta = exceptionMeta(error);
+    const location = syntaxLocation(error, instance.filename);
+    if (location) {
+      meta.line = location.line;
+      meta.column = location.column;
+      meta.message = `${meta.message} (${instance.filename}:${location.line}:${location.column})`;
+    }
+    meta.retire = true;
+  } catch (failure) {
+    // no room to describe the failure (the top-level code still holds what it hoarded), or
+    // built-ins the description needs were changed: one of the frames made before any script ran
+    host.write(isOutOfMemory(failure) || isOutOfMemory(error) ? OUT_OF_MEMORY : CANNOT_WRITE);
+    host.exit(0);
+    return;
   }
-  meta.retire = true;
   send(meta);
   host.exit(0);
 }
