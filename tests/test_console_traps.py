@@ -48,7 +48,7 @@ def demo(engine: Engine) -> Engine:
     return engine
 
 
-async def until(pilot: Any, condition: Any, seconds: float = 10.0) -> None:
+async def until(pilot: Any, condition: Any, seconds: float = 30.0) -> None:
     """Let the app run until `condition()` holds (a save on leave runs in a dialog's callback)."""
     for _ in range(int(seconds / 0.05)):
         if condition():

@@ -401,7 +401,7 @@ DISPATCHER = b"""export default {
   async fetch(request, env) {
     const name = new URL(request.url).hostname.split('.')[0];
     try {
-      const worker = env.dispatcher.get(name, {}, { outbound: { customer_name: name }, limits: { cpuMs: 50, subRequests: 1 } });
+      const worker = env.dispatcher.get(name, {}, { outbound: { customer_name: name }, limits: { cpuMs: 250, subRequests: 1 } });
       return await worker.fetch(request);
     } catch (error) {
       if (error.message.startsWith('Worker not found')) return new Response(error.message, { status: 404 });
@@ -426,7 +426,7 @@ async def test_a_javascript_dispatch_worker_dispatches_with_parameters_and_limit
     assert shop.trace["scriptName"] == "shop" and shop.dispatcher_trace["scriptName"] == "dispatcher"
     spin = await engine.request("http://spin.example.com/")
     assert spin.status == 503 and spin.json() == {"message": "Worker exceeded CPU time limit.", "outcome": "exceededCpu"}
-    assert spin.trace["outcome"] == "exceededCpu" and "50 ms (limit from dispatch)" in spin.trace["exceptions"][0]["message"]
+    assert spin.trace["outcome"] == "exceededCpu" and "250 ms (limit from dispatch)" in spin.trace["exceptions"][0]["message"]
     missing = await engine.request("http://nobody.example.com/")
     assert (missing.status, missing.text) == (404, "Worker not found: nobody")
     platform = await engine.request("http://gateway.example.com/")  # a platform Worker is no tenant
