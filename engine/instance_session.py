@@ -348,13 +348,17 @@ async def converse_on_instance(
             receiver.on_frame = None
             await _cancel(calls)
             # a stderr line written just before the final frame may still be on its way (stdout and
-            # stderr are separate pipes): a loop turn lets it land in this invocation; while chunks
-            # keep arriving, a few more
-            for _ in range(4):
-                seen = len(receiver.stderr)
-                await asyncio.sleep(0)
-                if len(receiver.stderr) == seen and (seen or not instance.wrote_stderr):
-                    break
+            # stderr are separate pipes, read by separate wasmer-sdk calls): a guest that writes to
+            # stderr gets a moment for this invocation's line when none has come yet, then a loop
+            # turn more while chunks keep arriving
+            if instance.wrote_stderr:
+                if not receiver.stderr:
+                    await receiver.stderr_within(STDERR_GRACE_S)
+                for _ in range(4):
+                    seen = len(receiver.stderr)
+                    await asyncio.sleep(0)
+                    if len(receiver.stderr) == seen:
+                        break
             while receiver.items:
                 kind, value = receiver.items.popleft()
                 if kind == "frame":
@@ -526,6 +530,9 @@ async def run_on_instance(
 # An engine runtime given back before its `waiting` frame gets at least this long to send it (the
 # frame follows the final one at once; this covers a busy machine's scheduling delays).
 MIN_QUIET_GRACE_S = 0.1
+# how long a final frame waits for stderr output of a guest that writes to stderr, when none of this
+# invocation's has arrived (it ends early when some does)
+STDERR_GRACE_S = 0.005
 
 
 def _give_back(manager: InstanceManager, instance: Instance, new: bool, end: InvocationEnd) -> InstanceUse:

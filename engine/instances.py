@@ -222,6 +222,7 @@ class Receiver:
         self.stderr = bytearray()
         self.stderr_truncated = False
         self._max_stderr = max_stderr
+        self._stderr_waiter: asyncio.Future[None] | None = None
 
     def put(self, item: Item) -> None:
         if self.on_frame is not None and item[0] == "frame" and self.on_frame(item[1]):
@@ -236,6 +237,24 @@ class Receiver:
         if len(chunk) > room:
             self.stderr_truncated = True
         self.stderr.extend(chunk[: max(0, room)])
+        waiter = self._stderr_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def stderr_within(self, timeout: float) -> None:
+        """Return when stderr output arrives, or after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        waiter = self._stderr_waiter = loop.create_future()
+        def give_up() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        timer = loop.call_later(timeout, give_up)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._stderr_waiter = None
 
     async def get(self, timeout: float) -> Item | None:
         """The next item, or None after `timeout` seconds without one."""
