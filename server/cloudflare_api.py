@@ -79,7 +79,7 @@ from wasmdeck.engine.engine import ABIS
 from wasmdeck.engine.javascript import check_binding_name, speaks_protocol
 from wasmdeck.engine.outbound import OutboundSetting
 from wasmdeck.engine.secrets import SecretsUnavailable
-from wasmdeck.engine.store import Namespace
+from wasmdeck.engine.store import Namespace, WorkerVersion
 from wasmdeck.engine.validation import check_name, check_tag, check_tags
 from wasmdeck.engine.wasm_module import validate_worker_module
 
@@ -476,24 +476,31 @@ class CloudflareApi:
         `wrangler deploy` uploads it as new."""
         ns, name = self._platform_path(request)
         worker = self._worker(ns, name)
-        deployments = []
-        for version in sorted(self.engine.versions(name, namespace=ns), key=lambda v: v.version, reverse=True):
-            version_id = _stable_id("version", ns, name, worker.first_deployed_at, version.version)
-            deployments.append({
-                "id": str(_stable_id("deployment", ns, name, worker.first_deployed_at, version.version)),
-                "source": "api",
-                "strategy": "percentage",
-                "author_email": "",
-                "created_on": _iso(version.created_at),
-                "annotations": {"workers/message": version.message} if version.message else {},
-                "versions": [{"version_id": str(version_id), "percentage": 100}],
-            })
+        deployments = [
+            self._deployment_result(ns, worker, version.version, version.created_at, self._version_id(ns, worker, version.version),
+                                    {"workers/message": version.message} if version.message else {})
+            for version in sorted(self.engine.versions(name, namespace=ns), key=lambda v: v.version, reverse=True)
+        ]
         return envelope({"deployments": deployments})
 
     def _version_id(self, ns: str, worker: Worker, version: int) -> str:
         return str(_stable_id("version", ns, worker.name, worker.first_deployed_at, version))
 
-    def _version_result(self, ns: str, worker: Worker, version: Any) -> dict[str, Any]:
+    @staticmethod
+    def _deployment_result(ns: str, worker: Worker, number: int, created_at: int, version_id: str,
+                           annotations: dict[str, str]) -> dict[str, Any]:
+        """One deployment in the shape of Cloudflare's Deployments API: one version at 100 %."""
+        return {
+            "id": str(_stable_id("deployment", ns, worker.name, worker.first_deployed_at, number)),
+            "source": "api",
+            "strategy": "percentage",
+            "author_email": "",
+            "created_on": _iso(created_at),
+            "annotations": annotations,
+            "versions": [{"version_id": version_id, "percentage": 100}],
+        }
+
+    def _version_result(self, ns: str, worker: Worker, version: WorkerVersion) -> dict[str, Any]:
         """One version in the shape of Cloudflare's Versions API."""
         return {
             "id": self._version_id(ns, worker, version.version),
@@ -536,11 +543,14 @@ class CloudflareApi:
     async def get_version(self, request: Request) -> Response:
         ns, name = self._platform_path(request)
         worker = self._worker(ns, name)
-        wanted = request.path_params["version_id"]
-        for version in self.engine.versions(name, namespace=ns):
-            if self._version_id(ns, worker, version.version) == wanted:
-                return envelope(self._version_result(ns, worker, version))
-        raise _refused(404, CODE_VERSION_NOT_FOUND, f"script {name!r} has no version {wanted!r}")
+        version = self._version_by_id(ns, worker, request.path_params["version_id"])
+        return envelope(self._version_result(ns, worker, version))
+
+    def _version_by_id(self, ns: str, worker: Worker, version_id: str) -> WorkerVersion:
+        for version in self.engine.versions(worker.name, namespace=ns):
+            if self._version_id(ns, worker, version.version) == version_id:
+                return version
+        raise _refused(404, CODE_VERSION_NOT_FOUND, f"script {worker.name!r} has no version {version_id!r}")
 
     async def create_deployment(self, request: Request) -> Response:
         """Deploy one version to all traffic: the current one (nothing changes) or an earlier one
@@ -560,23 +570,13 @@ class CloudflareApi:
         if body.get("strategy", "percentage") != "percentage":
             raise bad("the deployment strategy must be 'percentage'")
         wanted = entries[0]["version_id"]
-        target = next((v for v in self.engine.versions(name, namespace=ns)
-                       if self._version_id(ns, worker, v.version) == wanted), None)
-        if target is None:
-            raise _refused(404, CODE_VERSION_NOT_FOUND, f"script {name!r} has no version {wanted!r}")
+        target = self._version_by_id(ns, worker, wanted)
         if target.version != worker.version:
             await self._write(functools.partial(self.engine.rollback, name, target.version, namespace=ns))
         deployed = self.engine.worker(name, namespace=ns)
         annotations = body.get("annotations") if isinstance(body.get("annotations"), dict) else {}
-        return envelope({
-            "id": str(_stable_id("deployment", ns, name, deployed.first_deployed_at, deployed.version)),
-            "source": "api",
-            "strategy": "percentage",
-            "author_email": "",
-            "created_on": _iso(deployed.created_at),
-            "annotations": {k: v for k, v in annotations.items() if isinstance(v, str)},
-            "versions": [{"version_id": wanted, "percentage": 100}],
-        })
+        strings = {key: value for key, value in annotations.items() if isinstance(value, str)}
+        return envelope(self._deployment_result(ns, deployed, deployed.version, deployed.created_at, wanted, strings))
 
     async def get_subdomain(self, request: Request) -> Response:
         """A script's workers.dev route: wasmdeck has none (its scripts answer through `wasmdeck serve`)."""
