@@ -29,6 +29,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fixtures.build import strip_custom_sections  # noqa: E402  (the fixtures' reproducible-build step, kept names only)
 OUTPUT = ROOT / "engine" / "runtimes" / "javascript.wasm"
 DEFAULT_SDIST_DIR = HERE / ".sdist"
 
@@ -63,7 +67,6 @@ LDFLAGS = [
     "-Wl,-z,stack-size=1048576",
     "-Wl,--export=wasmdeck_worker_protocol_2",
 ]
-KEEP_CUSTOM_SECTIONS = {"name"}
 
 
 def sdist(sdist_dir: Path) -> Path:
@@ -82,38 +85,6 @@ def sdist(sdist_dir: Path) -> Path:
     if digest != QUICKJS_SHA256:
         raise SystemExit(f"build.py: {path.name} has sha256 {digest}, expected {QUICKJS_SHA256}; delete it and retry")
     return path
-
-
-def _leb128(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return result, pos
-
-
-def strip_custom_sections(wasm: bytes) -> bytes:
-    """Drop every custom section (id 0) whose name is not in KEEP_CUSTOM_SECTIONS."""
-    if wasm[:8] != b"\0asm\x01\0\0\0":
-        raise ValueError("not a WebAssembly module")
-    out = bytearray(wasm[:8])
-    pos = 8
-    while pos < len(wasm):
-        start = pos
-        section_id = wasm[pos]
-        size, body = _leb128(wasm, pos + 1)
-        end = body + size
-        if section_id == 0:
-            name_len, name_pos = _leb128(wasm, body)
-            if wasm[name_pos:name_pos + name_len].decode("utf-8", "replace") not in KEEP_CUSTOM_SECTIONS:
-                pos = end
-                continue
-        out += wasm[start:end]
-        pos = end
-    return bytes(out)
 
 
 def prelude_header(bytecode: bytes) -> str:
